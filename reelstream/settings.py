@@ -1,0 +1,71 @@
+"""The one frozen settings object. Every setting is read here, from REELSTREAM_* environment variables.
+
+Nested sections use a double underscore: REELSTREAM_MODERATION__BATCH_SIZE=128.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.config import IndexSettings
+from models.recs.config import RecsSettings
+from models.text.config import ModerationSettings
+
+
+class TopicSettings(BaseModel):
+    """Topic names. Partition counts are shared: Faust co-partitions tables with their streams."""
+
+    model_config = ConfigDict(frozen=True)
+    events: str = "events"
+    videos: str = "videos"
+    recommendations: str = "recommendations"
+    moderation_flags: str = "moderation-flags"
+    dlq: str = "events.dlq"
+    comments: str = "comments"
+    interactions_by_video: str = "interactions-by-video"
+    item_vectors: str = "item-vectors"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REELSTREAM_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    app_id: str = "reelstream"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(4, ge=1)
+    topics: TopicSettings = TopicSettings()
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    data_dir: str = ".reelstream-data"
+
+    # Input limits: anything beyond goes to the DLQ with a reason.
+    max_message_bytes: int = Field(1_000_000, ge=1024)
+    max_text_chars: int = Field(5000, ge=1)
+
+    # Micro-batching of the interactions agent.
+    batch_size: int = Field(1000, ge=1)
+    batch_max_wait_s: float = Field(0.05, gt=0)
+
+    # Faust/broker tuning (see ../shared/broker/README.md for why).
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    commit_interval_s: float = 0.5
+
+    recs: RecsSettings = RecsSettings()
+    moderation: ModerationSettings = ModerationSettings()
+    index: IndexSettings = IndexSettings()
+
+    @property
+    def broker_url(self) -> str:
+        """Faust's broker URL list for the same servers."""
+        return ";".join(f"kafka://{s.strip()}" for s in self.bootstrap_servers.split(","))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

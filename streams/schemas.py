@@ -1,0 +1,214 @@
+"""Event contracts (../shared/DESIGN.md). Every message is JSON with a `schema_version`.
+
+Validation happens once, at the edge: `parse_event` either returns a typed event or raises
+`InvalidMessage` with a short machine-readable reason that the DLQ record and metric carry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Event time, epoch seconds. Bounded so absurd values are rejected, not stored.
+Timestamp = Annotated[float, Field(ge=0, le=4_102_444_800)]  # 2100-01-01
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Id
+    user_id: Id
+    ts: Timestamp
+
+
+class _VideoEvent(_Base):
+    video_id: Id
+
+
+class Watch(_VideoEvent):
+    type: Literal["watch"]
+    watch_ms: Annotated[int, Field(ge=0, le=86_400_000)]
+    duration_ms: Annotated[int, Field(gt=0, le=86_400_000)]
+
+    @property
+    def ratio(self) -> float:
+        return min(1.0, self.watch_ms / self.duration_ms)
+
+
+class Like(_VideoEvent):
+    type: Literal["like"]
+
+
+class Unlike(_VideoEvent):
+    type: Literal["unlike"]
+
+
+class Share(_VideoEvent):
+    type: Literal["share"]
+
+
+class Skip(_VideoEvent):
+    type: Literal["skip"]
+
+
+class Comment(_VideoEvent):
+    type: Literal["comment"]
+    text: Annotated[str, Field(min_length=1)]
+    lang: Literal["en", "zh"] | None = None
+
+
+class UserDelete(_Base):
+    """The right to erasure: history, factors and pending outputs of the user are removed."""
+
+    type: Literal["user_delete"]
+    video_id: Id | None = None
+
+
+UserEvent = Annotated[
+    Union[Watch, Like, Unlike, Share, Skip, Comment, UserDelete], Field(discriminator="type")
+]
+EVENT_TYPES = ("watch", "like", "unlike", "share", "skip", "comment", "user_delete")
+INTERACTION_TYPES = ("watch", "like", "unlike", "share", "skip", "comment")
+
+
+class VideoEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    video_id: Id
+    type: Literal["upload", "remove", "block"]
+    ts: Timestamp
+    title: Annotated[str, Field(max_length=500)] | None = None
+    tags: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)] | None = None
+
+
+class RecItem(BaseModel):
+    video_id: str
+    score: float
+
+
+class Recommendation(BaseModel):
+    user_id: str
+    items: list[RecItem]
+    model_version: str
+    source_event_id: str
+    generated_at: float
+
+
+class ModerationFlag(BaseModel):
+    event_id: str
+    user_id: str
+    video_id: str
+    lang: str
+    scores: dict[str, float]
+    sentiment: dict[str, float]
+    action: Literal["allow", "review", "block"]
+    reasons: list[str]
+    model_version: str
+
+
+class DeadLetter(BaseModel):
+    reason: str
+    detail: str = ""
+    topic: str
+    partition: int
+    offset: int
+    raw: str  # original bytes, base64
+
+
+_user_event = TypeAdapter(UserEvent)
+_video_event = TypeAdapter(VideoEvent)
+
+# Reasons are a closed set: they become a metric label.
+REASONS = (
+    "too_large",
+    "bad_encoding",
+    "bad_json",
+    "not_an_object",
+    "unknown_schema_version",
+    "unknown_type",
+    "missing_field",
+    "bad_field",
+    "text_too_long",
+)
+
+
+class InvalidMessage(ValueError):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail[:500]
+
+
+def _load_object(raw: bytes | None, max_bytes: int) -> dict:
+    if raw is None:
+        raise InvalidMessage("bad_json", "empty value (tombstone) on an input topic")
+    if len(raw) > max_bytes:
+        raise InvalidMessage("too_large", f"{len(raw)} bytes > {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage("bad_encoding", str(exc)) from None
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("bad_json", str(exc)) from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage("not_an_object", type(obj).__name__)
+    if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise InvalidMessage("unknown_schema_version", repr(obj.get("schema_version"))[:50])
+    return obj
+
+
+def _raise_from(exc: ValidationError) -> None:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        raise InvalidMessage("unknown_type", err["msg"]) from None
+    if kind == "missing":
+        raise InvalidMessage("missing_field", loc) from None
+    raise InvalidMessage("bad_field", f"{loc}: {err['msg']}") from None
+
+
+def parse_event(raw: bytes | None, *, max_bytes: int, max_text_chars: int) -> Watch | Like | Unlike | Share | Skip | Comment | UserDelete:
+    obj = _load_object(raw, max_bytes)
+    if "type" not in obj:
+        raise InvalidMessage("missing_field", "type")
+    try:
+        event = _user_event.validate_python(obj)
+    except ValidationError as exc:
+        _raise_from(exc)
+    if isinstance(event, Comment) and len(event.text) > max_text_chars:
+        raise InvalidMessage("text_too_long", f"{len(event.text)} chars > {max_text_chars}")
+    return event
+
+
+def parse_video_event(raw: bytes | None, *, max_bytes: int) -> VideoEvent:
+    obj = _load_object(raw, max_bytes)
+    try:
+        return _video_event.validate_python(obj)
+    except ValidationError as exc:
+        _raise_from(exc)
+        raise  # unreachable
+
+
+def json_schemas() -> dict[str, dict]:
+    """Published JSON Schemas of every contract, generated from the models."""
+    return {
+        "events": _user_event.json_schema(),
+        "videos": VideoEvent.model_json_schema(),
+        "recommendations": Recommendation.model_json_schema(),
+        "moderation-flags": ModerationFlag.model_json_schema(),
+        "events.dlq": DeadLetter.model_json_schema(),
+    }
+
+
+def dumps(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
+
