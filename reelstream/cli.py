@@ -19,9 +19,10 @@ def _register_all() -> None:
     from indexer import cli as indexer_cli
     from models.recs import cli as recs_cli
     from models.text import cli as text_cli
+    from reelstream import commands
     from streams import cli as streams_cli
 
-    for module in (streams_cli, text_cli, recs_cli, indexer_cli):
+    for module in (commands, streams_cli, text_cli, recs_cli, indexer_cli):
         module.register(app=app, train=train_app, eval_=eval_app, bench=bench_app)
 
 
@@ -30,3 +31,7 @@ _register_all()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

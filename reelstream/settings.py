@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     app_id: str = "reelstream"
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
+    # Video events are few; one partition lets every worker replicate the catalog (a Faust GlobalTable).
+    videos_partitions: int = Field(1, ge=1, le=1)
     topics: TopicSettings = TopicSettings()
 
     web_host: str = "127.0.0.1"

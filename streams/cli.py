@@ -2,8 +2,115 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+Bootstrap = Annotated[
+    Optional[str], typer.Option("--bootstrap", help="Kafka bootstrap servers (default: settings.bootstrap_servers).")
+]
+
+
+def _bootstrap(value: str | None) -> str:
+    from reelstream.settings import get_settings
+
+    return value or get_settings().bootstrap_servers
+
+
+def _kafka_errors_exit() -> "contextlib.AbstractContextManager[None]":
+    """Print a broker error as one line and exit 2, instead of a traceback."""
+    from confluent_kafka import KafkaException
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except KafkaException as exc:
+            typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return guard()
 
 
 def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands. Keep imports of heavy libraries inside the command bodies."""
+
+    @app.command("record")
+    def record_cmd(
+        topic: Annotated[str, typer.Argument(help="Topic to copy, every partition from the beginning.")],
+        file: Annotated[Path, typer.Argument(help="Record file to write (.jsonl, or .jsonl.gz for gzip).")],
+        count: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
+        timeout: Annotated[float, typer.Option(help="Stop after this many seconds without a new message.")] = 5.0,
+        bootstrap: Bootstrap = None,
+    ) -> None:
+        """Record a topic to a JSONL file; stops at the end of the topic, at --count, or when idle."""
+        from streams.recording import record
+
+        with _kafka_errors_exit():
+            stats = record(_bootstrap(bootstrap), topic, file, count=count, timeout_s=timeout)
+        typer.echo(
+            f"recorded {stats.count} messages from {topic} ({stats.partitions} partition"
+            f"{'s' * (stats.partitions != 1)}) to {file} in {stats.seconds:.1f} s, stopped by {stats.stopped_by}"
+        )
+
+    @app.command("replay")
+    def replay_cmd(
+        file: Annotated[Path, typer.Argument(help="Record file (as written by record or generate).")],
+        topic: Annotated[Optional[str], typer.Option(help="Send every record here instead of its own topic.")] = None,
+        rate: Annotated[Optional[float], typer.Option(help="Messages per second (default: unlimited).")] = None,
+        bootstrap: Bootstrap = None,
+    ) -> None:
+        """Produce a record file again, keeping keys, values, timestamps and headers."""
+        from streams.recording import replay
+
+        with _kafka_errors_exit():
+            stats = replay(_bootstrap(bootstrap), file, topic=topic, rate=rate)
+        per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(stats.by_topic.items()))
+        typer.echo(
+            f"replayed {stats.sent} messages ({per_topic or 'none'}), {stats.failed} failed, "
+            f"in {stats.seconds:.1f} s" + (f"; first error: {stats.first_error}" if stats.first_error else "")
+        )
+        if stats.failed:
+            raise typer.Exit(1)
+
+    @app.command("generate")
+    def generate_cmd(
+        out: Annotated[Path, typer.Option(help="Record file to write (.jsonl or .jsonl.gz).")],
+        users: Annotated[int, typer.Option(help="Number of users.")] = 200,
+        videos: Annotated[int, typer.Option(help="Number of videos.")] = 300,
+        events: Annotated[int, typer.Option(help="User events (video events and malformed ones come on top).")] = 4000,
+        seed: Annotated[int, typer.Option(help="Same seed, same data files: byte-identical output.")] = 7,
+        clusters: Annotated[int, typer.Option(help="Latent video clusters (user tastes mix 1-3 of them).")] = 8,
+        data: Annotated[Optional[Path], typer.Option(help="Labeled comment datasets (default ../shared/data).")] = None,
+        truth: Annotated[Optional[Path], typer.Option(help="Write the ground truth here (JSON).")] = None,
+        with_malformed: Annotated[bool, typer.Option(help="Add a bad message per DLQ reason, a duplicate.")] = False,
+    ) -> None:
+        """Generate a synthetic event stream with known latent structure, as a replayable record file."""
+        import orjson
+
+        from reelstream.settings import get_settings
+        from streams.generator import GeneratorConfig, generate
+
+        topics = get_settings().topics
+        try:
+            config = GeneratorConfig(
+                users=users, videos=videos, events=events, seed=seed, clusters=clusters,
+                events_topic=topics.events, videos_topic=topics.videos, with_faults=with_malformed,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        try:
+            result = generate(config, out, data)
+        except FileNotFoundError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data") from None
+        if truth is not None:
+            truth.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        groups: dict[str, list[str]] = {}
+        for key, n in result["counts"].items():
+            group, name = key.split(".", 1)
+            groups.setdefault(group, []).append(f"{name} {n}")
+        summary = "; ".join(f"{group}: {', '.join(items)}" for group, items in groups.items())
+        typer.echo(f"wrote {out}: {summary}" + (f"; truth in {truth}" if truth else ""))

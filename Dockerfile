@@ -1,0 +1,13 @@
+# The worker image used by docker-compose.yml. CPU torch from PyTorch's CPU index keeps the image small.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY reelstream reelstream
+COPY streams streams
+COPY models models
+COPY indexer indexer
+COPY monitoring monitoring
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && pip install --no-cache-dir .
+USER nobody
+CMD ["reelstream", "worker"]

@@ -1,0 +1,120 @@
+"""Commands that run services: the embedded broker, a worker, the demo, the pipeline benchmark."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Optional
+
+import typer
+
+from reelstream.settings import get_settings
+
+
+def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
+    @app.command()
+    def broker(
+        port: Annotated[int, typer.Option(help="Fixed port to listen on (0 = random).")] = 0,
+        addr_file: Annotated[Optional[str], typer.Option(help="Write the bootstrap address here once ready.")] = None,
+        topic: Annotated[list[str], typer.Option(help="Extra topic NAME:PARTITIONS (repeatable).")] = [],
+    ) -> None:
+        """Run an embedded Kafka-protocol broker (librdkafka mock cluster) with every app topic created."""
+        from streams.broker import MockCluster, write_addr_file
+        from streams.topics import all_topics
+
+        topics = all_topics(get_settings())
+        for spec in topic:
+            name, _, parts = spec.partition(":")
+            topics[name] = int(parts or 1)
+        cluster = MockCluster(topics, port=port).start()
+        if addr_file:
+            write_addr_file(addr_file, cluster.bootstrap)
+        typer.echo(f"librdkafka {cluster.version} mock cluster on {cluster.bootstrap}: {len(topics)} topics", err=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        typer.echo("broker stopped", err=True)
+
+    @app.command()
+    def worker(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
+        """Run a stream worker (Faust) against REELSTREAM_BOOTSTRAP_SERVERS."""
+        from streams.worker import run_worker
+
+        run_worker(get_settings(), loglevel=loglevel.upper())
+
+    @app.command()
+    def demo(json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False) -> None:
+        """Start the embedded broker and a worker, replay the committed sample, summarise the outputs."""
+        import orjson
+
+        from reelstream.demo import print_summary, run_demo
+
+        result = run_demo(get_settings())
+        if json_:
+            typer.echo(orjson.dumps(result["summary"]).decode())
+        else:
+            print_summary(result)
+
+    @app.command()
+    def topics(
+        create: Annotated[bool, typer.Option(help="Create missing topics on the configured (real) Kafka.")] = False,
+        replication: Annotated[int, typer.Option(help="Replication factor for --create.")] = 1,
+    ) -> None:
+        """List every topic the app needs (name, partitions, cleanup policy); --create makes them."""
+        from streams.topics import all_topics, compacted
+
+        settings = get_settings()
+        wanted = all_topics(settings)
+        keep = compacted(settings)
+        for name, parts in wanted.items():
+            typer.echo(f"{name}\t{parts}\t{'compact' if name in keep else 'delete'}")
+        if not create:
+            return
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        new = [
+            NewTopic(n, p, replication, config={"cleanup.policy": "compact"} if n in keep else {})
+            for n, p in wanted.items()
+        ]
+        for name, fut in admin.create_topics(new, request_timeout=30).items():
+            try:
+                fut.result()
+                typer.echo(f"created {name}", err=True)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+                typer.echo(f"exists {name}", err=True)
+
+    @app.command()
+    def schemas(out: Annotated[str, typer.Option(help="Directory for one JSON Schema file per topic.")] = "docs/schemas") -> None:
+        """Write the published JSON Schemas of every topic contract, generated from the pydantic models."""
+        import json
+        from pathlib import Path
+
+        from streams.schemas import json_schemas
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for name, schema in json_schemas().items():
+            path = Path(out) / f"{name}.schema.json"
+            path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+            typer.echo(str(path))
+
+    @bench.command("pipeline")
+    def bench_pipeline_cmd(
+        events: Annotated[int, typer.Option(help="Messages for the throughput phase.")] = 50_000,
+        latency_events: Annotated[int, typer.Option(help="Messages for the paced latency phase.")] = 10_000,
+        latency_rate: Annotated[float, typer.Option(help="Messages/s in the latency phase.")] = 2_000.0,
+        seed: Annotated[int, typer.Option()] = 11,
+        json_: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Whole-pipeline events/s and latency, against a raw consumer on the same broker."""
+        import orjson
+
+        from streams.bench import bench_pipeline
+
+        result = bench_pipeline(get_settings(), events, latency_events, latency_rate, seed)
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 if not json_ else 0).decode())

@@ -1,0 +1,128 @@
+"""`reelstream bench pipeline`: events/s and event-to-output latency of a real worker, with a raw
+confluent-kafka consumer on the same broker in the same run as the baseline.
+
+Phase 1 (throughput): N generated messages are produced as fast as the client can, and we time until the
+worker has accounted for every one (valid, duplicate or dead-lettered). Phase 2 (latency): a fresh stream
+is produced at a fixed rate below capacity; an event's latency is the time from its produce timestamp to
+the first recommendation for its user whose source event is that event or a later one of the same user
+(a recommendation reflects every earlier event of its user: same key, same partition, in order).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from reelstream.settings import Settings
+
+
+def _produce(bootstrap: str, path: Path, rate: float | None = None) -> dict[str, float]:
+    """Send a record file with fresh timestamps; returns event_id -> produce time (seconds)."""
+    from confluent_kafka import Producer
+
+    from streams.recording import read_records
+
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
+    sent_at: dict[str, float] = {}
+    start = time.time()
+    for i, rec in enumerate(read_records(path)):
+        if rate:
+            ahead = start + i / rate - time.time()
+            if ahead > 0:
+                producer.poll(ahead)
+        now = time.time()
+        while True:
+            try:
+                producer.produce(rec.topic, rec.value, rec.key, timestamp=int(now * 1000))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if rec.topic != "videos":
+            try:
+                sent_at[orjson.loads(rec.value)["event_id"]] = now
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+    producer.flush(60)
+    return sent_at
+
+
+def _raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
+    from streams.recording import read_topic
+
+    start = time.perf_counter()
+    n = sum(1 for _ in read_topic(bootstrap, topic, count=count))
+    return n / (time.perf_counter() - start)
+
+
+def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]) -> list[float]:
+    from streams.recording import read_records, read_topic
+
+    order: dict[str, list[str]] = {}
+    for rec in read_records(path):
+        obj = orjson.loads(rec.value) if rec.topic != "videos" else None
+        if obj and obj["event_id"] in sent_at:
+            order.setdefault(obj["user_id"], []).append(obj["event_id"])
+    position = {eid: (user, i) for user, ids in order.items() for i, eid in enumerate(ids)}
+    served: dict[str, list[tuple[int, float]]] = {}  # user -> [(index of source event, output time)]
+    for out in read_topic(bootstrap, topic):
+        if out.value is None:
+            continue
+        rec = orjson.loads(out.value)
+        pos = position.get(rec["source_event_id"])
+        if pos is not None:
+            served.setdefault(pos[0], []).append((pos[1], out.timestamp_ms / 1000))
+    result = []
+    for user, ids in order.items():
+        outs = sorted(served.get(user, []), key=lambda x: x[1])
+        for i, eid in enumerate(ids):
+            first = next((t for j, t in outs if j >= i), None)
+            if first is not None:
+                result.append(first - sent_at[eid])
+    return result
+
+
+def bench_pipeline(settings: Settings, events: int, latency_events: int, latency_rate: float, seed: int) -> dict[str, Any]:
+    from streams.generator import GeneratorConfig, generate
+    from streams.local import LocalStack
+    from streams.recording import read_records
+
+    with LocalStack() as stack:
+        stack.start_broker()
+        users, videos = max(200, events // 25), max(300, events // 100)
+        phase1 = stack.workdir / "throughput.jsonl"
+        phase2 = stack.workdir / "latency.jsonl"
+        generate(GeneratorConfig(users=users, videos=videos, events=events, seed=seed), phase1)
+        generate(GeneratorConfig(users=users, videos=videos, events=latency_events, seed=seed + 1), phase2)
+        n1 = sum(1 for _ in read_records(phase1))
+        n2 = sum(1 for _ in read_records(phase2))
+        worker = stack.start_worker()
+
+        start = time.perf_counter()
+        _produce(stack.bootstrap, phase1)
+        stack.wait_consumed(n1, timeout=600, settle=0.0)
+        seconds = time.perf_counter() - start
+        events_per_s = n1 / seconds
+
+        sent_at = _produce(stack.bootstrap, phase2, rate=latency_rate)
+        stack.wait_consumed(n1 + n2, timeout=600)
+        lat = np.array(_latencies(stack.bootstrap, settings.topics.recommendations, phase2, sent_at)) * 1000
+        raw = _raw_consumer_rate(stack.bootstrap, settings.topics.events, n1)
+        info = {k: v for k, v in worker.metrics().items() if k.startswith("reelstream_build_info")}
+    return {
+        "events": n1,
+        "events_per_s": round(events_per_s, 1),
+        "raw_consumer_events_per_s": round(raw, 1),
+        "ratio": round(events_per_s / raw, 4),
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+            "p99": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+        },
+        "latency_events": int(len(lat)),
+        "latency_rate_per_s": latency_rate,
+        "seconds": round(seconds, 2),
+        "build": next(iter(info), ""),
+    }

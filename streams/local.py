@@ -1,0 +1,160 @@
+"""A whole pipeline on this machine: embedded broker and worker processes, for the demo, tests and benches.
+
+Workers are real processes (`reelstream worker`), so what runs here is what runs in production; only the
+broker differs (librdkafka's mock cluster instead of Kafka).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_METRIC_LINE = re.compile(r"^(reelstream_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s\n{tail}")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's /metrics as {'name{labels}': value}; empty if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def total(metrics: dict[str, float], name: str) -> float:
+    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    web_port: int
+    log: Path
+
+    def metrics(self) -> dict[str, float]:
+        return scrape(self.web_port)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@dataclass
+class LocalStack:
+    """Broker process plus worker processes, sharing one environment of REELSTREAM_* settings."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reelstream-")))
+    bootstrap: str = ""
+    broker: subprocess.Popen | None = None
+    workers: list[Worker] = field(default_factory=list)
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "reelstream.cli", *args]
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {**os.environ, **self.env, **extra}
+        if self.bootstrap:
+            env["REELSTREAM_BOOTSTRAP_SERVERS"] = self.bootstrap
+        return env
+
+    def start_broker(self, timeout: float = 30) -> str:
+        addr = self.workdir / "broker.addr"
+        log = self.workdir / "broker.log"
+        self.broker = subprocess.Popen(
+            self._cmd("broker", "--addr-file", str(addr)), env=self._env(), stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+        _wait(addr.exists, timeout, "broker", self.broker, log)
+        self.bootstrap = addr.read_text().strip()
+        return self.bootstrap
+
+    def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
+        port = free_port()
+        log = self.workdir / f"worker-{len(self.workers)}.log"
+        proc = subprocess.Popen(
+            self._cmd("worker", "--loglevel", loglevel),
+            env=self._env(REELSTREAM_WEB_PORT=str(port)),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        worker = Worker(proc, port, log)
+        _wait(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", proc, log)
+        self.workers.append(worker)
+        return worker
+
+    def wait_consumed(self, expected: int, timeout: float = 120, settle: float = 1.0) -> None:
+        """Until workers have accounted for `expected` input messages and their outputs stopped changing."""
+        def done() -> bool:
+            live = [w.metrics() for w in self.workers if w.proc.poll() is None]
+            consumed = sum(
+                total(m, "reelstream_events_total") + total(m, "reelstream_duplicate_events_total")
+                + total(m, "reelstream_dlq_messages_total") for m in live
+            )
+            forwarded = sum(m.get('reelstream_outputs_total{output="comments"}', 0.0) for m in live)
+            scored = sum(
+                m.get('reelstream_outputs_total{output="moderation_flags"}', 0.0)
+                + m.get("reelstream_comments_erased_total", 0.0) for m in live
+            )
+            return consumed >= expected and scored >= forwarded
+
+        _wait(done, timeout, f"processing {expected} messages")
+        last, stable_since = None, time.monotonic()
+        while time.monotonic() - stable_since < settle:
+            now = [total(w.metrics(), "reelstream_outputs_total") for w in self.workers]
+            if now != last:
+                last, stable_since = now, time.monotonic()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.broker is not None and self.broker.poll() is None:
+            self.broker.terminate()
+            self.broker.wait(10)
+
+    def __enter__(self) -> "LocalStack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,38 @@
+"""Every topic the app uses, by name, so the broker can pre-create them without importing Faust.
+
+The librdkafka mock cluster cannot create topics on request, and Faust must not try to
+(`topic_allow_declare=False`), so this list must name changelogs and Faust's internal topics too.
+"""
+
+from __future__ import annotations
+
+from reelstream.settings import Settings
+
+# Faust tables, by name. Changelog topics are "<app_id>-<table>-changelog".
+USERS_TABLE = "users"
+CATALOG_TABLE = "catalog"  # a GlobalTable: every worker holds all of it
+TABLES = (USERS_TABLE, CATALOG_TABLE)
+
+
+def changelog(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def all_topics(settings: Settings) -> dict[str, int]:
+    """Topic name -> partition count. Everything is co-partitioned with the same count."""
+    t = settings.topics
+    names = [
+        t.events, t.recommendations, t.moderation_flags, t.dlq, t.comments,
+        t.interactions_by_video, t.item_vectors,
+        f"{settings.app_id}-__assignor-__leader",
+        changelog(settings, USERS_TABLE),
+    ]
+    topics = {name: settings.partitions for name in names}
+    topics[t.videos] = topics[changelog(settings, CATALOG_TABLE)] = settings.videos_partitions
+    return topics
+
+
+def compacted(settings: Settings) -> set[str]:
+    """Topics keyed by entity whose latest value is the state: compacted on real Kafka."""
+    t = settings.topics
+    return {t.recommendations, t.item_vectors, *(changelog(settings, name) for name in TABLES)}

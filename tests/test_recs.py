@@ -1,0 +1,201 @@
+"""Recommendation model: confidence, streaming ALS (against real implicit), popularity, persistence, a
+small prequential run and `reelstream train als`."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from models.recs.als import StreamingALS
+from models.recs.confidence import Interaction, append, confidences, with_sentiment
+from models.recs.config import ConfidenceWeights, RecsSettings
+from models.recs.evaluate import prequential, synthetic_events
+from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
+from models.recs.popularity import PopularityRecommender
+from models.recs.solve import gram, gram_sum, gram_update
+
+W = ConfidenceWeights()
+SMALL = RecsSettings(factors=8, regularization=0.1, alpha=2.0, iterations=10, popularity_half_life_s=3600.0)
+
+
+def _implicit_model(matrix: csr_matrix, s: RecsSettings):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(
+        factors=s.factors, regularization=s.regularization, alpha=s.alpha, iterations=s.iterations, random_state=1
+    )
+    model.fit(matrix, show_progress=False)
+    return model
+
+
+def _random_matrix(users: int = 60, items: int = 40, seed: int = 0) -> csr_matrix:
+    rng = np.random.default_rng(seed)
+    m = (rng.random((users, items)) < 0.15) * rng.uniform(0.5, 5.0, (users, items))
+    m[rng.random((users, items)) < 0.03] = -1.0  # a few dislikes (skips)
+    return csr_matrix(m.astype(np.float32))
+
+
+def test_confidence_signs_and_idempotence() -> None:
+    h = [
+        Interaction("e1", "a", "watch", 1.0, ratio=0.5),
+        Interaction("e2", "a", "like", 2.0),
+        Interaction("e3", "b", "skip", 3.0),
+        Interaction("e4", "c", "like", 4.0),
+        Interaction("e5", "c", "unlike", 5.0),
+        Interaction("e6", "d", "share", 6.0),
+        Interaction("e7", "e", "comment", 7.0, sentiment=(0.0, 0.1, 0.9)),
+        Interaction("e8", "f", "comment", 8.0, sentiment=(0.9, 0.1, 0.0)),
+    ]
+    conf = confidences(h, W)
+    assert conf["a"] == pytest.approx(0.5 * W.watch + W.like)
+    assert conf["b"] < 0 and conf["f"] < 0  # skip and a negative comment lower confidence
+    assert "c" not in conf  # the unlike took the like back
+    assert conf["d"] == W.share and conf["e"] > W.comment_neutral
+    # Recomputing from the full list, duplicated or reordered (at-least-once delivery), changes nothing.
+    assert confidences(h + h[::-1], W) == conf == confidences(h, W)
+    assert append(h, h, max_events=100) == sorted(h, key=lambda i: (i.ts, i.event_id))
+    # Sentiment arriving later for a comment moves it; decay makes old feedback count less.
+    rescored = confidences(with_sentiment(h, "e7", {"negative": 1.0, "neutral": 0.0, "positive": 0.0}), W)
+    assert rescored["e"] == W.comment_negative
+    decayed = confidences(h, W, half_life_s=1.0)
+    assert decayed["d"] == W.share / 4 and decayed["f"] == conf["f"]  # two half-lives old; the latest
+
+
+def test_user_factor_matches_implicit_recalculate_user() -> None:
+    matrix = _random_matrix()
+    model = _implicit_model(matrix, SMALL)
+    als = StreamingALS(SMALL)
+    als.upsert_items([f"v{i}" for i in range(matrix.shape[1])], model.item_factors)
+    for u in (0, 7, 31):
+        row = matrix[u]
+        history = {f"v{i}": float(c) for i, c in zip(row.indices, row.data)}
+        ours = als.user_factor(history)
+        theirs = model.recalculate_user(u, row)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+def test_item_solve_from_partitioned_grams_equals_full_gram_and_implicit() -> None:
+    matrix = _random_matrix(seed=1)
+    model = _implicit_model(matrix, SMALL)
+    users = np.asarray(model.user_factors)
+    # Three user partitions, each keeping its partial Gram as user factors change (some twice).
+    partials = [np.zeros((SMALL.factors, SMALL.factors)) for _ in range(3)]
+    current: dict[int, np.ndarray] = {}
+    for u in range(len(users)):
+        p = u % 3
+        partials[p] = gram_update(partials[p], None, users[u] * 0.5)
+        current[u] = users[u] * 0.5
+    for u in [*range(len(users)), 4, 11]:
+        p = u % 3
+        partials[p] = gram_update(partials[p], current[u], users[u])
+        current[u] = users[u]
+    g = gram_sum(partials)
+    np.testing.assert_allclose(g, gram(users), rtol=1e-9, atol=1e-9)
+    item = 5
+    col = matrix.T.tocsr()[item]
+    pairs = [(users[u], float(c)) for u, c in zip(col.indices, col.data)]
+    ours = solve_item(pairs, g, SMALL.regularization, SMALL.alpha)
+    np.testing.assert_allclose(ours, solve_item(pairs, gram(users), SMALL.regularization, SMALL.alpha), rtol=1e-6)
+    np.testing.assert_allclose(ours, model.recalculate_item(item, col), rtol=1e-3, atol=1e-4)
+
+
+def test_new_video_enters_through_item_side_and_removed_leaves() -> None:
+    matrix = _random_matrix(seed=2)
+    model = _implicit_model(matrix, SMALL)
+    als = StreamingALS(SMALL)
+    als.upsert_items([f"v{i}" for i in range(matrix.shape[1])], model.item_factors)
+    users = np.asarray(model.user_factors)
+    trainer = ItemTrainer(SMALL.regularization, SMALL.alpha)
+    for u in range(10):
+        trainer.apply(ItemMessage("new", f"u{u}", users[u].tolist(), 5.0))
+    trainer.apply(ItemMessage("new", "u0", users[0].tolist(), 5.0))  # a redelivery changes nothing
+    ids, vecs = trainer.solve_dirty(gram(users))
+    assert ids == ["new"] and vecs.shape == (1, SMALL.factors)
+    als.upsert_items(ids, vecs)
+    history = {"v1": 3.0, "v2": 1.0}
+    assert "new" in [v for v, _ in als.recommend(history, k=als.n_items)]
+    als.remove_videos(["new", "v3"])
+    als.upsert_items(["v3"], vecs)  # a late item-side update cannot bring a removed video back
+    recs = [v for v, _ in als.recommend(history, k=als.n_items)]
+    assert "new" not in recs and "v3" not in recs and "v1" not in recs
+    assert len(recs) == matrix.shape[1] - 3
+    assert [v for v, _ in als.recommend({}, k=3)] == [v for v, _ in als.popularity.recommend({}, 3)]
+
+
+def test_popularity_decays_with_half_life() -> None:
+    pop = PopularityRecommender(half_life_s=10.0)
+    for _ in range(3):
+        pop.observe("old", 1.0, 0.0)
+    for _ in range(2):
+        pop.observe("new", 1.0, 20.0)  # 2 now beats 3 from two half-lives ago (0.75)
+    assert [v for v, _ in pop.recommend({}, 2)] == ["new", "old"]
+    pop.observe("later", 1.0, 20.0 + 10.0 * 600)  # 2^600 overflows float64 unless the reference moves
+    assert [v for v, _ in pop.recommend({}, 3)][0] == "later"
+    assert np.isfinite(pop.scores()).all()
+    assert [v for v, _ in pop.recommend({"later": 1.0}, 1, exclude={"new"})] == ["old"]
+    alltime = PopularityRecommender(float("inf"))
+    for ts, vid in ((0.0, "a"), (0.0, "a"), (1e9, "b")):
+        alltime.observe(vid, 1.0, ts)
+    assert [v for v, _ in alltime.recommend({}, 2)] == ["a", "b"]
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    matrix = _random_matrix(seed=3)
+    histories = {
+        f"u{u}": {f"v{i}": float(c) for i, c in zip(matrix[u].indices, matrix[u].data)} for u in range(matrix.shape[0])
+    }
+    pop = PopularityRecommender(SMALL.popularity_half_life_s)
+    pop.observe("v1", 2.0, 100.0)
+    model = StreamingALS.fit(histories, SMALL, pop)
+    model.remove_videos(["v2"])
+    assert model.model_version.startswith("als-") and len(model.model_version) == len("als-20260101000000-") + 8
+    model.save(tmp_path)
+    loaded = StreamingALS.load(tmp_path, RecsSettings())  # the saved hyperparameters win over the defaults
+    assert loaded.model_version == model.model_version and loaded.settings.factors == SMALL.factors
+    assert json.loads((tmp_path / "meta.json").read_text())["model_version"] == model.model_version
+    for h in (histories["u3"], {}, {"v1": 1.0}):
+        assert loaded.recommend(h, 5) == model.recommend(h, 5)
+    np.testing.assert_array_equal(loaded.user_factors, model.user_factors)
+    assert loaded.item_vector("v2") is None
+
+
+def test_prequential_streaming_beats_popularity_on_clustered_data() -> None:
+    groups = synthetic_events(users=400, videos=300, events=12_000, seed=0, days=10)
+    s = RecsSettings(factors=16, regularization=0.5, alpha=2.0, popularity_half_life_s=86_400.0)
+    result = prequential(groups, s, warmup=0.3, item_every=200, refit_iterations=5, batch_size=50)
+    assert result["events"] > 3000
+    assert result["streaming"]["hr@10"] > 1.3 * result["popularity"]["hr@10"]
+    assert result["streaming"]["unknown_user_events"] <= result["batch_periodic"]["unknown_user_events"]
+
+
+def test_train_als_from_recorded_file(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from reelstream.cli import app
+    from streams.recording import Record, write_records
+
+    rng = random.Random(0)
+    records = []
+    for n in range(600):
+        user, video = f"u{rng.randrange(40)}", f"v{rng.randrange(30)}"
+        event = {"schema_version": 1, "event_id": f"e{n}", "user_id": user, "video_id": video, "ts": 1e9 + n}
+        kind = rng.choice(["watch", "watch", "like", "skip", "share"])
+        event["type"] = kind
+        if kind == "watch":
+            event.update(watch_ms=rng.randrange(1, 30_000), duration_ms=30_000)
+        records.append(Record("events", -1, -1, None, user.encode(), json.dumps(event).encode()))
+    records.append(Record("events", -1, -1, None, b"x", b"{not json"))
+    records.append(Record("videos", -1, -1, None, b"v1", b'{"video_id": "v1", "type": "upload", "ts": 1}'))
+    path = tmp_path / "events.jsonl"
+    write_records(path, records)
+    result = CliRunner().invoke(app, ["train", "als", "--from", str(path), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["invalid"] == 1 and summary["users"] == 40 and summary["videos"] == 30
+    loaded = StreamingALS.load(tmp_path / "model", RecsSettings())
+    assert loaded.model_version == summary["model_version"] and loaded.n_items == 30
+    assert len(loaded.recommend({"v1": 2.0}, 10)) == 10

@@ -1,0 +1,199 @@
+"""Comment models: one contract suite over every Moderator / SentimentModel implementation, real training
+on a small subset, the `score` CLI round trip, and the GPU path. Real torch models throughout."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from models.text.base import (
+    CommentScore,
+    Moderator,
+    SentimentModel,
+    decide,
+    detect_lang,
+    load_comment_models,
+    resolve_langs,
+)
+from models.text.comments import CommentModels
+from models.text.config import CATEGORIES, ModerationSettings, Thresholds
+from models.text.data import default_data_dir
+from models.text.training import TrainOptions, headline, save, train
+
+DATA = default_data_dir()
+SENTIMENT_KEYS = ("negative", "neutral", "positive")
+HARD_TEXTS = [
+    "",
+    "x" * 1_000_000,
+    "This video 太好看了!! lol 😂😂",
+    "🔥🔥🔥",
+    "you are a complete idiot",
+    "这个视频太好看了，谢谢分享",
+    "   \n\t ",
+    "\x00null byte",
+]
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory):
+    """The real training code on 300 rows per dataset, 1 epoch, saved like the shipped weights."""
+    if not DATA.exists():
+        pytest.skip(f"training data not present at {DATA}")
+    result = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1))
+    out = tmp_path_factory.mktemp("weights")
+    save(result, out)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CommentModels:
+    return load_comment_models(ModerationSettings(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def small(small_run) -> CommentModels:
+    return load_comment_models(ModerationSettings(model_dir=str(small_run[1]), device="cpu"))
+
+
+# Every implementation of each protocol: (protocol, which weights, how to get it from CommentModels).
+IMPLEMENTATIONS = [
+    pytest.param(Moderator, "shipped", lambda m: m.moderator, id="moderator-shipped"),
+    pytest.param(Moderator, "small", lambda m: m.moderator, id="moderator-small"),
+    pytest.param(SentimentModel, "shipped", lambda m: m.sentiment, id="sentiment-shipped"),
+    pytest.param(SentimentModel, "small", lambda m: m.sentiment, id="sentiment-small"),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def impl(request: pytest.FixtureRequest):
+    protocol, weights, get = request.param
+    model = get(request.getfixturevalue(weights))
+    keys = CATEGORIES if protocol is Moderator else SENTIMENT_KEYS
+    return protocol, model, keys
+
+
+def test_contract_shapes_ranges_and_odd_texts(impl) -> None:
+    protocol, model, keys = impl
+    assert isinstance(model, protocol)
+    assert isinstance(model.model_version, str) and model.model_version
+    out = model.score_batch(HARD_TEXTS)
+    assert len(out) == len(HARD_TEXTS)
+    for row in out:
+        assert tuple(row) == tuple(keys)
+        assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in row.values())
+        if protocol is SentimentModel:
+            assert sum(row.values()) == pytest.approx(1.0, abs=1e-5)
+    assert model.score_batch([]) == []
+
+
+def test_contract_deterministic_and_batch_equals_single(impl) -> None:
+    _, model, _ = impl
+    langs = ["en", None, None, "en", "en", "zh", None, "zh"]
+    batch = model.score_batch(HARD_TEXTS, langs)
+    assert model.score_batch(HARD_TEXTS, langs) == batch
+    for text, lang, row in zip(HARD_TEXTS, langs, batch):
+        single = model.score_batch([text], [lang])[0]
+        assert single == pytest.approx(row, abs=1e-5)
+
+
+def test_contract_langs_optional_and_checked(impl) -> None:
+    _, model, _ = impl
+    texts = ["nice one", "好看"]
+    assert model.score_batch(texts) == model.score_batch(texts, ["en", "zh"])
+    assert model.score_batch(texts, None) == model.score_batch(texts, [None, None])
+    with pytest.raises(ValueError):
+        model.score_batch(texts, ["en"])
+
+
+def test_detect_lang() -> None:
+    assert detect_lang("这个视频太好看了") == "zh"
+    assert detect_lang("这个视频 so good 哈哈 lol") == "zh"
+    assert detect_lang("what a great video") == "en"
+    assert detect_lang("") == "en"
+    assert detect_lang("😂😂 123") == "en"
+    assert resolve_langs(["hello", "你好"], ["zh", "fr"]) == ["zh", "zh"]
+
+
+def test_decide_uses_configured_thresholds() -> None:
+    th = {c: Thresholds() for c in CATEGORIES} | {"hate": Thresholds(review=0.3, block=0.8)}
+    low = {c: 0.1 for c in CATEGORIES}
+    assert decide(low, th) == ("allow", [])
+    assert decide(low | {"hate": 0.35}, th) == ("review", ["hate>=0.30"])
+    assert decide(low | {"hate": 0.85, "spam": 0.95}, th) == ("block", ["hate>=0.80", "spam>=0.90"])
+
+
+def test_score_shares_one_pass_and_caps_text(shipped: CommentModels) -> None:
+    settings = ModerationSettings(device="cpu", max_text_chars=20)
+    models = load_comment_models(settings)
+    long_text = "you are an idiot " * 100
+    res = models.score([long_text, "这个视频太好看了"])
+    assert all(isinstance(r, CommentScore) for r in res)
+    assert res[0].lang == "en" and res[1].lang == "zh"
+    assert res[0].action in ("allow", "review", "block")
+    assert res[0].scores == pytest.approx(models.score([long_text[:20]])[0].scores, abs=1e-6)
+    assert res[0].scores == pytest.approx(shipped.moderator.score_batch([long_text[:20]])[0], abs=1e-5)
+    assert sum(res[1].sentiment.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_training_learns_on_small_subset(small_run) -> None:
+    result, out = small_run
+    assert (out / "comment_net.pt").exists()
+    assert result.n_train["sst2"] == 270 and result.n_val["sst2"] == 30
+    # Easy lines: spam and the product-review sentiment sets are near-separable by a few n-grams.
+    assert result.report["youtube_spam"]["spam"]["auc"] > 0.7
+    easy = [result.report[d]["sentiment"]["accuracy"] for d in ("online_shopping_10_cats", "waimai_10k")]
+    assert np.mean(easy) > 0.6
+    assert headline(result.report) > 0.55
+
+
+def test_score_cli_round_trip(tmp_path: Path, small_run) -> None:
+    from reelstream.cli import app
+
+    records = [
+        {"id": "a", "text": "you are an idiot", "lang": "en"},
+        {"id": 2, "text": "这个视频太好看了"},
+        {"id": "c", "text": "", "lang": None},
+        {"id": "d", "text": "subscribe to my channel http://spam.example 😂"},
+    ]
+    inp, outp = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n\n")
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["score", "--input", str(inp), "--output", str(outp), "--batch-size", "3", "--model-dir", str(small_run[1])]
+    )
+    assert res.exit_code == 0, res.output
+    lines = [orjson.loads(x) for x in outp.read_bytes().splitlines()]
+    assert [x["id"] for x in lines] == ["a", 2, "c", "d"]
+    for x in lines:
+        assert set(x) == {"id", "scores", "sentiment", "action", "model_version"}
+        assert tuple(x["scores"]) == CATEGORIES and tuple(x["sentiment"]) == SENTIMENT_KEYS
+        assert x["action"] in ("allow", "review", "block")
+        assert x["model_version"] == small_run[0].models.model_version
+
+    inp.write_bytes(b'{"id": 1, "text": "ok"}\n{"id": 2, "text": 5}\n')
+    res = runner.invoke(app, ["score", "--input", str(inp), "--output", str(outp)])
+    assert res.exit_code == 2
+    assert ":2:" in res.output and "text" in res.output
+    inp.write_bytes(b'{"id": 1, "text": "ok"}\nnot json\n')
+    res = runner.invoke(app, ["score", "--input", str(inp), "--output", str(outp)])
+    assert res.exit_code == 2 and ":2: not valid JSON" in res.output
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(shipped: CommentModels) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = load_comment_models(ModerationSettings(device="cuda"))
+    assert gpu.device.type == "cuda"
+    texts = HARD_TEXTS[:1] + HARD_TEXTS[2:]
+    for a, b in zip(gpu.score(texts), shipped.score(texts)):
+        assert a.scores == pytest.approx(b.scores, abs=1e-3)
+        assert a.sentiment == pytest.approx(b.sentiment, abs=1e-3)
