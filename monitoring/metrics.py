@@ -36,7 +36,7 @@ INFERENCE = Histogram(
 FLAGS = Counter(
     "reelstream_moderation_flags_total", "Moderation flags emitted, by action.", ["action"], registry=REGISTRY
 )
-FLAG_REASONS = Counter(
+FLAG_CATEGORIES = Counter(
     "reelstream_moderation_categories_total", "Categories over their review threshold, by category.",
     ["category"], registry=REGISTRY,
 )

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 0.5
+    fetch_max_wait_ms: int = Field(20, ge=1, le=5000)  # see streams/transport.py
 
     recs: RecsSettings = RecsSettings()
     moderation: ModerationSettings = ModerationSettings()
@@ -64,8 +65,8 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        """Faust's broker URL list for the same servers."""
-        return ";".join(f"kafka://{s.strip()}" for s in self.bootstrap_servers.split(","))
+        """Faust's broker URL list for the same servers (our aiokafka transport, streams/transport.py)."""
+        return ";".join(f"reelstream://{s.strip()}" for s in self.bootstrap_servers.split(","))
 
 
 @lru_cache(maxsize=1)

@@ -69,6 +69,11 @@ class Worker:
     def metrics(self) -> dict[str, float]:
         return scrape(self.web_port)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -10,10 +10,10 @@ class _Pop:
     model_version = "popularity-v1"
     def __init__(self, s: Settings) -> None:
         self.p = PopularityRecommender(s.recs.popularity_half_life_s)
-    def observe(self, user_id, history):
-        e = history[-1]; self.p.observe(e["video"], 1.0, e["ts"])
+    def learn(self, user_id, history, new):
+        for e in new: self.p.observe(e[1], 1.0, e[3])
     def recommend(self, user_id, history, k, exclude):
-        return self.p.recommend({e["video"]: 1.0 for e in history}, k, exclude)
+        return self.p.recommend({}, k, exclude)
     def forget_user(self, user_id): pass
     def remove_video(self, video_id): self.p.remove_videos([video_id])
 

@@ -2,31 +2,42 @@
 
 Kept free of Faust so it can be unit-tested directly; `streams.app` wires it to topics and tables.
 Every method is synchronous: a read-modify-write of a user's record never spans an `await`.
+
+A user's record is `{"events": [row, ...]}` with one row per interaction, in the field order of
+`models.recs.confidence.Interaction` (event_id, video_id, kind, ts, ratio, sentiment). The same rows
+are the event_id dedup window and the full history the user's factor is recomputed from.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from monitoring import metrics
 from reelstream.settings import Settings
 from streams.schemas import (
+    EVENT_TYPES,
     Comment,
     DeadLetter,
     InvalidMessage,
     ModerationFlag,
-    RecItem,
-    Recommendation,
     UserDelete,
     Watch,
     dumps,
     parse_event,
     parse_video_event,
 )
+
+log = logging.getLogger(__name__)
+Row = list  # [event_id, video_id, kind, ts, ratio, sentiment | None]
+ID, VIDEO, KIND, TS, RATIO, SENTIMENT = range(6)
 
 
 @dataclass(frozen=True)
@@ -47,13 +58,14 @@ Emit = Callable[[str, bytes | None, bytes | None, float | None], None]
 
 
 class Recommender(Protocol):
-    """What the pipeline needs of a recommender (the real ones live in models/recs)."""
+    """What the pipeline needs of a recommender (implementations: streams.models)."""
 
     model_version: str
 
-    def observe(self, user_id: str, history: list[dict[str, Any]]) -> None: ...
+    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
+        """The user's full stored history after this batch, and the rows this batch added."""
 
-    def recommend(self, user_id: str, history: list[dict[str, Any]], k: int, exclude: set[str]) -> list[tuple[str, float]]: ...
+    def recommend(self, user_id: str, history: list[Row], k: int, exclude: set[str]) -> list[tuple[str, float]]: ...
 
     def forget_user(self, user_id: str) -> None: ...
 
@@ -61,21 +73,34 @@ class Recommender(Protocol):
 
 
 class CommentScorer(Protocol):
-    """What the pipeline needs of the comment models (the real ones live in models/text)."""
+    """What the pipeline needs of the comment models (implementations: models/text)."""
 
     model_version: str
 
     def score(self, texts: list[str], langs: list[str | None]) -> list[Any]: ...
 
 
-def history_entry(event: Any) -> dict[str, Any]:
+async def _maybe_await(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+def history_row(event: Any) -> Row:
     """A compact, JSON-able record of one interaction, enough to recompute confidence from scratch."""
-    entry: dict[str, Any] = {"id": event.event_id, "type": event.type, "video": event.video_id, "ts": event.ts}
-    if isinstance(event, Watch):
-        entry["ratio"] = round(event.ratio, 4)
-    elif isinstance(event, Comment):
-        entry["sentiment"] = None  # filled in by the moderation agent; None = pending
-    return entry
+    ratio = round(event.ratio, 4) if isinstance(event, Watch) else 0.0
+    return [event.event_id, event.video_id, event.type, event.ts, ratio, None]
+
+
+@dataclass
+class _Touched:
+    """A user's state while a batch is applied: loaded once, written once."""
+
+    rows: list[Row]
+    by_id: dict[str, Row]
+    msg: Message | None = None
+    new: list[Row] = field(default_factory=list)
+    source_event_id: str = ""
+    stamps: list[float] = field(default_factory=list)
 
 
 class Pipeline:
@@ -96,9 +121,12 @@ class Pipeline:
         self.recommender = recommender
         self.emit = emit
         self.clock = clock
-        # Called before each message's state changes: Faust writes a table change to the changelog
-        # partition of the message being handled, so that partition must be made current.
+        # Called before a message's state changes are written: Faust writes a table change to the
+        # changelog partition of the message being handled, so that message must be made current.
         self.bind = bind
+        self._events = {t: metrics.EVENTS.labels(t) for t in EVENT_TYPES}
+        self._out = {o: metrics.OUTPUTS.labels(o) for o in ("recommendations", "moderation_flags", "dlq", "comments")}
+        self._rec_latency = metrics.LATENCY.labels("recommendations")
 
     # --- dead letters -------------------------------------------------------------------------
     def dead_letter(self, msg: Message, err: InvalidMessage) -> None:
@@ -112,72 +140,99 @@ class Pipeline:
         )
         self.emit(self.t.dlq, msg.key, dumps(record), None)
         metrics.DLQ.labels(err.reason).inc()
-        metrics.OUTPUTS.labels("dlq").inc()
+        self._out["dlq"].inc()
+
+    # --- batches that fail ------------------------------------------------------------------------
+    async def run_batch(self, step: Callable[[list[Message]], Any], messages: list[Message]) -> None:
+        """Apply a batch; if it raises, apply its messages one by one and dead-letter those that still fail.
+
+        Faust acks a batch's events even when the agent raises, so an exception must never escape with
+        messages unaccounted for. Re-applying is safe: every state update is idempotent (event_id dedup).
+        """
+        try:
+            await _maybe_await(step(messages))
+        except Exception:  # noqa: BLE001 - anything unexpected; each message is retried alone below
+            log.exception("batch of %d failed; retrying one by one", len(messages))
+            for msg in messages:
+                try:
+                    await _maybe_await(step([msg]))
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("message %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                    self.dead_letter(msg, InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}"))
 
     # --- user events ----------------------------------------------------------------------------
     def process_events(self, messages: Iterable[Message]) -> None:
-        """One micro-batch of the `events` topic. Recommendations go out once per touched user."""
-        touched: dict[str, tuple[str, list[float]]] = {}  # user -> (last event id, input timestamps)
+        """One micro-batch of `events`: each touched user's record is written once and served once."""
+        touched: dict[str, _Touched] = {}
         for msg in messages:
-            self.bind(msg)
             try:
                 event = parse_event(msg.value, max_bytes=self.s.max_message_bytes, max_text_chars=self.s.max_text_chars)
             except InvalidMessage as err:
                 self.dead_letter(msg, err)
                 continue
+            user = event.user_id
             if isinstance(event, UserDelete):
-                self.erase_user(event.user_id)
-                touched.pop(event.user_id, None)
-                metrics.EVENTS.labels(event.type).inc()
+                self._events[event.type].inc()
+                touched.pop(user, None)  # pending output of the batch goes too
+                self.bind(msg)
+                self.erase_user(user)
                 continue
-            record = self.users.get(event.user_id) or {"events": []}
-            seen = next((e for e in record["events"] if e["id"] == event.event_id), None)
+            state = touched.get(user)
+            if state is None:
+                record = self.users.get(user)
+                rows = record["events"] if record else []
+                state = touched[user] = _Touched(rows, {r[ID]: r for r in rows})
+            state.msg = msg
+            seen = state.by_id.get(event.event_id)
             if seen is not None:
-                # Redelivery or a producer retry: state already has it. Re-serve the user (outputs may
-                # repeat) and re-forward a comment whose moderation never completed.
+                # Redelivery or a producer retry: state already has it. The user is served again (outputs
+                # may repeat) and a comment whose moderation never completed is forwarded again.
                 metrics.DUPLICATES.inc()
-                if isinstance(event, Comment) and seen.get("sentiment") is None:
+                if isinstance(event, Comment) and seen[SENTIMENT] is None:
                     self.forward_comment(msg, event)
             else:
+                self._events[event.type].inc()
+                row = history_row(event)
+                state.rows.append(row)
+                state.by_id[row[ID]] = row
+                state.new.append(row)
                 if isinstance(event, Comment):
                     self.forward_comment(msg, event)
-                record["events"] = (record["events"] + [history_entry(event)])[-self.s.recs.history_max_events:]
-                self.users[event.user_id] = record
-                self.recommender.observe(event.user_id, record["events"])
-                metrics.EVENTS.labels(event.type).inc()
-            last = touched.setdefault(event.user_id, (event.event_id, []))
-            touched[event.user_id] = (event.event_id, last[1] + [msg.timestamp])
+            state.source_event_id = event.event_id
+            state.stamps.append(msg.timestamp)
+        for user, state in touched.items():
+            if state.new:
+                state.rows = state.rows[-self.s.recs.history_max_events:]
+                self.bind(state.msg)
+                self.users[user] = {"events": state.rows}
+                self.recommender.learn(user, state.rows, state.new)
         self.serve_all(touched)
 
     def forward_comment(self, msg: Message, event: Comment) -> None:
         """To the moderation agent's topic (same key, so the same partition and worker), keeping the time."""
         self.emit(self.t.comments, msg.key, dumps(event), msg.timestamp)
-        metrics.OUTPUTS.labels("comments").inc()
+        self._out["comments"].inc()
 
-    def serve_all(self, touched: Mapping[str, tuple[str, list[float]]]) -> None:
+    def serve_all(self, touched: dict[str, _Touched]) -> None:
         if not touched:
             return
         unavailable = {v for v, status in self.catalog.items() if status != "active"}
-        for user_id, (source_event_id, stamps) in touched.items():
-            self.serve(user_id, source_event_id, stamps, unavailable)
-
-    def serve(self, user_id: str, source_event_id: str, input_timestamps: list[float], unavailable: set[str]) -> None:
-        record = self.users.get(user_id)
-        history = record["events"] if record else []
-        exclude = {e["video"] for e in history} | unavailable
-        items = self.recommender.recommend(user_id, history, self.s.recs.top_k, exclude)
         now = self.clock()
-        rec = Recommendation(
-            user_id=user_id,
-            items=[RecItem(video_id=v, score=round(float(s), 6)) for v, s in items],
-            model_version=self.recommender.model_version,
-            source_event_id=source_event_id,
-            generated_at=now,
-        )
-        self.emit(self.t.recommendations, user_id.encode(), dumps(rec), None)
-        metrics.OUTPUTS.labels("recommendations").inc()
-        for ts in input_timestamps:
-            metrics.LATENCY.labels("recommendations").observe(max(0.0, now - ts))
+        version = self.recommender.model_version
+        for user_id, state in touched.items():
+            exclude = unavailable.union(r[VIDEO] for r in state.rows)
+            items = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude)
+            rec = {
+                "user_id": user_id,
+                "items": [{"video_id": v, "score": round(float(s), 6)} for v, s in items],
+                "model_version": version,
+                "source_event_id": state.source_event_id,
+                "generated_at": now,
+            }
+            self.emit(self.t.recommendations, user_id.encode(), orjson.dumps(rec), None)
+            self._out["recommendations"].inc()
+            for ts in state.stamps:
+                self._rec_latency.observe(max(0.0, now - ts))
 
     def erase_user(self, user_id: str) -> None:
         """Right to erasure: history and dedup entries (the same record), model state, pending output."""
@@ -190,7 +245,6 @@ class Pipeline:
     # --- videos -----------------------------------------------------------------------------------
     def process_videos(self, messages: Iterable[Message]) -> None:
         for msg in messages:
-            self.bind(msg)
             try:
                 event = parse_video_event(msg.value, max_bytes=self.s.max_message_bytes)
             except InvalidMessage as err:
@@ -200,18 +254,23 @@ class Pipeline:
             status = "active" if event.type == "upload" else "removed" if event.type == "remove" else "blocked"
             if self.catalog.get(event.video_id) in ("removed", "blocked") and status == "active":
                 continue  # a re-upload does not lift a removal or a block
+            self.bind(msg)
             self.catalog[event.video_id] = status
             if status != "active":
                 self.recommender.remove_video(event.video_id)
 
     # --- comments ---------------------------------------------------------------------------------
+    def _pending_row(self, user_id: str, event_id: str) -> tuple[dict | None, Row | None]:
+        record = self.users.get(user_id)
+        row = next((r for r in record["events"] if r[ID] == event_id), None) if record else None
+        return record, row
+
     def comments_batch(self, messages: Iterable[Message]) -> list[tuple[Message, Comment]]:
         """Comments still owed a moderation result (erased users' comments are dropped here)."""
         out = []
         for msg in messages:
             event = Comment.model_validate_json(msg.value or b"")
-            record = self.users.get(event.user_id)
-            if record and any(e["id"] == event.event_id for e in record["events"]):
+            if self._pending_row(event.user_id, event.event_id)[1] is not None:
                 out.append((msg, event))
             else:
                 metrics.COMMENTS_ERASED.inc()
@@ -219,12 +278,10 @@ class Pipeline:
 
     def apply_comment_scores(self, batch: list[tuple[Message, Comment]], results: list[Any], model_version: str) -> None:
         """Emit flags and feed sentiment back into the user's history (idempotent: it sets, never adds)."""
-        touched: dict[str, tuple[str, list[float]]] = {}
+        touched: dict[str, _Touched] = {}
         for (msg, event), res in zip(batch, results, strict=True):
-            self.bind(msg)
-            record = self.users.get(event.user_id)
-            entry = next((e for e in record["events"] if e["id"] == event.event_id), None) if record else None
-            if entry is None:
+            record, row = self._pending_row(event.user_id, event.event_id)
+            if row is None:
                 metrics.COMMENTS_ERASED.inc()  # the user was erased while the comment was being scored
                 continue
             flag = ModerationFlag(
@@ -239,13 +296,16 @@ class Pipeline:
                 model_version=model_version,
             )
             self.emit(self.t.moderation_flags, event.video_id.encode(), dumps(flag), None)
-            metrics.OUTPUTS.labels("moderation_flags").inc()
+            self._out["moderation_flags"].inc()
             metrics.FLAGS.labels(res.action).inc()
             for reason in res.reasons:
-                metrics.FLAG_REASONS.labels(reason.split(">=")[0]).inc()
+                metrics.FLAG_CATEGORIES.labels(reason.split(">=")[0]).inc()
             metrics.LATENCY.labels("moderation_flags").observe(max(0.0, self.clock() - msg.timestamp))
-            entry["sentiment"] = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
+            row[SENTIMENT] = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
+            self.bind(msg)
             self.users[event.user_id] = record
-            self.recommender.observe(event.user_id, record["events"])
-            touched[event.user_id] = (event.event_id, touched.get(event.user_id, ("", []))[1] + [msg.timestamp])
+            self.recommender.learn(event.user_id, record["events"], [])
+            state = touched.setdefault(event.user_id, _Touched(record["events"], {}))
+            state.source_event_id = event.event_id
+            state.stamps.append(msg.timestamp)
         self.serve_all(touched)

@@ -134,6 +134,7 @@ REASONS = (
     "missing_field",
     "bad_field",
     "text_too_long",
+    "processing_error",  # valid input the worker failed on (a bug): kept for replay after the fix
 )
 
 
