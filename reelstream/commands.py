@@ -118,3 +118,11 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
 
         result = bench_pipeline(get_settings(), events, latency_events, latency_rate, seed)
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 if not json_ else 0).decode())
+
+    @app.command()
+    def config() -> None:
+        """Print every setting as its environment variable and effective value."""
+        from reelstream.settings import env_reference
+
+        for var, value in env_reference(get_settings()):
+            typer.echo(f"{var}={value}")

@@ -43,7 +43,6 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
-    data_dir: str = ".reelstream-data"
 
     # Input limits: anything beyond goes to the DLQ with a reason.
     max_message_bytes: int = Field(1_000_000, ge=1024)
@@ -72,3 +71,21 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def env_reference(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting as (environment variable, effective value as JSON), nested sections flattened."""
+    import json
+
+    def walk(prefix: str, obj: BaseModel) -> list[tuple[str, str]]:
+        rows = []
+        for name in type(obj).model_fields:
+            value = getattr(obj, name)
+            var = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                rows += walk(var + "__", value)
+            else:
+                rows.append((var, json.dumps(value, default=lambda m: m.model_dump())))
+        return rows
+
+    return walk("REELSTREAM_", settings)

@@ -34,7 +34,10 @@ def _bind(msg: Message) -> None:
     _current_event.set(weakref.ref(msg.handle))
 
 
-def create_app(settings: Settings, recommender: Recommender, scorer: CommentScorer) -> faust.App:
+def create_app(
+    settings: Settings, recommender: Recommender, scorer: CommentScorer, output: OutputProducer | None = None
+) -> faust.App:
+    """The app. `output` defaults to a librdkafka producer on the configured brokers (tests pass a sink)."""
     t = settings.topics
     transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
     app = faust.App(
@@ -66,7 +69,7 @@ def create_app(settings: Settings, recommender: Recommender, scorer: CommentScor
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
 
-    output = OutputProducer(settings.bootstrap_servers)
+    output = output or OutputProducer(settings.bootstrap_servers)
     transport.FLUSH_WITH_COMMIT.append(output)
     users = app.tables.add(OutputTable(app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions))
     users.output = output

@@ -84,3 +84,12 @@ def test_published_json_schemas_validate_real_messages():
     jsonschema.validate({**OK, "type": "like"}, schemas["events"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**OK, "type": "teleport"}, schemas["events"])
+
+
+def test_committed_schemas_are_current():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    for name, schema in json_schemas().items():
+        committed = json.loads((root / f"{name}.schema.json").read_text())
+        assert committed == schema, f"docs/schemas/{name}.schema.json is stale: run `reelstream schemas`"

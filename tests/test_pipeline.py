@@ -1,0 +1,138 @@
+"""The agents' logic without a broker: DLQ, dedup, erasure, batching, comments, failure safety."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from monitoring import metrics
+from streams.models import load_recommender
+from streams.pipeline import Message, Pipeline
+from tests.sinks import Sink
+
+
+def msg(value, offset=0, key=b"u1", ts=100.0):
+    raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return Message("events", 0, offset, ts, key, raw)
+
+
+def ev(event_id, user="u1", video="v1", type_="like", **extra):
+    return {"schema_version": 1, "event_id": event_id, "type": type_, "user_id": user, "video_id": video, "ts": 1.0, **extra}
+
+
+@pytest.fixture
+def world(settings):
+    sink = Sink()
+    users, catalog = {}, {}
+    pipe = Pipeline(settings, users, catalog, load_recommender(settings), sink.emit, clock=lambda: 101.0)
+    return pipe, users, catalog, sink
+
+
+def ids(users, user):
+    return [row[0] for row in users[user]["events"]]
+
+
+def test_invalid_messages_go_to_the_dlq_with_reason_and_original_bytes(world):
+    pipe, users, _, sink = world
+    before = metrics.DLQ.labels("bad_json")._value.get()
+    pipe.process_events([msg(b"{nope", offset=7), msg(ev("e1"))])
+    [dead] = sink.values("events.dlq")
+    assert dead["reason"] == "bad_json" and dead["offset"] == 7 and base64.b64decode(dead["raw"]) == b"{nope"
+    assert metrics.DLQ.labels("bad_json")._value.get() == before + 1
+    assert ids(users, "u1") == ["e1"]
+
+
+def test_duplicates_are_absorbed_across_and_within_batches(world):
+    pipe, users, _, sink = world
+    pipe.process_events([msg(ev("e1")), msg(ev("e1")), msg(ev("e2", video="v2"))])
+    pipe.process_events([msg(ev("e2", video="v2"))])
+    assert ids(users, "u1") == ["e1", "e2"]
+    assert len(sink.values("recommendations")) == 2  # one per user per batch; a redelivery is re-served
+
+
+def test_one_recommendation_per_user_per_batch_with_the_last_source_event(world):
+    pipe, users, _, sink = world
+    pipe.process_events([msg(ev("a1", user="a"), key=b"a"), msg(ev("b1", user="b"), key=b"b"),
+                         msg(ev("a2", user="a", video="v2"), key=b"a")])  # fmt: skip
+    recs = {r["user_id"]: r for r in sink.values("recommendations")}
+    assert set(recs) == {"a", "b"} and recs["a"]["source_event_id"] == "a2"
+    assert recs["a"]["model_version"]
+
+
+def test_seen_and_unavailable_videos_are_never_recommended(world, settings):
+    pipe, users, catalog, sink = world
+    for i in range(30):  # popularity for v0..v29 from other users
+        pipe.process_events([msg(ev(f"o{i}", user=f"o{i}", video=f"v{i % 15}"), key=f"o{i}".encode())])
+    catalog["v3"] = "removed"
+    catalog["v4"] = "blocked"
+    sink.sent.clear()
+    pipe.process_events([msg(ev("me1", user="me", video="v0"), key=b"me")])
+    [rec] = sink.values("recommendations")
+    got = {i["video_id"] for i in rec["items"]}
+    assert got and not got & {"v0", "v3", "v4"} and len(got) <= settings.recs.top_k
+
+
+def test_user_delete_erases_state_and_pending_output(world):
+    pipe, users, _, sink = world
+    pipe.process_events([msg(ev("e1")), msg({**ev("d1", type_="user_delete")})])
+    assert "u1" not in users
+    assert sink.values("recommendations") == [None]  # only the tombstone, no output for the erased user
+    pipe.process_events([msg(ev("e1"))])  # an event after erasure starts a new history
+    assert ids(users, "u1") == ["e1"]
+
+
+def test_comments_are_forwarded_and_scored_once_state_is_there(world):
+    pipe, users, _, sink = world
+    comment = ev("c1", type_="comment", text="what a lovely video")
+    pipe.process_events([msg(comment)])
+    [(topic, key, raw)] = [s for s in sink.sent if s[0] == "comments"]
+    pending = pipe.comments_batch([Message("comments", 0, 0, 100.0, key, raw)])
+    assert len(pending) == 1
+
+    @dataclass
+    class Result:
+        lang: str = "en"
+        scores: dict = None
+        sentiment: dict = None
+        action: str = "allow"
+        reasons: list = ()
+
+    res = Result(scores={c: 0.0 for c in ("toxic", "offensive", "hate", "sexism", "spam")},
+                 sentiment={"negative": 0.1, "neutral": 0.2, "positive": 0.7}, reasons=[])  # fmt: skip
+    pipe.apply_comment_scores(pending, [res], "test-model")
+    [flag] = sink.values("moderation-flags")
+    assert flag["event_id"] == "c1" and flag["model_version"] == "test-model"
+    assert users["u1"]["events"][0][5] == [0.1, 0.2, 0.7]
+    # a redelivered comment whose sentiment is known is not forwarded again
+    sink.sent.clear()
+    pipe.process_events([msg(comment)])
+    assert not [s for s in sink.sent if s[0] == "comments"]
+
+
+def test_comment_of_an_erased_user_is_not_scored(world):
+    pipe, users, _, sink = world
+    pipe.process_events([msg(ev("c1", type_="comment", text="hi"))])
+    [(_, key, raw)] = [s for s in sink.sent if s[0] == "comments"]
+    pipe.process_events([msg(ev("d", type_="user_delete"))])
+    assert pipe.comments_batch([Message("comments", 0, 0, 100.0, key, raw)]) == []
+
+
+def test_a_failing_batch_is_retried_alone_and_never_lost(world):
+    pipe, users, _, sink = world
+    real = pipe.recommender.recommend
+
+    def flaky(user_id, *args):
+        if user_id == "bad":
+            raise RuntimeError("model bug")
+        return real(user_id, *args)
+
+    pipe.recommender.recommend = flaky
+    batch = [msg(ev("g1", user="good"), key=b"good"), msg(ev("b1", user="bad"), key=b"bad", offset=1)]
+    asyncio.run(pipe.run_batch(pipe.process_events, batch))
+    assert ids(users, "good") == ["g1"]
+    [dead] = sink.values("events.dlq")
+    assert dead["reason"] == "processing_error" and "model bug" in dead["detail"] and dead["offset"] == 1
