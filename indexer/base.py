@@ -1,0 +1,79 @@
+"""The one interface every vector index implements, and the input checks they share.
+
+Scores are inner products (maximum-inner-product search over ALS factors); ids are the callers' string
+video ids, mapped to FAISS's int64 labels inside each implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, Self, runtime_checkable
+
+import numpy as np
+
+Hits = list[list[tuple[str, float]]]
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Thread-safe MIPS index: a search running beside upserts/removes never fails and never returns an id
+    whose removal had completed before the search began."""
+
+    kind: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add new ids, replace the vectors of known ones; a duplicate id in one call keeps its last vector."""
+
+    def remove(self, ids: Collection[str]) -> int:
+        """Remove the ids that are present; return how many were."""
+
+    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] | None = None) -> Hits:
+        """Top-k (id, inner product) per query, best first, never an id in `exclude`."""
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, video_id: object) -> bool: ...
+
+    def snapshot(self) -> bytes:
+        """Everything needed to rebuild an identical index (same results, same settings)."""
+
+    @classmethod
+    def restore(cls, data: bytes) -> Self: ...
+
+
+def check_vectors(ids: Sequence[str], vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Vectors as C-contiguous float32 (n, dim) matching `ids`, or a ValueError saying what is wrong."""
+    if isinstance(ids, str):
+        raise ValueError("ids must be a sequence of strings, not one string")
+    x = _as_matrix(vectors, dim, "vectors")
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"{len(ids)} ids but {x.shape[0]} vectors")
+    if not all(isinstance(i, str) for i in ids):
+        raise ValueError("ids must be strings")
+    return x
+
+
+def check_queries(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
+    """Queries as C-contiguous float32 (n, dim), or a ValueError."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return _as_matrix(queries, dim, "queries")
+
+
+def _as_matrix(a: np.ndarray, dim: int, what: str) -> np.ndarray:
+    x = np.asarray(a)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return x
+
+
+def last_occurrence(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct ids and the row of each one's last occurrence, so a repeated id keeps its last vector."""
+    last = {v: i for i, v in enumerate(ids)}
+    return list(last), np.fromiter(last.values(), dtype=np.int64, count=len(last))
