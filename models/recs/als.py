@@ -1,0 +1,287 @@
+"""Streaming ALS: item factors from a batch fit (implicit), refreshed on a cadence by the item side; user
+factors recomputed from the user's full history against the current item factors on every micro-batch.
+
+The agent holds one `StreamingALS` per worker. User side, per micro-batch and user: `serve(history, k,
+exclude)` solves the user's factor (closed form, Gram Y^T Y cached) and searches; the factor goes to the
+users' partial Gram and the item-side messages (models.recs.item_side). Item side, per cadence: the item
+trainer's new vectors go to `upsert_items` on every worker; removed or blocked videos to `remove_videos`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models.recs.base import Scored, top_k
+from models.recs.config import RecsSettings
+from models.recs.popularity import PopularityRecommender
+from models.recs.solve import gram, scale_confidence, solve_factor
+
+if TYPE_CHECKING:
+    from indexer.base import VectorIndex
+
+FORMAT_VERSION = 1
+# Hyperparameters a saved model carries; on load they override the configured ones.
+SAVED_SETTINGS = (
+    "factors",
+    "regularization",
+    "alpha",
+    "confidence_offset",
+    "iterations",
+    "history_half_life_s",
+    "popularity_half_life_s",
+)
+
+
+class StreamingALS:
+    """Implements models.recs.base.Recommender; users it cannot place (no known video) get popularity."""
+
+    def __init__(
+        self,
+        settings: RecsSettings,
+        popularity: PopularityRecommender | None = None,
+        *,
+        model_version: str = "als-cold",
+        index: VectorIndex | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index  # None: exact numpy search over our own item matrix
+        self.model_version = model_version
+        self.popularity = popularity or PopularityRecommender(settings.popularity_half_life_s)
+        self.item_ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._items = np.zeros((0, settings.factors), dtype=np.float32)
+        self._item_gram: np.ndarray | None = None
+        self._removed: set[str] = set()
+        # User factors of the batch fit: bootstrap for the agents' user-factor table and the users' Gram.
+        self.user_ids: list[str] = []
+        self.user_factors = np.zeros((0, settings.factors), dtype=np.float32)
+
+    # ---- items -------------------------------------------------------------------------------------------
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_vectors(self) -> np.ndarray:
+        return self._items[: self.n_items]
+
+    def item_vector(self, video_id: str) -> np.ndarray | None:
+        row = self._row.get(video_id)
+        return None if row is None else self._items[row]
+
+    def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add or replace item vectors (the item side's cadence output). Removed videos stay out."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.settings.factors)
+        kept = [n for n, vid in enumerate(ids) if vid not in self._removed]
+        ids, vectors = [ids[n] for n in kept], vectors[kept]
+        for vid, vec in zip(ids, vectors):
+            row = self._row.get(vid)
+            if row is None:
+                row = self._row[vid] = len(self.item_ids)
+                self.item_ids.append(vid)
+                if row >= len(self._items):
+                    grown = np.zeros((max(1024, 2 * len(self._items)), self.settings.factors), np.float32)
+                    grown[: len(self._items)] = self._items
+                    self._items = grown
+            self._items[row] = vec
+        self._item_gram = None
+        if self.index is not None and ids:
+            self.index.upsert(ids, vectors)
+
+    def remove_videos(self, video_ids: Iterable[str]) -> None:
+        """Removed/blocked videos leave the model (swap-with-last keeps the matrix dense) and never return."""
+        video_ids = list(video_ids)
+        for vid in video_ids:
+            self._removed.add(vid)
+            row = self._row.pop(vid, None)
+            if row is None:
+                continue
+            last = self.n_items - 1
+            if row != last:
+                moved = self.item_ids[last]
+                self.item_ids[row] = moved
+                self._items[row] = self._items[last]
+                self._row[moved] = row
+            self.item_ids.pop()
+            self._items[last] = 0.0
+        self.popularity.remove_videos(video_ids)
+        self._item_gram = None
+        if self.index is not None:
+            self.index.remove(video_ids)
+
+    def item_gram(self) -> np.ndarray:
+        """Y^T Y, cached until the item factors change (one O(n f^2) product per item refresh)."""
+        if self._item_gram is None:
+            self._item_gram = gram(self.item_vectors())
+        return self._item_gram
+
+    # ---- users -------------------------------------------------------------------------------------------
+
+    def user_factor(self, history: Mapping[str, float]) -> np.ndarray | None:
+        """The user's ALS factor from their FULL history against the current items; None if no known video."""
+        known = [(self._row[v], c) for v, c in history.items() if v in self._row]
+        if not known:
+            return None
+        rows, conf = zip(*known)
+        return solve_factor(
+            self._items[list(rows)],
+            scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset),
+            self.item_gram(),
+            self.settings.regularization,
+        )
+
+    def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
+        return self.recommend_many([history], k, [exclude])[0]
+
+    def recommend_many(
+        self,
+        histories: Sequence[Mapping[str, float]],
+        k: int,
+        excludes: Sequence[Collection[str]] | None = None,
+    ) -> list[list[Scored]]:
+        """Top-k for a micro-batch of users; histories are video_id -> confidence, seen videos excluded."""
+        excludes = excludes or [()] * len(histories)
+        return [self.serve(h, k, ex)[1] for h, ex in zip(histories, excludes)]
+
+    def serve(
+        self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()
+    ) -> tuple[np.ndarray | None, list[Scored]]:
+        """The user's new factor (None: no known video, popularity answered) and their top-k; the agent
+        keeps the factor for the users' Gram and the item-side messages."""
+        x = self.user_factor(history)
+        return x, self.popularity.recommend(history, k, exclude) if x is None else self.search(x, history, k, exclude)
+
+    def search(
+        self, factor: np.ndarray, history: Mapping[str, float], k: int, exclude: Collection[str] = ()
+    ) -> list[Scored]:
+        """Inner-product top-k over the current items, never a seen or excluded video."""
+        if self.index is not None:
+            return self.index.search(factor[None, :], k, exclude={*history, *exclude})[0]
+        scores = self.item_vectors() @ factor
+        rows = [self._row[v] for v in (*history, *exclude) if v in self._row]
+        scores[rows] = -np.inf
+        return top_k(self.item_ids, scores, k)
+
+    def observe(self, video_id: str, weight: float, ts: float) -> None:
+        """Learning hook per interaction: only popularity (the cold-start answer) keeps counts."""
+        self.popularity.observe(video_id, weight, ts)
+
+    # ---- batch fit and persistence -----------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        histories: Mapping[str, Mapping[str, float]],
+        settings: RecsSettings,
+        popularity: PopularityRecommender | None = None,
+        *,
+        iterations: int | None = None,
+        random_state: int = 0,
+        warm_start: StreamingALS | None = None,
+    ) -> StreamingALS:
+        """A full batch fit with implicit (a NEW implicit model every time: refitting one whose matrix
+        changed shape crashes). histories: user_id -> video_id -> confidence. `warm_start` seeds the
+        factors of known users and videos from a previous fit, so a daily refit converges in few iterations."""
+        from implicit.cpu.als import AlternatingLeastSquares
+        from scipy.sparse import csr_matrix
+        from threadpoolctl import threadpool_limits
+
+        user_ids = list(histories)
+        item_row: dict[str, int] = {}
+        indptr, indices, data = [0], [], []
+        for u in user_ids:
+            for vid, c in histories[u].items():
+                indices.append(item_row.setdefault(vid, len(item_row)))
+                data.append(c)
+            indptr.append(len(indices))
+        data = scale_confidence(data, settings.alpha, settings.confidence_offset)
+        matrix = csr_matrix(
+            (data.astype(np.float32), np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
+            shape=(len(user_ids), len(item_row)),
+        )
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
+            model = AlternatingLeastSquares(
+                factors=settings.factors,
+                regularization=settings.regularization,
+                alpha=1.0,  # the data is already scaled
+                iterations=iterations or settings.iterations,
+                use_cg=True,
+                random_state=random_state,
+            )
+            if warm_start is not None:
+                rng = np.random.default_rng(random_state)
+                model.user_factors = _seeded(user_ids, warm_start.user_ids, warm_start.user_factors, rng)
+                model.item_factors = _seeded(list(item_row), warm_start.item_ids, warm_start.item_vectors(), rng)
+            model.fit(matrix, show_progress=False)
+        out = cls(settings, popularity)
+        out.upsert_items(list(item_row), np.asarray(model.item_factors))
+        out.user_ids = user_ids
+        out.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        out.model_version = version_string(out.item_vectors())
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        """model.npz (factors, ids, popularity) + meta.json (version, hyperparameters)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            d / "model.npz",
+            item_ids=np.array(self.item_ids, dtype=np.str_),
+            item_factors=self.item_vectors(),
+            user_ids=np.array(self.user_ids, dtype=np.str_),
+            user_factors=self.user_factors,
+            removed=np.array(sorted(self._removed), dtype=np.str_),
+            **self.popularity.state(),
+        )
+        meta = {
+            "format": FORMAT_VERSION,
+            "model_version": self.model_version,
+            **{k: getattr(self.settings, k) for k in SAVED_SETTINGS},
+            "n_items": self.n_items,
+            "n_users": len(self.user_ids),
+            "saved_at": time.time(),
+        }
+        (d / "meta.json").write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, settings: RecsSettings) -> StreamingALS:
+        """A saved model; its own hyperparameters (meta.json) override those in `settings`."""
+        d = Path(directory)
+        meta = json.loads((d / "meta.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {meta.get('format')!r} in {d}")
+        settings = settings.model_copy(update={k: meta[k] for k in SAVED_SETTINGS})
+        with np.load(d / "model.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        out = cls(settings, PopularityRecommender.from_state(settings.popularity_half_life_s, arrays))
+        out.upsert_items([str(v) for v in arrays["item_ids"]], arrays["item_factors"])
+        out._removed = {str(v) for v in arrays["removed"]}
+        out.user_ids = [str(v) for v in arrays["user_ids"]]
+        out.user_factors = arrays["user_factors"].astype(np.float32)
+        out.model_version = meta["model_version"]
+        return out
+
+
+def _seeded(ids: Sequence[str], known_ids: Sequence[str], known: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Initial factors: the known row where there is one, implicit's small random init elsewhere."""
+    out = rng.random((len(ids), known.shape[1]), dtype=np.float32) * 0.01
+    row = {v: i for i, v in enumerate(known_ids)}
+    pairs = [(n, row[v]) for n, v in enumerate(ids) if v in row]
+    if pairs:
+        dst, src = map(list, zip(*pairs))
+        out[dst] = known[src]
+    return out
+
+
+def version_string(item_factors: np.ndarray) -> str:
+    """als-YYYYmmddHHMMSS-<hash of the factors>: sortable by time, distinct per content."""
+    digest = hashlib.sha256(np.ascontiguousarray(item_factors).tobytes()).hexdigest()[:8]
+    return f"als-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{digest}"

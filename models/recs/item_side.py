@@ -1,0 +1,102 @@
+"""The item side of streaming ALS, on the interactions-by-video stream (partitioned by video_id).
+
+Each message carries the interacting user's current factor and their current (recomputed, not
+incremental) confidence for the video, so an item solve needs nothing from other partitions except the
+global Gram X^T X of user factors. That Gram is a sum of per-partition partial Grams which the user side
+keeps current with `solve.gram_update` (subtract the user's old outer product, add the new one) and
+publishes; the item trainer adds them with `solve.gram_sum`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from models.recs.config import RecsSettings
+from models.recs.solve import scale_confidence, solve_factor
+
+
+class ItemMessage(NamedTuple):
+    """One record of interactions-by-video (key video_id). confidence == 0 withdraws the user from the
+    video (a like taken back, user_delete); factor None keeps the user's last known factor."""
+
+    video_id: str
+    user_id: str
+    factor: list[float] | None
+    confidence: float
+
+
+def solve_item(
+    pairs: Iterable[tuple[np.ndarray, float]], gram_users: np.ndarray, settings: RecsSettings
+) -> np.ndarray | None:
+    """A video's ALS factor from its (user factor, confidence) pairs and the global user Gram; None if no
+    user. For a new video this is also its initialisation: the exact ALS step given its users."""
+    pairs = list(pairs)
+    if not pairs:
+        return None
+    factors = np.stack([np.asarray(f, dtype=np.float32) for f, _ in pairs])
+    conf = scale_confidence([c for _, c in pairs], settings.alpha, settings.confidence_offset)
+    return solve_factor(factors, conf, gram_users, settings.regularization)
+
+
+class ItemTrainer:
+    """State of one video_id partition: who interacted with each video (confidence) and the latest factor
+    received for each of those users; a user withdrawn from all of this partition's videos leaves with their
+    factor (erasure). Applying a message twice changes nothing (at-least-once)."""
+
+    def __init__(self, settings: RecsSettings) -> None:
+        self.settings = settings
+        self.video_users: dict[str, dict[str, float]] = {}
+        self.user_factors: dict[str, np.ndarray] = {}
+        self.user_videos: dict[str, set[str]] = {}
+        self.dirty: set[str] = set()
+
+    def apply(self, msg: ItemMessage) -> None:
+        users = self.video_users.setdefault(msg.video_id, {})
+        videos = self.user_videos.setdefault(msg.user_id, set())
+        if msg.confidence == 0:
+            users.pop(msg.user_id, None)
+            videos.discard(msg.video_id)
+        else:
+            users[msg.user_id] = msg.confidence
+            videos.add(msg.video_id)
+            if msg.factor is not None:
+                self.user_factors[msg.user_id] = np.asarray(msg.factor, dtype=np.float32)
+        if not videos:
+            del self.user_videos[msg.user_id]
+            self.user_factors.pop(msg.user_id, None)
+        self.dirty.add(msg.video_id)
+
+    def load(self, histories: Mapping[str, Mapping[str, float]], user_factors: Mapping[str, np.ndarray]) -> None:
+        """Bootstrap from a batch model: every (user, video) confidence and the fit's user factors."""
+        self.video_users, self.user_videos = {}, {}
+        for u, h in histories.items():
+            for vid, c in h.items():
+                self.video_users.setdefault(vid, {})[u] = c
+            if h:
+                self.user_videos[u] = set(h)
+        self.user_factors = {u: np.asarray(f, np.float32) for u, f in user_factors.items() if u in self.user_videos}
+        self.dirty.clear()
+
+    def forget_video(self, video_id: str) -> None:
+        """A removed or blocked video: its interactions leave this partition."""
+        for user in list(self.video_users.get(video_id, {})):
+            self.apply(ItemMessage(video_id, user, None, 0.0))
+        self.video_users.pop(video_id, None)
+        self.dirty.discard(video_id)
+
+    def solve_dirty(self, gram_users: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Re-solve every video touched since the last call (the cadence step): (ids, vectors) for
+        StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped."""
+        ids, vectors = [], []
+        for vid in sorted(self.dirty):
+            users = self.video_users.get(vid, {})
+            pairs = [(self.user_factors[u], c) for u, c in users.items() if u in self.user_factors]
+            vec = solve_item(pairs, gram_users, self.settings)
+            if vec is not None:
+                ids.append(vid)
+                vectors.append(vec)
+        self.dirty.clear()
+        return ids, np.stack(vectors) if vectors else np.zeros((0, self.settings.factors), np.float32)

@@ -1,0 +1,59 @@
+"""The ALS least-squares step as pure functions, shared by the user side and the item side.
+
+For one row (a user, or an item) with observed counterparts V (m, f) and ALS confidences c (see
+`scale_confidence`), implicit ALS minimises sum_all c_j (p_j - x.v_j)^2 + reg |x|^2 with c = 1, p = 0 for unobserved
+counterparts. Its closed form needs the Gram matrix G = sum over ALL counterparts of v v^T:
+
+    (G + reg I + V^T diag(|c| - 1) V) x = V^T (c * [c > 0])
+
+which is exactly what implicit's `recalculate_user` solves (Cholesky). We solve it ourselves because the
+Gram matrix is then an input: the user side caches Y^T Y once per item refresh instead of per call, and
+the item side gets X^T X summed from per-partition partial Grams (see `gram_update`), which implicit has
+no way to accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def gram(factors: np.ndarray) -> np.ndarray:
+    """Sum of outer products of the rows, in float64 so that streamed updates do not drift."""
+    f = np.asarray(factors, dtype=np.float64)
+    return f.T @ f
+
+
+def gram_update(partial: np.ndarray, old: np.ndarray | None, new: np.ndarray | None) -> np.ndarray:
+    """A partition's partial Gram after one factor changed from `old` to `new` (None = absent)."""
+    out = np.array(partial, dtype=np.float64, copy=True)
+    if old is not None:
+        o = np.asarray(old, dtype=np.float64)
+        out -= np.outer(o, o)
+    if new is not None:
+        n = np.asarray(new, dtype=np.float64)
+        out += np.outer(n, n)
+    return out
+
+
+def gram_sum(partials: Iterable[np.ndarray]) -> np.ndarray:
+    """The global Gram from the partitions' partial Grams."""
+    return np.sum([np.asarray(p, dtype=np.float64) for p in partials], axis=0)
+
+
+def scale_confidence(raw: np.ndarray, alpha: float, offset: float) -> np.ndarray:
+    """Feedback confidence -> ALS confidence: sign(c) * (offset + alpha |c|)."""
+    r = np.asarray(raw, dtype=np.float64)
+    return np.sign(r) * (offset + alpha * np.abs(r))
+
+
+def solve_factor(
+    counterparts: np.ndarray, confidences: np.ndarray, gram_all: np.ndarray, regularization: float
+) -> np.ndarray:
+    """The ALS factor of one row given its observed counterparts' factors and ALS (scaled) confidences."""
+    v = np.asarray(counterparts, dtype=np.float64)
+    c = np.asarray(confidences, dtype=np.float64)
+    a = gram_all + regularization * np.eye(gram_all.shape[0]) + (v.T * (np.abs(c) - 1.0)) @ v
+    b = v.T @ np.where(c > 0, c, 0.0)
+    return np.linalg.solve(a, b).astype(np.float32)
