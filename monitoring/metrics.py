@@ -44,6 +44,7 @@ COMMENTS_ERASED = Counter(
     "reelstream_comments_erased_total", "Comments not scored because their user was erased first.", registry=REGISTRY
 )
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
+INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
 USERS = Gauge("reelstream_users", "Users with stored history on this worker.", registry=REGISTRY)
 BUILD = Info("reelstream_build", "Version of the worker and of the models it serves.", registry=REGISTRY)
 BUILD.info({"version": __version__})

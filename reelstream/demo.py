@@ -13,6 +13,8 @@ import orjson
 from reelstream.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "demo.jsonl"
+# Paced so the demo runs long enough for the item side's cadence: later events are served by ALS.
+REPLAY_RATE = 1000.0
 
 
 def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
     with LocalStack() as stack:
         stack.start_broker()
         stack.start_worker()
-        sent = replay(stack.bootstrap, sample)
+        sent = replay(stack.bootstrap, sample, rate=REPLAY_RATE)
         if sent.failed:
             raise RuntimeError(f"replay failed for {sent.failed} messages: {sent.first_error}")
         stack.wait_consumed(sent.sent)
@@ -43,6 +45,7 @@ def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
             "flags_out": len(flags),
             "dlq_out": len(dlq),
             "users_with_recs": sum(1 for r in latest.values() if r["items"]),
+            "recommendations_by_model": dict(collections.Counter(r["model_version"] for r in recs)),
             "seconds": round(time.monotonic() - started, 2),
         },
         "latest_recs": latest,
@@ -60,12 +63,12 @@ def print_summary(result: dict[str, Any]) -> None:
     console.print(
         f"[bold]reelstream demo[/]: {s['events_in']} messages in -> {s['recommendations_out']} recommendations "
         f"({s['users_with_recs']} users), {s['flags_out']} moderation flags, {s['dlq_out']} dead letters "
-        f"in {s['seconds']} s"
+        f"in {s['seconds']} s\nrecommendations by model: {s['recommendations_by_model']}"
     )
-    recs = Table(title="Latest recommendations (first 5 users)")
+    recs = Table(title="Latest recommendations (5 most recently served users)")
     for col in ("user", "model", "top videos (score)"):
         recs.add_column(col)
-    for user, rec in list(sorted(result["latest_recs"].items()))[:5]:
+    for user, rec in sorted(result["latest_recs"].items(), key=lambda kv: -kv[1]["generated_at"])[:5]:
         items = ", ".join(f"{i['video_id']} ({i['score']:.2f})" for i in rec["items"][:5])
         recs.add_row(user, rec["model_version"], items or "-")
     console.print(recs)

@@ -12,21 +12,34 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.recs.item_side import ItemTrainer
 from monitoring import metrics
 from reelstream.settings import Settings
 from streams import transport
+from streams.items import ItemSide, ItemVectorsReplica
 from streams.output import OutputProducer
-from streams.tables import OutputTable
 from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
+from streams.tables import OutputTable
 from streams.topics import CATALOG_TABLE, USERS_TABLE
 
 
 def _message(event: faust.types.EventT) -> Message:
     m = event.message
     return Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, event)
+
+
+def _apply_vectors(recommender: Any):
+    def apply(ids: list[str], vectors: Any, removed: list[str]) -> None:
+        if ids:
+            recommender.upsert_items(ids, vectors)
+        for video_id in removed:
+            recommender.remove_video(video_id)
+
+    return apply
 
 
 def _bind(msg: Message) -> None:
@@ -76,6 +89,20 @@ def create_app(
     catalog = app.GlobalTable(
         CATALOG_TABLE, default=None, key_type=str, partitions=settings.videos_partitions, recovery_buffer_size=1
     )
+    by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
+    item_vectors = app.tables.add(
+        ItemVectorsReplica(
+            app, name="item-vectors", default=None, key_type=str, partitions=settings.partitions,
+            changelog_topic=app.topic(t.item_vectors, partitions=settings.partitions, key_type=str),
+            recovery_buffer_size=1,
+        )
+    )  # fmt: skip
+    item_vectors.on_vectors = _apply_vectors(recommender)
+    item_side = ItemSide(
+        ItemTrainer(settings.recs),
+        gram=lambda: recommender.gram,
+        available=lambda video_id: catalog.get(video_id) in (None, "active"),
+    )
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -91,6 +118,20 @@ def create_app(
     async def catalog_agent(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
             await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
+
+    @app.agent(by_video, name="item-trainer")
+    async def item_trainer(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+            await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
+
+    @app.timer(settings.recs.item_refresh_interval_s)
+    async def refresh_items() -> None:
+        """The item cadence: re-solved vectors go to item-vectors, and from there to every replica."""
+        with metrics.INFERENCE.labels("als_items").time():
+            ids, vectors = item_side.tick()
+        for video_id, vector in zip(ids, vectors):
+            output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps([round(float(x), 6) for x in vector]))
+        metrics.OUTPUTS.labels("item_vectors").inc(len(ids))
 
     async def moderate(messages: list[Message]) -> None:
         pending = pipeline.comments_batch(messages)
@@ -113,6 +154,7 @@ def create_app(
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         metrics.USERS.set(len(users))
+        metrics.INDEX_ITEMS.set(recommender.index_size())
         # aiohttp rejects content_type= with parameters; the header is set directly (DESIGN.md).
         return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -1,32 +1,111 @@
-"""TEMPORARY wiring adapter (replaced when the model helpers land)."""
+"""The models a worker serves, behind the interfaces `streams.pipeline` needs.
+
+Recommendations: streaming ALS (models/recs) with popularity for users it cannot place yet. The user side
+runs here, per micro-batch: a touched user's factor is recomputed from their full stored history against
+the current item factors, then the index is searched. Each new (user, video) confidence is queued, with the
+user's new factor, for the `interactions-by-video` stream where the item side re-solves videos on a cadence.
+Comments: the torch models of models/text.
+"""
+
 from __future__ import annotations
-from dataclasses import dataclass, field
-from typing import Any
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from models.recs.als import StreamingALS
+from models.recs.confidence import Interaction, event_weight, user_confidences
+from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
+from models.recs.solve import gram_update
 from reelstream.settings import Settings
+from streams.pipeline import Row
 
 
-class _Pop:
-    model_version = "popularity-v1"
-    def __init__(self, s: Settings) -> None:
-        self.p = PopularityRecommender(s.recs.popularity_half_life_s)
-    def learn(self, user_id, history, new):
-        for e in new: self.p.observe(e[1], 1.0, e[3])
-    def recommend(self, user_id, history, k, exclude):
-        return self.p.recommend({}, k, exclude)
-    def forget_user(self, user_id): pass
-    def remove_video(self, video_id): self.p.remove_videos([video_id])
+def initial_factor(user_id: str, factors: int) -> np.ndarray:
+    """A cold user's first factor (no known video yet): small, deterministic per user, so that a restart
+    or another worker starts the same user from the same point. implicit initialises the same way."""
+    seed = int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "little")
+    return (np.random.default_rng(seed).random(factors, dtype=np.float32) * 0.01).astype(np.float32)
 
 
-@dataclass
-class _R:
-    lang: str; scores: dict; sentiment: dict; action: str; reasons: list = field(default_factory=list)
+class StreamingRecommender:
+    """Implements streams.pipeline.Recommender with models.recs.StreamingALS."""
 
-class _Scorer:
-    model_version = "temp"
-    def score(self, texts, langs):
-        return [_R(l or "en", {c: 0.0 for c in ("toxic","offensive","hate","sexism","spam")}, {"negative":0.2,"neutral":0.6,"positive":0.2}, "allow") for t, l in zip(texts, langs)]
+    def __init__(self, settings: Settings, als: StreamingALS) -> None:
+        self.s = settings.recs
+        self.als = als
+        self.popularity_version = PopularityRecommender.model_version
+        self.user_factors: dict[str, np.ndarray] = {}
+        self.gram = np.zeros((self.s.factors, self.s.factors))  # X^T X of this worker's users
+        self._new_videos: dict[str, set[str]] = {}
+        self.item_messages: list[ItemMessage] = []
+        self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
+
+    @property
+    def model_version(self) -> str:
+        return self.als.model_version
+
+    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
+        for row in new:
+            i = Interaction(*row)
+            self.als.observe(i.video_id, max(0.0, event_weight(i, self.s.weights)), i.ts)
+        self._new_videos.setdefault(user_id, set()).update(r[1] for r in new)
+
+    def recommend(self, user_id: str, history: list[Row], k: int, exclude: set[str]) -> tuple[list[tuple[str, float]], str]:
+        conf = user_confidences([Interaction(*r) for r in history], self.s)
+        factor, items = self.als.serve(conf, k, exclude)
+        version = self.als.model_version if factor is not None else self.popularity_version
+        if factor is None and conf:
+            factor = initial_factor(user_id, self.s.factors)
+        if factor is not None:
+            self.gram = gram_update(self.gram, self.user_factors.get(user_id), factor)
+            self.user_factors[user_id] = factor
+            vector = [round(float(x), 6) for x in factor]
+            for video in sorted(self._new_videos.pop(user_id, ())):
+                self.item_messages.append(ItemMessage(video, user_id, vector, conf.get(video, 0.0)))
+        return items, version
+
+    def forget_user(self, user_id: str, history: list[Row]) -> None:
+        """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
+        old = self.user_factors.pop(user_id, None)
+        if old is not None:
+            self.gram = gram_update(self.gram, old, None)
+        self._new_videos.pop(user_id, None)
+        for video in sorted({r[1] for r in history}):
+            self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
+
+    def remove_video(self, video_id: str) -> None:
+        self.als.remove_videos([video_id])
+
+    def index_size(self) -> int:
+        return self.als.n_items
+
+    def take_item_messages(self) -> list[ItemMessage]:
+        out, self.item_messages = self.item_messages, []
+        return out
+
+    def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        self.als.upsert_items(ids, vectors)
 
 
-def load_recommender(s): return _Pop(s)
-def load_scorer(s): return _Scorer()
+def load_recommender(settings: Settings) -> StreamingRecommender:
+    from indexer.factory import make_index
+
+    index = make_index(settings.index, settings.recs.factors)
+    if settings.recs.model_dir:
+        als = StreamingALS.load(settings.recs.model_dir, settings.recs)
+        als.index = index
+        if als.n_items:
+            index.upsert(als.item_ids, als.item_vectors())
+    else:
+        als = StreamingALS(settings.recs, model_version="als-streaming", index=index)
+    return StreamingRecommender(settings, als)
+
+
+def load_scorer(settings: Settings):
+    from models.text.base import load_comment_models
+
+    return load_comment_models(settings.moderation)

@@ -65,11 +65,19 @@ class Recommender(Protocol):
     def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
         """The user's full stored history after this batch, and the rows this batch added."""
 
-    def recommend(self, user_id: str, history: list[Row], k: int, exclude: set[str]) -> list[tuple[str, float]]: ...
+    def recommend(
+        self, user_id: str, history: list[Row], k: int, exclude: set[str]
+    ) -> tuple[list[tuple[str, float]], str]:
+        """Top-k (video_id, score), best first, and the model_version that produced them."""
 
-    def forget_user(self, user_id: str) -> None: ...
+    def forget_user(self, user_id: str, history: list[Row]) -> None: ...
 
     def remove_video(self, video_id: str) -> None: ...
+
+    def index_size(self) -> int: ...
+
+    def take_item_messages(self) -> list[Any]:
+        """(video_id, user_id, factor, confidence) tuples for the item side, queued since the last call."""
 
 
 class CommentScorer(Protocol):
@@ -218,10 +226,9 @@ class Pipeline:
             return
         unavailable = {v for v, status in self.catalog.items() if status != "active"}
         now = self.clock()
-        version = self.recommender.model_version
         for user_id, state in touched.items():
             exclude = unavailable.union(r[VIDEO] for r in state.rows)
-            items = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude)
+            items, version = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude)
             rec = {
                 "user_id": user_id,
                 "items": [{"video_id": v, "score": round(float(s), 6)} for v, s in items],
@@ -233,12 +240,20 @@ class Pipeline:
             self._out["recommendations"].inc()
             for ts in state.stamps:
                 self._rec_latency.observe(max(0.0, now - ts))
+        self.send_item_messages()
+
+    def send_item_messages(self) -> None:
+        """New (user factor, confidence) per video, to the item side on the video_id-keyed stream."""
+        for m in self.recommender.take_item_messages():
+            self.emit(self.t.interactions_by_video, m[0].encode(), orjson.dumps(list(m)), None)
 
     def erase_user(self, user_id: str) -> None:
         """Right to erasure: history and dedup entries (the same record), model state, pending output."""
-        if user_id in self.users:
+        record = self.users.get(user_id)
+        if record is not None:
             del self.users[user_id]  # a tombstone on the changelog
-        self.recommender.forget_user(user_id)
+        self.recommender.forget_user(user_id, record["events"] if record else [])
+        self.send_item_messages()
         self.emit(self.t.recommendations, user_id.encode(), None, None)  # tombstone for compacted consumers
         metrics.ERASURES.inc()
 
@@ -258,6 +273,8 @@ class Pipeline:
             self.catalog[event.video_id] = status
             if status != "active":
                 self.recommender.remove_video(event.video_id)
+                # Every worker's index replica drops it (the item-vectors topic is compacted).
+                self.emit(self.t.item_vectors, orjson.dumps(event.video_id), None, None)
 
     # --- comments ---------------------------------------------------------------------------------
     def _pending_row(self, user_id: str, event_id: str) -> tuple[dict | None, Row | None]:
