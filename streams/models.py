@@ -19,7 +19,6 @@ from models.recs.als import StreamingALS
 from models.recs.confidence import Interaction, event_weight, user_confidences
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gram_update
 from reelstream.settings import Settings
 from streams.pipeline import Row
 
@@ -61,21 +60,26 @@ class StreamingRecommender:
         if factor is None and conf:
             factor = initial_factor(user_id, self.s.factors)
         if factor is not None:
-            self.gram = gram_update(self.gram, self.user_factors.get(user_id), factor)
+            self._replace_in_gram(self.user_factors.get(user_id), factor)
             self.user_factors[user_id] = factor
-            vector = [round(float(x), 6) for x in factor]
+            vector = factor.tolist()
             for video in sorted(self._new_videos.pop(user_id, ())):
                 self.item_messages.append(ItemMessage(video, user_id, vector, conf.get(video, 0.0)))
         return items, version
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
-        old = self.user_factors.pop(user_id, None)
-        if old is not None:
-            self.gram = gram_update(self.gram, old, None)
+        self._replace_in_gram(self.user_factors.pop(user_id, None), None)
         self._new_videos.pop(user_id, None)
         for video in sorted({r[1] for r in history}):
             self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
+
+    def _replace_in_gram(self, old: np.ndarray | None, new: np.ndarray | None) -> None:
+        """solve.gram_update, in place: this runs once per served user, a copy each time showed in profiles."""
+        if old is not None:
+            self.gram -= np.outer(old, old)
+        if new is not None:
+            self.gram += np.outer(new, new)
 
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
