@@ -18,7 +18,10 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         addr_file: Annotated[Optional[str], typer.Option(help="Write the bootstrap address here once ready.")] = None,
         topic: Annotated[list[str], typer.Option(help="Extra topic NAME:PARTITIONS (repeatable).")] = [],
     ) -> None:
-        """Run an embedded Kafka-protocol broker (librdkafka mock cluster) with every app topic created."""
+        """Run an embedded Kafka-protocol broker (librdkafka mock cluster) with every app topic created.
+
+        SIGUSR1 takes the broker down (connections refused) and SIGUSR2 brings it back: outage tests.
+        """
         from streams.broker import MockCluster, write_addr_file
         from streams.topics import all_topics
 
@@ -33,6 +36,9 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+        # Fault injection for outage tests: SIGUSR1 takes the broker down, SIGUSR2 brings it back.
+        signal.signal(signal.SIGUSR1, lambda *_: cluster.set_down())
+        signal.signal(signal.SIGUSR2, lambda *_: cluster.set_up())
         while not stop.wait(0.5):
             pass
         typer.echo("broker stopped", err=True)
