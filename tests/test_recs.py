@@ -230,3 +230,19 @@ def test_eval_recs_cli_prints_one_json_object() -> None:
     out = json.loads(result.output)
     assert {"streaming", "batch_periodic", "popularity", "events", "seconds"} <= out.keys()
     assert set(out["streaming"]) == {"hr@10", "ndcg@10", "unknown_user_events"} and out["events"] > 500
+
+
+@pytest.mark.gpu
+def test_batch_fit_on_gpu_matches_cpu_quality() -> None:
+    """implicit's CUDA path, selected automatically by fit() when HAS_CUDA; skipped on CPU-only hosts."""
+    import implicit.gpu
+
+    if not implicit.gpu.HAS_CUDA:
+        pytest.skip("no CUDA: implicit was built without GPU support or no GPU is present")
+    rng = random.Random(3)
+    histories = {f"u{u}": {f"v{(u % 5) * 20 + rng.randrange(20)}": 1.0 for _ in range(8)} for u in range(300)}
+    model = StreamingALS.fit(histories, RecsSettings(factors=16, iterations=10))
+    assert model.n_items > 0 and np.isfinite(model.item_vectors()).all()
+    # users of one block get recommendations from their own block
+    recs = model.recommend(histories["u0"], 5)
+    assert recs and all(int(v[1:]) < 20 for v, _ in recs)

@@ -189,7 +189,8 @@ class StreamingALS:
         """A full batch fit with implicit (a NEW implicit model every time: refitting one whose matrix
         changed shape crashes). histories: user_id -> video_id -> confidence. `warm_start` seeds the
         factors of known users and videos from a previous fit, so a daily refit converges in few iterations."""
-        from implicit.cpu.als import AlternatingLeastSquares
+        import implicit.gpu
+        from implicit.als import AlternatingLeastSquares
         from scipy.sparse import csr_matrix
         from threadpoolctl import threadpool_limits
 
