@@ -1,8 +1,12 @@
 """Prometheus metrics of a worker. Names: `reelstream_` prefix, base units, `_total` counters,
-and no user or video ids in labels (bounded label sets only: type, reason, output, category, action).
+and no user or video ids in labels (bounded label sets only: type, reason, output, category, action, agent,
+model, side, op, and topic/partition for consumer lag: monitoring/consumer.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
@@ -37,7 +41,7 @@ FLAGS = Counter(
     "reelstream_moderation_flags_total", "Moderation flags emitted, by action.", ["action"], registry=REGISTRY
 )
 FLAG_CATEGORIES = Counter(
-    "reelstream_moderation_categories_total", "Categories over their review threshold, by category.",
+    "reelstream_moderation_categories_total", "Categories named as a reason of a review or block flag, by category.",
     ["category"], registry=REGISTRY,
 )
 COMMENTS_ERASED = Counter(
@@ -45,9 +49,46 @@ COMMENTS_ERASED = Counter(
 )
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
 INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
+INDEX_OPS = Counter(
+    "reelstream_index_operations_total", "Vectors upserted into or removed from the index replica, by op.",
+    ["op"], registry=REGISTRY,
+)
+INDEX_SEARCH = Histogram(
+    "reelstream_index_search_seconds", "One index search call (top-k for a micro-batch of queries).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1), registry=REGISTRY,
+)
+ALS_UPDATE = Histogram(
+    "reelstream_als_update_seconds",
+    "Streaming ALS update time, by side: user = one touched user's solve + index search, "
+    "item = one refresh tick re-solving the videos touched since the last one.",
+    ["side"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "reelstream_batch_seconds", "Time to apply one micro-batch, by agent.", ["agent"],
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+)
+REBALANCES = Counter(
+    "reelstream_rebalances_total", "Consumer group rebalances this worker took part in (partitions assigned).",
+    registry=REGISTRY,
+)
 USERS = Gauge("reelstream_users", "Users with stored history on this worker.", registry=REGISTRY)
 BUILD = Info("reelstream_build", "Version of the worker and of the models it serves.", registry=REGISTRY)
 BUILD.info({"version": __version__})
+
+
+def set_build(recommender: str, moderation: str) -> None:
+    """The served model versions, beside the worker version (Info.info replaces every label at once)."""
+    BUILD.info({"version": __version__, "recommender": recommender, "moderation": moderation})
+
+
+@contextmanager
+def batch(agent: str, size: int | None = None) -> Iterator[None]:
+    """Time one micro-batch of `agent` (and record its size when given: some agents record theirs later)."""
+    if size is not None:
+        BATCH_SIZE.labels(agent).observe(size)
+    with BATCH_SECONDS.labels(agent).time():
+        yield
 
 
 def exposition() -> bytes:

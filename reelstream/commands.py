@@ -116,13 +116,19 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         latency_rate: Annotated[float, typer.Option(help="Messages/s in the latency phase.")] = 2_000.0,
         seed: Annotated[int, typer.Option()] = 11,
         json_: Annotated[bool, typer.Option("--json")] = False,
+        plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of throughput and latency over time.")] = None,
     ) -> None:
         """Whole-pipeline events/s and latency, against a raw consumer on the same broker."""
         import orjson
 
         from streams.bench import bench_pipeline
 
-        result = bench_pipeline(get_settings(), events, latency_events, latency_rate, seed)
+        result = bench_pipeline(get_settings(), events, latency_events, latency_rate, seed, series=plot is not None)
+        if plot is not None:
+            from monitoring.plots import bench_timeline
+
+            title = f"reelstream bench pipeline: {result['events']} events, {result['events_per_s']:.0f} events/s"
+            bench_timeline(result.pop("series"), plot, title=title)
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 if not json_ else 0).decode())
 
     @app.command()

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.recs.item_side import ItemTrainer
 from monitoring import metrics
+from monitoring.consumer import LAG
 from reelstream.settings import Settings
 from streams import transport
 from streams.items import ItemSide, ItemVectorsReplica
@@ -29,6 +30,7 @@ from streams.topics import CATALOG_TABLE, USERS_TABLE
 
 def _message(event: faust.types.EventT) -> Message:
     m = event.message
+    LAG.seen(m.topic, m.partition, m.timestamp)
     return Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, event)
 
 
@@ -106,28 +108,31 @@ def create_app(
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    metrics.BUILD.info({"recommender": recommender.model_version, "moderation": scorer.model_version})
+    metrics.set_build(recommender.model_version, scorer.model_version)
+    LAG.watch(app)
 
     @app.agent(events, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-            metrics.BATCH_SIZE.labels("interactions").observe(len(batch))
-            await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch])
+            with metrics.batch("interactions", len(batch)):
+                await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch])
 
     @app.agent(videos, name="catalog")
     async def catalog_agent(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-            await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
+            with metrics.batch("catalog", len(batch)):
+                await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
 
     @app.agent(by_video, name="item-trainer")
     async def item_trainer(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-            await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
+            with metrics.batch("item-trainer", len(batch)):
+                await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
 
     @app.timer(settings.recs.item_refresh_interval_s)
     async def refresh_items() -> None:
         """The item cadence: re-solved vectors go to item-vectors, and from there to every replica."""
-        with metrics.INFERENCE.labels("als_items").time():
+        with metrics.INFERENCE.labels("als_items").time(), metrics.ALS_UPDATE.labels("item").time():
             ids, vectors = item_side.tick()
         for video_id, vector in zip(ids, vectors):
             output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps([round(float(x), 6) for x in vector]))
@@ -149,7 +154,8 @@ def create_app(
     async def moderation(stream: faust.StreamT) -> None:
         mod = settings.moderation
         async for batch in stream.take_events(mod.batch_size, within=mod.batch_max_wait_s):
-            await pipeline.run_batch(moderate, [_message(e) for e in batch])
+            with metrics.batch("moderation"):  # its size (comments still owed a score) is recorded in moderate
+                await pipeline.run_batch(moderate, [_message(e) for e in batch])
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -58,7 +58,8 @@ def _raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]) -> list[float]:
+def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]) -> list[tuple[float, float]]:
+    """(produce time, latency) per event that got a recommendation, both in seconds."""
     from streams.recording import read_records, read_topic
 
     order: dict[str, list[str]] = {}
@@ -81,13 +82,17 @@ def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]
         for i, eid in enumerate(ids):
             first = next((t for j, t in outs if j >= i), None)
             if first is not None:
-                result.append(first - sent_at[eid])
+                result.append((sent_at[eid], first - sent_at[eid]))
     return result
 
 
-def bench_pipeline(settings: Settings, events: int, latency_events: int, latency_rate: float, seed: int) -> dict[str, Any]:
+def bench_pipeline(
+    settings: Settings, events: int, latency_events: int, latency_rate: float, seed: int, series: bool = False
+) -> dict[str, Any]:
+    """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot)."""
+    from monitoring.sampling import RateSampler
     from streams.generator import GeneratorConfig, generate
-    from streams.local import LocalStack
+    from streams.local import LocalStack, total
     from streams.recording import read_records
 
     with LocalStack() as stack:
@@ -101,19 +106,25 @@ def bench_pipeline(settings: Settings, events: int, latency_events: int, latency
         n2 = sum(1 for _ in read_records(phase2))
         worker = stack.start_worker()
 
+        def consumed() -> float:
+            m = worker.metrics()
+            return sum(total(m, f"reelstream_{n}_total") for n in ("events", "duplicate_events", "dlq_messages"))
+
         start, cpu_start = time.perf_counter(), worker.cpu_seconds()
-        _produce(stack.bootstrap, phase1)
-        stack.wait_consumed(n1, timeout=600, settle=0.0)
+        with RateSampler(consumed) as sampler:
+            _produce(stack.bootstrap, phase1)
+            stack.wait_consumed(n1, timeout=600, settle=0.0)
         seconds = time.perf_counter() - start
         worker_cpu = worker.cpu_seconds() - cpu_start
         events_per_s = n1 / seconds
 
         sent_at = _produce(stack.bootstrap, phase2, rate=latency_rate)
         stack.wait_consumed(n1 + n2, timeout=600)
-        lat = np.array(_latencies(stack.bootstrap, settings.topics.recommendations, phase2, sent_at)) * 1000
+        timed = _latencies(stack.bootstrap, settings.topics.recommendations, phase2, sent_at)
+        lat = np.array([latency for _, latency in timed]) * 1000
         raw = _raw_consumer_rate(stack.bootstrap, settings.topics.events, n1)
         info = {k: v for k, v in worker.metrics().items() if k.startswith("reelstream_build_info")}
-    return {
+    result = {
         "events": n1,
         "events_per_s": round(events_per_s, 1),
         "raw_consumer_events_per_s": round(raw, 1),
@@ -129,3 +140,10 @@ def bench_pipeline(settings: Settings, events: int, latency_events: int, latency
         "worker_cpu_ms_per_1k_events": round(worker_cpu / n1 * 1e6, 1),
         "build": next(iter(info), ""),
     }
+    if series:
+        t0 = min((sent for sent, _ in timed), default=0.0)
+        result["series"] = {
+            "throughput": sampler.points,
+            "latency": [[round(sent - t0, 3), round(latency * 1000, 2)] for sent, latency in timed],
+        }
+    return result

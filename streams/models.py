@@ -10,6 +10,7 @@ Comments: the torch models of models/text.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from models.recs.als import StreamingALS
 from models.recs.confidence import Interaction, event_weight, user_confidences
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
+from monitoring.metrics import ALS_UPDATE
 from reelstream.settings import Settings
 from streams.pipeline import Row
 
@@ -55,7 +57,10 @@ class StreamingRecommender:
 
     def recommend(self, user_id: str, history: list[Row], k: int, exclude: set[str]) -> tuple[list[tuple[str, float]], str]:
         conf = user_confidences([Interaction(*r) for r in history], self.s)
+        started = time.perf_counter()
         factor, items = self.als.serve(conf, k, exclude)
+        if factor is not None:  # solved and searched (None: popularity answered)
+            ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         version = self.als.model_version if factor is not None else self.popularity_version
         if factor is None and conf:
             factor = initial_factor(user_id, self.s.factors)
@@ -97,8 +102,9 @@ class StreamingRecommender:
 
 def load_recommender(settings: Settings) -> StreamingRecommender:
     from indexer.factory import make_index
+    from monitoring.metered import MeteredIndex
 
-    index = make_index(settings.index, settings.recs.factors)
+    index = MeteredIndex(make_index(settings.index, settings.recs.factors))
     if settings.recs.model_dir:
         als = StreamingALS.load(settings.recs.model_dir, settings.recs)
         als.index = index

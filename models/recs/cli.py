@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+PLOT_EVERY = 250  # evaluated events between two points of the --plot curves
+
 
 class Dataset(str, Enum):
     ml100k = "ml100k"
@@ -49,6 +51,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         seed: int = 0,
         warmup: Annotated[float, typer.Option(help="Leading fraction learned but not evaluated.")] = 0.2,
         eval_fraction: Annotated[Optional[float], typer.Option(help="Share of events evaluated.")] = None,
+        plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG of HR@10 along the replay per model.")] = None,
     ) -> None:
         """Prequential replay: streaming ALS vs daily batch refit vs popularity, HR@10 and NDCG@10."""
         import orjson
@@ -65,7 +68,12 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             seed=seed,
             warmup=warmup,
             eval_fraction=eval_fraction,
+            curve_every=PLOT_EVERY if plot is not None else 0,
         )
+        if plot is not None:
+            from monitoring.plots import hit_rate_curves
+
+            hit_rate_curves(result.pop("curves"), plot, title=f"HR@10 over the {dataset.value} replay")
         if json_:
             typer.echo(orjson.dumps(result).decode())
             return

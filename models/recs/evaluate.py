@@ -162,14 +162,17 @@ def prequential(
     eval_fraction: float = 1.0,
     refit_iterations: int | None = None,
     seed: int = 0,
+    curve_every: int = 0,
 ) -> dict:
-    """Replay `groups` (time-ordered) in micro-batches; returns the JSON-ready result."""
+    """Replay `groups` (time-ordered) in micro-batches; returns the JSON-ready result. With `curve_every`,
+    "curves" also holds each model's cumulative [evaluated events, hits@10] every that many evaluated events."""
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     warm_n = int(len(groups) * warmup)
     tallies = {name: Tally() for name in ("streaming", "batch_periodic", "popularity", "popularity_decayed")}
+    curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
     state = _State()
     pop_all = PopularityRecommender(math.inf)
     pop_decayed = PopularityRecommender(settings.popularity_half_life_s)
@@ -215,6 +218,9 @@ def prequential(
                     tallies["batch_periodic"].add(recs, g.video_id, row is None)
                     tallies["popularity"].add(pop_all.recommend(seen, K), g.video_id, False)
                     tallies["popularity_decayed"].add(pop_decayed.recommend(seen, K), g.video_id, False)
+                    if curve_every and tallies["streaming"].n % curve_every == 0:
+                        for name, t in tallies.items():
+                            curves[name].append([t.n, t.hits])
             _learn(mb, state, streaming, trainer, settings, pop_all)
             if streaming.n_items:
                 since_items += len(mb)
@@ -229,6 +235,8 @@ def prequential(
         refits=refits,
         seconds=round(time.perf_counter() - started, 1),
     )
+    if curve_every:
+        result["curves"] = curves
     return result
 
 
@@ -286,8 +294,9 @@ def run(
     seed: int = 0,
     warmup: float = 0.2,
     eval_fraction: float | None = None,
+    curve_every: int = 0,
 ) -> dict:
-    """The `reelstream eval recs` entry point."""
+    """The `reelstream eval recs` entry point (`curve_every`: see `prequential`)."""
     if dataset == "ml100k":
         groups = ml100k_events()
     elif dataset == "synthetic":
@@ -298,7 +307,7 @@ def run(
     replay = dict(DATASET_REPLAY[dataset])
     if eval_fraction is not None:
         replay["eval_fraction"] = eval_fraction
-    result = prequential(groups, settings, warmup=warmup, seed=seed, **replay)
+    result = prequential(groups, settings, warmup=warmup, seed=seed, curve_every=curve_every, **replay)
     result["dataset"] = dataset
     tuned = ("factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "popularity_half_life_s")
     result["settings"] = {k: getattr(settings, k) for k in tuned} | {
