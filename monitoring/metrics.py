@@ -47,6 +47,10 @@ FLAG_CATEGORIES = Counter(
 COMMENTS_ERASED = Counter(
     "reelstream_comments_erased_total", "Comments not scored because their user was erased first.", registry=REGISTRY
 )
+TASK_ERRORS = Counter(
+    "reelstream_task_errors_total", "Failed runs of periodic tasks (retried at their next tick), by task.",
+    ["task"], registry=REGISTRY,
+)
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
 INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
 INDEX_OPS = Counter(

@@ -7,6 +7,8 @@ the same worker runs unchanged against librdkafka's mock cluster and a real Kafk
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,11 +29,31 @@ from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
 from streams.tables import OutputTable
 from streams.topics import CATALOG_TABLE, USERS_TABLE
 
+log = logging.getLogger(__name__)
+
 
 def _message(event: faust.types.EventT) -> Message:
     m = event.message
     LAG.seen(m.topic, m.partition, m.timestamp)
     return Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, event)
+
+
+def _retried_next_tick(task: str):
+    """A periodic task that fails is logged, counted and run again at its next tick: a timer that raises
+    would otherwise crash the whole worker (Faust)."""
+
+    def wrap(fun):
+        @functools.wraps(fun)
+        async def run() -> None:
+            try:
+                await fun()
+            except Exception:  # noqa: BLE001 - any failure; the next tick retries
+                log.exception("periodic task %s failed", task)
+                metrics.TASK_ERRORS.labels(task).inc()
+
+        return run
+
+    return wrap
 
 
 def _apply_vectors(recommender: Any):
@@ -129,7 +151,17 @@ def create_app(
             with metrics.batch("item-trainer", len(batch)):
                 await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
 
+    @app.timer(settings.model_poll_interval_s)
+    @_retried_next_tick("swap_model")
+    async def swap_model() -> None:
+        """A new batch model saved in REELSTREAM_RECS__MODEL_DIR is served without stopping the worker."""
+        als = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model, settings)
+        if als is not None:
+            recommender.swap(als)
+            metrics.set_build(recommender.model_version, scorer.model_version)
+
     @app.timer(settings.recs.item_refresh_interval_s)
+    @_retried_next_tick("refresh_items")
     async def refresh_items() -> None:
         """The item cadence: re-solved vectors go to item-vectors, and from there to every replica."""
         with metrics.INFERENCE.labels("als_items").time(), metrics.ALS_UPDATE.labels("item").time():

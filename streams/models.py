@@ -10,8 +10,10 @@ Comments: the torch models of models/text.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -89,6 +91,20 @@ class StreamingRecommender:
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
 
+    def newer_model(self, settings: Settings) -> StreamingALS | None:
+        """A new version saved in model_dir, loaded and indexed (slow: call it off the event loop)."""
+        version = saved_version(settings)
+        if version is None or version == self.als.model_version:
+            return None
+        return _load_als(settings)
+
+    def swap(self, als: StreamingALS) -> None:
+        """Serve a new batch model from the next micro-batch on, without stopping. Live popularity and the
+        videos removed since start carry over; user factors are re-solved as users come back."""
+        als.popularity = self.als.popularity
+        als.remove_videos(sorted(self.als.removed_videos()))
+        self.als = als
+
     def index_size(self) -> int:
         return self.als.n_items
 
@@ -100,19 +116,33 @@ class StreamingRecommender:
         self.als.upsert_items(ids, vectors)
 
 
-def load_recommender(settings: Settings) -> StreamingRecommender:
+def _load_als(settings: Settings) -> StreamingALS:
+    """The saved model in settings.recs.model_dir (with its own index), or a cold streaming model."""
     from indexer.factory import make_index
     from monitoring.metered import MeteredIndex
 
     index = MeteredIndex(make_index(settings.index, settings.recs.factors))
-    if settings.recs.model_dir:
-        als = StreamingALS.load(settings.recs.model_dir, settings.recs)
-        als.index = index
-        if als.n_items:
-            index.upsert(als.item_ids, als.item_vectors())
-    else:
-        als = StreamingALS(settings.recs, model_version="als-streaming", index=index)
-    return StreamingRecommender(settings, als)
+    if not settings.recs.model_dir:
+        return StreamingALS(settings.recs, model_version="als-streaming", index=index)
+    als = StreamingALS.load(settings.recs.model_dir, settings.recs)
+    als.index = index
+    if als.n_items:
+        index.upsert(als.item_ids, als.item_vectors())
+    return als
+
+
+def saved_version(settings: Settings) -> str | None:
+    """model_version of the model saved in settings.recs.model_dir (meta.json is written last)."""
+    if not settings.recs.model_dir:
+        return None
+    try:
+        return json.loads((Path(settings.recs.model_dir) / "meta.json").read_text())["model_version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_recommender(settings: Settings) -> StreamingRecommender:
+    return StreamingRecommender(settings, _load_als(settings))
 
 
 def load_scorer(settings: Settings):

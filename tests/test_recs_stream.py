@@ -93,3 +93,37 @@ def test_a_removed_video_is_never_recommended_after_its_removal(stack):
     _wait(lambda: sum(r["source_event_id"].startswith("after-removal") for r in _recs(s.bootstrap)) >= len(users))
     later = [r for r in _recs(s.bootstrap) if r["generated_at"] > processed_at]
     assert later and not any(i["video_id"] == victim for r in later for i in r["items"])
+
+
+def test_a_new_batch_model_is_swapped_in_without_stopping_the_worker(tmp_path):
+    from reelstream.demo import SAMPLE
+
+    def train(source, out):
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "reelstream.cli", "train", "als", "--from", str(source), "--out", str(out)],
+                       check=True, capture_output=True)  # fmt: skip
+        return json.loads((out / "meta.json").read_text())["model_version"]
+
+    model_dir = tmp_path / "model"
+    first = train(SAMPLE, model_dir)
+    other = tmp_path / "other.jsonl"
+    generate(GeneratorConfig(users=80, videos=60, events=1500, seed=99), other)
+    env = {"REELSTREAM_RECS__MODEL_DIR": str(model_dir), "REELSTREAM_MODEL_POLL_INTERVAL_S": "0.5"}
+    with LocalStack(env=env) as s:
+        s.start_broker()
+        worker = s.start_worker()
+        user = "u000001"  # in the sample, so the first model knows the user's videos
+        like = {"schema_version": 1, "type": "like", "user_id": user, "video_id": "v000002", "ts": 1.8e9}
+        _send(s.bootstrap, "events", user, {**like, "event_id": "swap-1"})
+        _wait(lambda: any(r["source_event_id"] == "swap-1" for r in _recs(s.bootstrap, user)))
+        assert next(r for r in _recs(s.bootstrap, user) if r["source_event_id"] == "swap-1")["model_version"] == first
+
+        second = train(other, model_dir)
+        assert second != first
+        _wait(lambda: f'recommender="{second}"' in "".join(worker.metrics()))
+        _send(s.bootstrap, "events", user, {**like, "event_id": "swap-2", "video_id": "v000003"})
+        _wait(lambda: any(r["source_event_id"] == "swap-2" for r in _recs(s.bootstrap, user)))
+        rec = next(r for r in _recs(s.bootstrap, user) if r["source_event_id"] == "swap-2")
+        assert rec["model_version"] == second and worker.proc.poll() is None

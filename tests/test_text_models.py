@@ -65,10 +65,10 @@ def small(small_run) -> CommentModels:
 
 # Every implementation of each protocol: (protocol, which weights, how to get it from CommentModels).
 IMPLEMENTATIONS = [
-    pytest.param(Moderator, "shipped", lambda m: m.moderator, id="moderator-shipped"),
-    pytest.param(Moderator, "small", lambda m: m.moderator, id="moderator-small"),
-    pytest.param(SentimentModel, "shipped", lambda m: m.sentiment, id="sentiment-shipped"),
-    pytest.param(SentimentModel, "small", lambda m: m.sentiment, id="sentiment-small"),
+    pytest.param((Moderator, "shipped", lambda m: m.moderator), id="moderator-shipped"),
+    pytest.param((Moderator, "small", lambda m: m.moderator), id="moderator-small"),
+    pytest.param((SentimentModel, "shipped", lambda m: m.sentiment), id="sentiment-shipped"),
+    pytest.param((SentimentModel, "small", lambda m: m.sentiment), id="sentiment-small"),
 ]
 
 

@@ -116,6 +116,9 @@ class StreamingALS:
         if self.index is not None:
             self.index.remove(video_ids)
 
+    def removed_videos(self) -> set[str]:
+        return set(self._removed)
+
     def item_gram(self) -> np.ndarray:
         """Y^T Y, cached until the item factors change (one O(n f^2) product per item refresh)."""
         if self._item_gram is None:

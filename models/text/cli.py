@@ -2,8 +2,150 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from models.text.comments import CommentModels
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_OUT = REPO_ROOT / "models" / "text" / "weights"
+
+
+def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: int | None, baseline: bool) -> None:
+    """Train the combined comment model, write weights + MODEL_CARD.md, print the validation summary."""
+    import orjson
+
+    from models.text import model_card
+    from models.text.bench import rate
+    from models.text.data import load_splits
+    from models.text.training import TrainOptions, headline, save, train
+
+    opts = TrainOptions(epochs=epochs, threads=threads, seed=seed, limit_per_dataset=limit)
+    result = train(data, opts)
+    weights = save(result, out)
+    base = None
+    if baseline:
+        try:
+            from models.text.baseline import baseline_report
+
+            typer.echo("fitting the TF-IDF+LR baseline on the same split for the model card...", err=True)
+            base = baseline_report(*load_splits(data, limit))
+        except ImportError:
+            typer.echo("scikit-learn not installed: model card without baseline", err=True)
+    texts = [t for t in ("great video!", "这个视频太好看了", "you are an idiot", "垃圾") for _ in range(64)]
+    langs = [None] * len(texts)
+    speed = {
+        "threads": threads,
+        "batch_256_per_s": rate(result.models, texts, langs, 256, 1.0),
+        "batch_1_per_s": rate(result.models, texts, langs, 1, 1.0),
+    }
+    model_card.write(out / "MODEL_CARD.md", model_card.render(result, opts, base, speed))
+    summary = {
+        "model_version": result.models.model_version,
+        "weights": str(weights),
+        "best_epoch": result.best_epoch,
+        "validation_headline": headline(result.report),
+        "validation": result.report,
+    }
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+
+
+def _load_models(model_dir: Path | None, batch_size: int | None = None) -> CommentModels:
+    from reelstream.settings import get_settings
+
+    from models.text.base import load_comment_models
+
+    settings = get_settings().moderation
+    if model_dir is not None:
+        settings = settings.model_copy(update={"model_dir": str(model_dir)})
+    if batch_size is not None:
+        settings = settings.model_copy(update={"batch_size": batch_size})
+    return load_comment_models(settings)
 
 
 def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands. Keep imports of heavy libraries inside the command bodies."""
+    data_opt = typer.Option(DEFAULT_DATA, "--data", help="Folder of <dataset>/train.jsonl.")
+    out_opt = typer.Option(DEFAULT_OUT, "--out", help="Where weights and MODEL_CARD.md go.")
+    epochs_opt = typer.Option(3, help="Maximum epochs; the best validation epoch is kept.")
+    threads_opt = typer.Option(1, help="torch threads for training.")
+    seed_opt = typer.Option(20240607, help="Seed of initialization and batch order.")
+    limit_opt = typer.Option(None, "--limit-per-dataset", help="Use only the first N rows of each dataset.")
+    baseline_opt = typer.Option(True, help="Also fit the TF-IDF+LR baseline for the model card (sklearn).")
+
+    @train.command("moderation")
+    def train_moderation(
+        data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
+        seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
+    ) -> None:
+        """Train the comment model (moderation and sentiment share one network; this trains both)."""
+        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline)
+
+    @train.command("sentiment")
+    def train_sentiment(
+        data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
+        seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
+    ) -> None:
+        """Train the comment model (same combined network as `train moderation`)."""
+        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline)
+
+    @app.command("score")
+    def score(
+        input: Path = typer.Option(..., "--input", exists=True, dir_okay=False, help='JSONL {"id","text","lang"?}.'),
+        output: Path = typer.Option(..., "--output", dir_okay=False, help="JSONL of scores, in input order."),
+        batch_size: int = typer.Option(256, "--batch-size", min=1, help="Comments per forward pass."),
+        model_dir: Path | None = typer.Option(None, help="Weights folder (default: settings, then shipped)."),
+    ) -> None:
+        """Score comments: moderation scores, sentiment, action and model_version per line."""
+        from models.text.scoring import ScoreInputError, read_comments, write_scores
+
+        try:
+            comments = read_comments(input)
+        except ScoreInputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        n = write_scores(_load_models(model_dir, batch_size), comments, output, batch_size)
+        print(f"scored {n} comments -> {output}", file=sys.stderr)
+
+    @eval_.command("models")
+    def eval_models(
+        data: Path = data_opt,
+        json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        baseline: bool = typer.Option(True, help="Fit the TF-IDF+LR baseline on the same split."),
+        model_dir: Path | None = typer.Option(None, help="Weights folder (default: settings, then shipped)."),
+    ) -> None:
+        """Per dataset and label: AUC, macro-F1, accuracy on the validation split, next to the baseline."""
+        import orjson
+
+        from models.text.evaluation import evaluate
+
+        result = evaluate(_load_models(model_dir), data, with_baseline=baseline)
+        if json:
+            typer.echo(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+            return
+        for ds, labels in result["lines"].items():
+            for label, e in labels.items():
+                key = e["primary"]
+                base = e.get("baseline", {}).get(key, float("nan"))
+                typer.echo(f"{ds:26s} {label:10s} {key:8s} model {e['model'][key]:.4f}  baseline {base:.4f}")
+        typer.echo(f"beats baseline on {result['beats_baseline']} lines")
+
+    @bench.command("models")
+    def bench_models(
+        data: Path = data_opt,
+        json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        threads: int = typer.Option(2, help="torch threads."),
+        seconds: float = typer.Option(2.0, help="Measuring time per batch size."),
+    ) -> None:
+        """Comments/s at batch 1/32/256 (cpu, and cuda when present) and through the `score` path."""
+        import orjson
+
+        from models.text.bench import bench as run_bench
+
+        result = run_bench(_load_models(None), data, threads, seconds)
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 if not json else 0).decode())

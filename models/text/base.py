@@ -1,0 +1,97 @@
+"""Interfaces of the comment models, the threshold decision, and language detection.
+
+Kept free of torch so that the stream workers and tests can import the contracts cheaply;
+`load_comment_models` imports the runtime only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from models.text.config import CATEGORIES, ModerationSettings, Thresholds
+
+if TYPE_CHECKING:
+    from models.text.comments import CommentModels
+
+SENTIMENT_KEYS = ("negative", "neutral", "positive")
+ACTIONS = ("allow", "review", "block")
+
+
+@runtime_checkable
+class Moderator(Protocol):
+    """Scores in [0, 1] for every name in CATEGORIES (toxic, offensive, hate, sexism, spam)."""
+
+    model_version: str
+
+    def score_batch(
+        self, texts: Sequence[str], langs: Sequence[str | None] | None = None
+    ) -> list[dict[str, float]]: ...
+
+
+@runtime_checkable
+class SentimentModel(Protocol):
+    """Probabilities {negative, neutral, positive} summing to 1."""
+
+    model_version: str
+
+    def score_batch(
+        self, texts: Sequence[str], langs: Sequence[str | None] | None = None
+    ) -> list[dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class CommentScore:
+    """Everything the moderation-flags message needs about one comment."""
+
+    scores: dict[str, float]
+    sentiment: dict[str, float]
+    lang: str
+    action: str
+    reasons: list[str]
+
+
+def decide(scores: Mapping[str, float], thresholds: Mapping[str, Thresholds]) -> tuple[str, list[str]]:
+    """Block if any category reaches its block threshold, else review if any reaches review.
+
+    Reasons name every category at the level that decided, e.g. ["hate>=0.90"].
+    """
+    block = [f"{c}>={thresholds[c].block:.2f}" for c in CATEGORIES if scores[c] >= thresholds[c].block]
+    if block:
+        return "block", block
+    review = [f"{c}>={thresholds[c].review:.2f}" for c in CATEGORIES if scores[c] >= thresholds[c].review]
+    return ("review", review) if review else ("allow", [])
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+
+
+def detect_lang(text: str, sample_chars: int = 500) -> str:
+    """"zh" when CJK ideographs make up at least a fifth of the letters in the first chars, else "en".
+
+    Chinese comments often mix in Latin words, emoji and digits, so the ratio is over letters only
+    (isalpha is true for CJK ideographs) and the bar is low.
+    """
+    letters = [ch for ch in text[:sample_chars] if ch.isalpha()]
+    if not letters:
+        return "en"
+    cjk = sum(1 for ch in letters if _is_cjk(ch))
+    return "zh" if cjk * 5 >= len(letters) else "en"
+
+
+def resolve_langs(texts: Sequence[str], langs: Sequence[str | None] | None) -> list[str]:
+    """The given language where it is en/zh, detected otherwise (absent, None or unsupported)."""
+    if langs is not None and len(langs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
+    given = langs if langs is not None else [None] * len(texts)
+    return [lang if lang in ("en", "zh") else detect_lang(t) for t, lang in zip(texts, given)]
+
+
+def load_comment_models(settings: ModerationSettings) -> CommentModels:
+    """The shipped (or settings.model_dir) weights on the configured device, ready to `score`."""
+    from models.text.comments import CommentModels
+
+    return CommentModels.load(settings)

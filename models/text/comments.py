@@ -1,0 +1,138 @@
+"""The loaded comment models: one featurization and one forward pass serve moderation and sentiment.
+
+`CommentModels` is what the stream worker and `reelstream score` use; `moderator` and `sentiment`
+expose the same network through the two narrower protocols of models.text.base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.text.base import SENTIMENT_KEYS, CommentScore, decide, resolve_langs
+from models.text.config import CATEGORIES, ModerationSettings, Thresholds
+from models.text.features import Featurizer
+from models.text.network import CommentNet, NetConfig
+
+WEIGHTS_FILE = "comment_net.pt"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def select_device(device: str) -> torch.device:
+    """"auto" means cuda when torch sees one, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def save_checkpoint(net: CommentNet, path: Path, model_version: str) -> None:
+    """fp16 weights plus the config needed to rebuild; loadable with weights_only=True."""
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in net.state_dict().items()}
+    torch.save({"model_version": model_version, "config": net.config.to_dict(), "state": state}, path)
+
+
+class CommentModels:
+    """Shared featurizer + network; `score` gives both heads' outputs and the moderation decision."""
+
+    def __init__(
+        self,
+        net: CommentNet,
+        model_version: str,
+        *,
+        max_text_chars: int = 5000,
+        thresholds: dict[str, Thresholds] | None = None,
+        device: torch.device | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.net = net.to(self.device).eval()
+        self.model_version = model_version
+        self.featurizer = Featurizer(net.config.features)
+        self.max_text_chars = max_text_chars
+        self.thresholds = thresholds or ModerationSettings().thresholds
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, settings: ModerationSettings) -> CommentModels:
+        """Read weights from settings.model_dir (or the shipped ones) and set torch's thread count."""
+        torch.set_num_threads(settings.torch_threads)
+        path = Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no comment model weights at {path}; run `reelstream train moderation`")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        net = CommentNet(NetConfig.from_dict(ckpt["config"]))
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()})
+        return cls(
+            net,
+            ckpt["model_version"],
+            max_text_chars=settings.max_text_chars,
+            thresholds=settings.thresholds,
+            device=select_device(settings.device),
+            batch_size=max(settings.batch_size, 1),
+        )
+
+    @torch.inference_mode()
+    def predict(
+        self, texts: Sequence[str], langs: Sequence[str | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Category scores [n, 5] (CATEGORIES order), sentiment [n, 3] and the resolved languages."""
+        capped = [t[: self.max_text_chars] for t in texts]
+        resolved = resolve_langs(capped, langs)
+        scores = np.zeros((len(capped), len(CATEGORIES)), dtype=np.float32)
+        sentiment = np.zeros((len(capped), len(SENTIMENT_KEYS)), dtype=np.float32)
+        for start in range(0, len(capped), self.batch_size):
+            stop = start + self.batch_size
+            batch = self.featurizer(capped[start:stop], resolved[start:stop])
+            logits = self.net(
+                torch.from_numpy(batch.indices).to(self.device), torch.from_numpy(batch.offsets).to(self.device)
+            )
+            is_zh = torch.tensor([lang == "zh" for lang in resolved[start:stop]], device=self.device)
+            cat, sent = self.net.combine(logits, is_zh)
+            scores[start:stop] = cat.cpu().numpy()
+            sentiment[start:stop] = sent.cpu().numpy()
+        return scores, sentiment, resolved
+
+    def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[CommentScore]:
+        """One CommentScore per text, in order."""
+        scores, sentiment, resolved = self.predict(texts, langs)
+        out = []
+        for row, sent, lang in zip(scores.tolist(), sentiment.tolist(), resolved):
+            cats = dict(zip(CATEGORIES, row))
+            action, reasons = decide(cats, self.thresholds)
+            out.append(CommentScore(cats, dict(zip(SENTIMENT_KEYS, sent)), lang, action, reasons))
+        return out
+
+    @property
+    def moderator(self) -> ModerationView:
+        return ModerationView(self)
+
+    @property
+    def sentiment(self) -> SentimentView:
+        return SentimentView(self)
+
+
+class ModerationView:
+    """The Moderator protocol over the shared network."""
+
+    def __init__(self, models: CommentModels) -> None:
+        self.models = models
+        self.model_version = models.model_version
+
+    def score_batch(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        scores, _, _ = self.models.predict(texts, langs)
+        return [dict(zip(CATEGORIES, row)) for row in scores.tolist()]
+
+
+class SentimentView:
+    """The SentimentModel protocol over the shared network."""
+
+    def __init__(self, models: CommentModels) -> None:
+        self.models = models
+        self.model_version = models.model_version
+
+    def score_batch(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        _, sentiment, _ = self.models.predict(texts, langs)
+        return [dict(zip(SENTIMENT_KEYS, row)) for row in sentiment.tolist()]

@@ -1,0 +1,234 @@
+"""The one comment network: a TF-IDF vector of hashed n-grams, two views of it, and many small heads.
+
+Each source dataset labels its own notion of "offensive" or "positive" (Davidson tags any slur as
+offensive, OLID only targeted insults; SST-2 is movie reviews, waimai is food delivery), so every
+(dataset, label) pair gets its own expert head on the shared representation, and a domain head learns
+which dataset a text resembles. Where one language has several experts for a category (en offensive:
+Davidson/OLID, en hate: Davidson/HatEval, en and zh sentiment), a linear router trained to tell those
+sources apart says how much each expert counts; otherwise the domain posterior does, restricted to experts
+of the text's language where any exist. Experts are mixed as likelihood ratios (logit minus the log-odds of
+their dataset's base rate, weighted as above) plus the mean base log-odds of the language's experts, so a
+text routed to Davidson (6% hate) and one routed to HatEval (41% hate) are scored on one scale.
+Only the text and its language are used: no dataset identity is needed or accepted at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from models.text.config import CATEGORIES
+from models.text.data import DATASETS
+from models.text.features import FeatureConfig
+
+# `toxic` is one shared head (see TaskLayout), every other category is a mixture of per-dataset experts.
+EXPERT_CATEGORIES = tuple(c for c in CATEGORIES if c != "toxic")
+# Which labels of which dataset train the shared toxic head: any offensive, hate or sexist text is toxic.
+TOXIC_SOURCES = ("toxic", "offensive", "hate", "sexism")
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """Where each head sits in the network's output vector."""
+
+    domains: tuple[str, ...] = tuple(d.name for d in DATASETS)
+    domain_langs: tuple[str, ...] = tuple(d.lang for d in DATASETS)
+    binary: tuple[tuple[str, str], ...] = tuple(
+        (d.name, label) for d in DATASETS for label in d.labels if label in EXPERT_CATEGORIES
+    )
+    sentiment: tuple[str, ...] = tuple(d.name for d in DATASETS if "sentiment" in d.labels)
+
+    @property
+    def toxic_col(self) -> int:
+        return len(self.binary)
+
+    @property
+    def sentiment_start(self) -> int:
+        return len(self.binary) + 1
+
+    @property
+    def domain_start(self) -> int:
+        return self.sentiment_start + 3 * len(self.sentiment)
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the deep view: every head and the domain head."""
+        return self.domain_start + len(self.domains)
+
+    def experts(self, category: str) -> list[str]:
+        """Datasets with an expert head for a category (sentiment included)."""
+        if category == "sentiment":
+            return list(self.sentiment)
+        return [d for d, label in self.binary if label == category]
+
+    @property
+    def routers(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(category, lang, expert datasets) wherever one language has several experts for a category."""
+        out = []
+        for cat in (*EXPERT_CATEGORIES, "sentiment"):
+            for lang in ("en", "zh"):
+                names = tuple(d for d in self.experts(cat) if self.domain_langs[self.domains.index(d)] == lang)
+                if len(names) > 1:
+                    out.append((cat, lang, names))
+        return tuple(out)
+
+    @property
+    def n_linear(self) -> int:
+        """Outputs of the linear view: every head but the domain head, then the routers."""
+        return self.domain_start + sum(len(r[2]) for r in self.routers)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Everything needed to rebuild the network from a checkpoint."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    deep_buckets: int = 1 << 16  # rows of the shared embedding (hash ids are folded modulo this)
+    dim: int = 32
+    hidden: int = 256
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetConfig:
+        feats = {k: tuple(v) if isinstance(v, list) else v for k, v in d["features"].items()}
+        return cls(**{**d, "features": FeatureConfig(**feats)})
+
+
+class CommentNet(nn.Module):
+    """Two views of one TF-IDF vector, blended per head, then `combine`d into the public scores.
+
+    - deep: shared embedding -> hidden layer -> every head (multi-task; also the domain head);
+    - linear: one convex logistic regression per head over the full hash space (models.text.linear),
+      the same model family as the TF-IDF baseline but on shared features.
+    `blend[j]` is the linear view's weight in head j's logit, chosen per head on validation data; the
+    linear view also holds the routers (see the module docstring).
+    """
+
+    def __init__(self, config: NetConfig, layout: TaskLayout = TaskLayout()) -> None:
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.register_buffer("idf", torch.ones(config.features.buckets))
+        self.embedding = nn.EmbeddingBag(config.deep_buckets, config.dim, mode="sum", sparse=True)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        self.encoder = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(config.dim, config.hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+        )
+        self.heads = nn.Linear(config.hidden, layout.n_outputs)
+        self.linear = nn.EmbeddingBag(config.features.buckets, layout.n_linear, mode="sum")
+        nn.init.zeros_(self.linear.weight)
+        self.linear.weight.requires_grad_(False)
+        self.register_buffer("linear_bias", torch.zeros(layout.n_linear))
+        self.register_buffer("blend", torch.zeros(layout.domain_start))
+        # Training-set log-odds of each binary expert's label: experts are mixed as likelihood ratios.
+        self.register_buffer("prior_logit", torch.zeros(len(layout.binary)))
+        self._build_mixtures()
+
+    def _build_mixtures(self) -> None:
+        """Per category: expert output columns, their domain columns, a [lang, expert] mask, and per
+        language the router's output columns and the experts it ranks (None: use the domain head)."""
+        lay = self.layout
+        self._mixtures: dict[str, tuple[list[int], list[int]]] = {}
+        self._routes: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        start = lay.n_outputs
+        for cat, lang, names in lay.routers:
+            experts = lay.experts(cat)
+            self._routes[(cat, lang)] = (
+                list(range(start, start + len(names))),
+                [experts.index(n) for n in names],
+            )
+            start += len(names)
+        for cat in (*EXPERT_CATEGORIES, "sentiment"):
+            names = lay.experts(cat)
+            if cat == "sentiment":
+                cols = list(range(len(names)))
+            else:
+                cols = [lay.binary.index((n, cat)) for n in names]
+            doms = [lay.domains.index(n) for n in names]
+            langs = [lay.domain_langs[i] for i in doms]
+            mask = torch.zeros(2, len(names))
+            for li, lang in enumerate(("en", "zh")):
+                own = [float(x == lang) for x in langs]
+                mask[li] = torch.tensor(own if any(own) else [1.0] * len(names))
+            self.register_buffer(f"mask_{cat}", mask, persistent=False)
+            self._mixtures[cat] = (cols, doms)
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Blended logits of every head, [batch, n_outputs]."""
+        return self.blended(*self.views(indices, offsets))
+
+    def blended(self, deep: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
+        """[heads blended per head | domain head (deep) | routers (linear)]: the input of `combine`."""
+        n = len(self.blend)
+        mixed = self.blend * lin[:, :n] + (1 - self.blend) * deep[:, :n]
+        return torch.cat([mixed, deep[:, n:], lin[:, n:]], dim=1)
+
+    def views(self, indices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deep logits [batch, n_outputs] and linear logits [batch, n_linear] of the same texts."""
+        w = self.tfidf_weights(indices, offsets)
+        lin = self.linear(indices, offsets, per_sample_weights=w) + self.linear_bias
+        return self._deep(indices, offsets, w), lin
+
+    def deep_logits(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Deep view only (what SGD trains)."""
+        return self._deep(indices, offsets, self.tfidf_weights(indices, offsets))
+
+    def _deep(self, indices: torch.Tensor, offsets: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        pooled = self.embedding(indices % self.config.deep_buckets, offsets, per_sample_weights=w)
+        return self.heads(self.encoder(pooled))
+
+    def tfidf_weights(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Per n-gram weight idf / ||idf of the text||: pooling with it projects the text's TF-IDF vector."""
+        w = self.idf[indices]
+        counts = torch.diff(offsets, append=offsets.new_tensor([len(indices)]))
+        rows = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), counts)
+        norm = torch.zeros(len(offsets), device=w.device, dtype=w.dtype).index_add_(0, rows, w * w).sqrt()
+        return w / norm.clamp(min=1e-6)[rows]
+
+    def combine(self, logits: torch.Tensor, is_zh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Category scores [batch, len(CATEGORIES)] and sentiment probabilities [batch, 3]."""
+        lay = self.layout
+        logits = logits.float()
+        p_dom = torch.softmax(logits[:, lay.domain_start : lay.n_outputs], dim=1)
+        cat_scores = []
+        for cat in CATEGORIES:
+            if cat == "toxic":
+                cat_scores.append(torch.sigmoid(logits[:, lay.toxic_col]))
+                continue
+            cols, _ = self._mixtures[cat]
+            weights = self._expert_weights(cat, logits, p_dom, is_zh)
+            prior = self.prior_logit[cols]
+            masks = getattr(self, f"mask_{cat}")
+            base = (masks * prior).sum(1) / masks.sum(1)  # mean base-rate log-odds per language [en, zh]
+            cat_scores.append(torch.sigmoid(((logits[:, cols] - prior) * weights).sum(1) + base[is_zh.long()]))
+        weights = self._expert_weights("sentiment", logits, p_dom, is_zh)
+        sent = logits[:, lay.sentiment_start : lay.domain_start].view(len(logits), -1, 3)
+        probs = (torch.softmax(sent, dim=2) * weights.unsqueeze(2)).sum(1)
+        return torch.stack(cat_scores, 1).clamp(0.0, 1.0), probs / probs.sum(1, keepdim=True)
+
+    def _expert_weights(
+        self, cat: str, logits: torch.Tensor, p_dom: torch.Tensor, is_zh: torch.Tensor
+    ) -> torch.Tensor:
+        """Per text, how much each expert of `cat` counts: the router of the text's language where one
+        exists, else the domain posterior over the experts of that language (or all, if it has none)."""
+        _, doms = self._mixtures[cat]
+        per_lang = []
+        for li, lang in enumerate(("en", "zh")):
+            route = self._routes.get((cat, lang))
+            if route is not None:
+                w = torch.zeros(len(logits), len(doms), device=logits.device)
+                w[:, route[1]] = torch.softmax(logits[:, route[0]], dim=1)
+            else:
+                mask = getattr(self, f"mask_{cat}")[li]
+                w = p_dom[:, doms] * mask + 1e-12 * mask
+                w = w / w.sum(1, keepdim=True)
+            per_lang.append(w)
+        return torch.where(is_zh.unsqueeze(1), per_lang[1], per_lang[0])

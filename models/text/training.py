@@ -1,0 +1,341 @@
+"""Training of CommentNet: convex linear heads first, then the multi-task deep view, then the per-head blend.
+
+The deep view trains on every dataset at once; its epoch and the blend are chosen on the validation split.
+
+Each example comes from one dataset and so carries only that dataset's labels; losses of absent labels
+are masked out. Binary sentiment sets are trained as 3-class data that never contains "neutral" (their
+0/1 becomes negative/positive), so on those domains the neutral column is driven low and an argmax over
+three classes still answers their binary question; neutral is learned from tweeteval_sentiment only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.text.comments import CommentModels, save_checkpoint
+from models.text.config import CATEGORIES
+from models.text.data import BINARY_SENTIMENT, Example, load_splits
+from models.text.features import Featurizer
+from models.text.linear import LinearTask, fit_linear_heads
+from models.text.metrics import binary_report, sentiment_report
+from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
+
+# Datasets smaller than this are repeated (up to MAX_REPEAT times) within an epoch so they are not drowned.
+UPSAMPLE_TARGET = 4000
+MAX_REPEAT = 4
+
+
+@dataclass
+class TrainOptions:
+    """Knobs of one training run; the defaults are the shipped model's."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr_embedding: float = 0.01
+    lr_dense: float = 2e-3
+    seed: int = 20240607
+    limit_per_dataset: int | None = None
+    threads: int = 1
+    ngram_dropout: float = 0.5  # fraction of a text's n-grams dropped per training step (regularizer)
+    net: NetConfig = field(default_factory=NetConfig)
+
+
+@dataclass
+class TrainResult:
+    """The best-epoch model, its validation report and how it was chosen."""
+
+    models: CommentModels
+    report: dict[str, dict[str, dict[str, float]]]
+    history: list[dict[str, float]]
+    best_epoch: int
+    n_train: dict[str, int]
+    n_val: dict[str, int]
+    seconds: float
+
+
+class _Targets:
+    """Label arrays aligned with the example list; -1 marks a label the example's dataset lacks."""
+
+    def __init__(self, examples: list[Example], layout: TaskLayout) -> None:
+        n = len(examples)
+        self.binary = np.full((n, len(layout.binary)), -1.0, dtype=np.float32)
+        self.toxic = np.full(n, -1.0, dtype=np.float32)
+        self.sentiment = np.full(n, -1, dtype=np.int64)
+        self.sentiment_expert = np.zeros(n, dtype=np.int64)
+        self.domain = np.array([layout.domains.index(e.dataset) for e in examples], dtype=np.int64)
+        col = {task: i for i, task in enumerate(layout.binary)}
+        for i, e in enumerate(examples):
+            for label, value in e.labels.items():
+                if (e.dataset, label) in col:
+                    self.binary[i, col[(e.dataset, label)]] = value
+                if label == "sentiment":
+                    self.sentiment[i] = value
+                    self.sentiment_expert[i] = layout.sentiment.index(e.dataset)
+            toxic = [v for k, v in e.labels.items() if k in TOXIC_SOURCES]
+            if toxic:
+                self.toxic[i] = float(max(toxic))
+
+
+class _FeatureStore:
+    """All training texts featurized once; batches are gathered from it by index."""
+
+    def __init__(self, featurizer: Featurizer, examples: list[Example], max_chars: int, chunk: int = 2048) -> None:
+        parts, counts = [], []
+        for s in tqdm(range(0, len(examples), chunk), desc="featurize", unit="chunk", leave=False):
+            block = examples[s : s + chunk]
+            b = featurizer([e.text[:max_chars] for e in block], [e.lang for e in block])
+            parts.append(b.indices.astype(np.int32))
+            counts.append(np.diff(np.append(b.offsets, len(b.indices))))
+        self.indices = np.concatenate(parts)
+        self.counts = np.concatenate(counts)
+        self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+
+    def idf(self, buckets: int) -> np.ndarray:
+        """Smoothed idf per bucket, as scikit-learn's TfidfVectorizer computes it."""
+        rows = np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)
+        pairs = np.unique(rows * buckets + self.indices)
+        df = np.bincount(pairs % buckets, minlength=buckets)
+        n = len(self.counts)
+        return (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
+
+    def batch(
+        self, ids: np.ndarray, rng: np.random.Generator, dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        lens = self.counts[ids]
+        offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        gather = np.repeat(self.starts[ids] - offsets, lens) + np.arange(lens.sum())
+        if dropout > 0:
+            keep = rng.random(len(gather)) >= dropout
+            rows = np.repeat(np.arange(len(ids)), lens)
+            gather = gather[keep]
+            lens = np.bincount(rows[keep], minlength=len(ids))
+            offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        return torch.from_numpy(self.indices[gather].astype(np.int64)), torch.from_numpy(offsets)
+
+
+def _linear_tasks(examples: list[Example], t: _Targets, layout: TaskLayout) -> list[LinearTask]:
+    """One regression per dataset (all its binary heads, or its 3-way sentiment head) plus the toxic head."""
+    tasks = []
+    datasets = np.array([e.dataset for e in examples])
+    for ds in dict.fromkeys(datasets.tolist()):
+        rows = np.flatnonzero(datasets == ds)
+        cols = [i for i, (d, _) in enumerate(layout.binary) if d == ds]
+        if cols:
+            tasks.append(LinearTask(ds, rows, cols, t.binary[rows][:, cols], multiclass=False))
+        if ds in layout.sentiment:
+            start = layout.sentiment_start + 3 * layout.sentiment.index(ds)
+            tasks.append(LinearTask(ds, rows, [start, start + 1, start + 2], t.sentiment[rows], multiclass=True))
+    rows = np.flatnonzero(t.toxic >= 0)
+    tasks.append(LinearTask("toxic", rows, [layout.toxic_col], t.toxic[rows][:, None], multiclass=False))
+    start = layout.domain_start
+    for cat, lang, names in layout.routers:
+        rows = np.flatnonzero(np.isin(datasets, names))
+        which = np.array([names.index(d) for d in datasets[rows]], dtype=np.int64)
+        cols = list(range(start, start + len(names)))
+        tasks.append(LinearTask(f"router {cat}/{lang}", rows, cols, which, multiclass=True))
+        start += len(names)
+    return tasks
+
+
+def choose_blend(net: CommentNet, val: list[Example], models: CommentModels) -> None:
+    """Per head, the linear view's weight in {0, .25, .5, .75, 1} that gives the best validation line
+    (AUC or accuracy of that head's dataset), chosen greedily head by head; toxic stays at 0.5."""
+    lay = net.layout
+    texts, langs = [e.text for e in val], [e.lang for e in val]
+    deep_parts, lin_parts = [], []
+    with torch.inference_mode():
+        for s in range(0, len(val), 1024):
+            b = models.featurizer(texts[s : s + 1024], langs[s : s + 1024])
+            d, li = net.views(torch.from_numpy(b.indices), torch.from_numpy(b.offsets))
+            deep_parts.append(d)
+            lin_parts.append(li)
+    deep, lin = torch.cat(deep_parts), torch.cat(lin_parts)
+    is_zh = torch.tensor([lang == "zh" for lang in langs])
+    datasets = np.array([e.dataset for e in val])
+
+    def line(ds: str, label: str) -> float:
+        with torch.inference_mode():
+            cats, sent = net.combine(net.blended(deep, lin), is_zh)
+        rows = [i for i in np.flatnonzero(datasets == ds) if label in val[i].labels]
+        y = np.array([val[i].labels[label] for i in rows])
+        if label == "sentiment":
+            return sentiment_report(y, sent[rows].numpy(), ds in BINARY_SENTIMENT)["accuracy"]
+        return binary_report(y, cats[rows, CATEGORIES.index(label)].numpy())["auc"]
+
+    net.blend.fill_(0.5)
+    groups = [([i], ds, label) for i, (ds, label) in enumerate(lay.binary)]
+    groups += [
+        (list(range(lay.sentiment_start + 3 * k, lay.sentiment_start + 3 * k + 3)), ds, "sentiment")
+        for k, ds in enumerate(lay.sentiment)
+    ]
+    for cols, ds, label in groups:
+        if ds not in datasets:
+            continue
+        best_alpha, best_score = 0.5, -1.0
+        for alpha in (0.5, 0.0, 0.25, 0.75, 1.0):
+            net.blend[cols] = alpha
+            score = line(ds, label)
+            if score > best_score + 1e-9:
+                best_alpha, best_score = alpha, score
+        net.blend[cols] = best_alpha
+
+
+def _epoch_order(examples: list[Example], rng: np.random.Generator) -> np.ndarray:
+    """Every example once, small datasets repeated, shuffled."""
+    by_ds: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_ds.setdefault(e.dataset, []).append(i)
+    ids = []
+    for members in by_ds.values():
+        repeat = min(MAX_REPEAT, max(1, round(UPSAMPLE_TARGET / len(members))))
+        ids += members * repeat
+    return rng.permutation(np.array(ids, dtype=np.int64))
+
+
+def _loss(net: CommentNet, logits: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of per-example losses over the labels each example has, divided by the batch size."""
+    lay = net.layout
+    n = len(logits)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    bin_logits = logits[:, : len(lay.binary)]
+    mask = t["binary"] >= 0
+    loss = (bce(bin_logits, t["binary"].clamp(min=0), reduction="none") * mask).sum()
+    tox_mask = t["toxic"] >= 0
+    loss = loss + 0.5 * (bce(logits[:, lay.toxic_col], t["toxic"].clamp(min=0), reduction="none") * tox_mask).sum()
+    has_sent = t["sentiment"] >= 0
+    if has_sent.any():
+        sent = logits[:, lay.sentiment_start : lay.domain_start].view(n, -1, 3)
+        chosen = sent[has_sent, t["sentiment_expert"][has_sent]]
+        loss = loss + nn.functional.cross_entropy(chosen, t["sentiment"][has_sent], reduction="sum")
+    loss = loss + nn.functional.cross_entropy(logits[:, lay.domain_start :], t["domain"], reduction="sum")
+    return loss / n
+
+
+def validation_report(models: CommentModels, examples: list[Example]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per dataset and label: metrics of the public (combined) outputs on that dataset's examples."""
+    scores, sentiment, _ = models.predict([e.text for e in examples], [e.lang for e in examples])
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    by_ds: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_ds.setdefault(e.dataset, []).append(i)
+    for ds, idx in by_ds.items():
+        labels = {k for i in idx for k in examples[i].labels}
+        report[ds] = {}
+        for label in sorted(labels):
+            rows = [i for i in idx if label in examples[i].labels]
+            y = np.array([examples[i].labels[label] for i in rows])
+            if label == "sentiment":
+                report[ds][label] = sentiment_report(y, sentiment[rows], ds in BINARY_SENTIMENT)
+            else:
+                report[ds][label] = binary_report(y, scores[rows, CATEGORIES.index(label)])
+    return report
+
+
+def headline(report: dict[str, dict[str, dict[str, float]]]) -> float:
+    """Model-selection score: mean of AUC (moderation) and accuracy (sentiment) over all lines but jigsaw
+    (its ~35 validation rows are too few to steer anything)."""
+    vals = [
+        m["accuracy"] if label == "sentiment" else m["auc"]
+        for ds, labels in report.items()
+        if ds != "jigsaw_toxic_sample"
+        for label, m in labels.items()
+    ]
+    return float(np.nanmean(vals))
+
+
+def model_version_of(net: CommentNet) -> str:
+    """Content hash of the fp16 weights, so two different trainings never share a version."""
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().half().numpy().tobytes() if v.is_floating_point() else v.cpu().numpy().tobytes())
+    return f"hashngram-mt-{h.hexdigest()[:10]}"
+
+
+def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> TrainResult:
+    """Train on train.jsonl minus the validation split; keep the epoch with the best validation headline."""
+    t0 = time.perf_counter()
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    train_ex, val_ex = load_splits(data_dir, opts.limit_per_dataset)
+    net = CommentNet(opts.net)
+    store = _FeatureStore(Featurizer(opts.net.features), train_ex, max_text_chars)
+    targets = _Targets(train_ex, net.layout)
+    idf = store.idf(opts.net.features.buckets)
+    net.idf.copy_(torch.from_numpy(idf))
+    fit_linear_heads(
+        net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout),
+        store.indices, store.counts, store.starts, idf,
+    )
+    rates = [targets.binary[targets.binary[:, j] >= 0, j].mean() for j in range(len(net.layout.binary))]
+    net.prior_logit.copy_(torch.tensor([np.log(r / (1 - r)) for r in np.clip(rates, 1e-3, 1 - 1e-3)]))
+    opt_sparse = torch.optim.SparseAdam([net.embedding.weight], lr=opts.lr_embedding)
+    opt_dense = torch.optim.AdamW([*net.encoder.parameters(), *net.heads.parameters()], lr=opts.lr_dense, weight_decay=1e-4)
+    evaluator = CommentModels(net, "training", max_text_chars=max_text_chars, batch_size=1024)
+
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(1, opts.epochs + 1):
+        net.train()
+        order = _epoch_order(train_ex, rng)
+        total, steps = 0.0, 0
+        bar = tqdm(range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{opts.epochs}", unit="batch")
+        for s in bar:
+            ids = order[s : s + opts.batch_size]
+            indices, offsets = store.batch(ids, rng, opts.ngram_dropout)
+            t = {
+                "binary": torch.from_numpy(targets.binary[ids]),
+                "toxic": torch.from_numpy(targets.toxic[ids]),
+                "sentiment": torch.from_numpy(targets.sentiment[ids]),
+                "sentiment_expert": torch.from_numpy(targets.sentiment_expert[ids]),
+                "domain": torch.from_numpy(targets.domain[ids]),
+            }
+            loss = _loss(net, net.deep_logits(indices, offsets), t)
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            total += loss.item()
+            steps += 1
+            if steps % 50 == 0:
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+        net.eval()
+        score = headline(validation_report(evaluator, val_ex))  # blend is 0 here: the deep view alone
+        history.append({"epoch": epoch, "train_loss": total / max(steps, 1), "val_headline": score})
+        tqdm.write(f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, validation headline {score:.4f}", file=sys.stderr)
+        if best is None or score > best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    assert best is not None
+    net.load_state_dict(best[2])
+    choose_blend(net, val_ex, evaluator)
+    # Round-trip through fp16 so the reported metrics are those of the weights that ship.
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    net.eval()
+    models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars)
+    report = validation_report(models, val_ex)
+    return TrainResult(
+        models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0
+    )
+
+
+def _counts(examples: list[Example]) -> dict[str, int]:
+    return {ds: sum(e.dataset == ds for e in examples) for ds in dict.fromkeys(e.dataset for e in examples)}
+
+
+def save(result: TrainResult, out_dir: Path) -> Path:
+    """Write the fp16 checkpoint; the model card is written by models.text.model_card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "comment_net.pt"
+    save_checkpoint(result.models.net, path, result.models.model_version)
+    return path
