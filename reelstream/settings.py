@@ -27,6 +27,7 @@ class TopicSettings(BaseModel):
     comments: str = "comments"
     interactions_by_video: str = "interactions-by-video"
     item_vectors: str = "item-vectors"
+    user_gram: str = "user-gram"
 
 
 class Settings(BaseSettings):

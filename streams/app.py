@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import numpy as np
 import orjson
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,7 +24,7 @@ from monitoring import metrics
 from monitoring.consumer import LAG
 from reelstream.settings import Settings
 from streams import transport
-from streams.items import ItemSide, ItemVectorsReplica
+from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
 from streams.tables import OutputTable
@@ -57,11 +58,23 @@ def _retried_next_tick(task: str):
 
 
 def _apply_vectors(recommender: Any):
-    def apply(ids: list[str], vectors: Any, removed: list[str]) -> None:
+    def apply(latest: dict[str, list[float] | None]) -> None:
+        ids = [k for k, v in latest.items() if v is not None]
         if ids:
-            recommender.upsert_items(ids, vectors)
-        for video_id in removed:
+            recommender.upsert_items(ids, np.asarray([latest[k] for k in ids], dtype=np.float32))
+        for video_id in (k for k, v in latest.items() if v is None):
             recommender.remove_video(video_id)
+
+    return apply
+
+
+def _apply_grams(recommender: Any, factors: int):
+    def apply(latest: dict[int, list[float] | None]) -> None:
+        for partition, flat in latest.items():
+            if flat is None:
+                recommender.remote.pop(int(partition), None)
+            else:
+                recommender.remote[int(partition)] = np.asarray(flat, dtype=np.float64).reshape(factors, factors)
 
     return apply
 
@@ -114,17 +127,21 @@ def create_app(
         CATALOG_TABLE, default=None, key_type=str, partitions=settings.videos_partitions, recovery_buffer_size=1
     )
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
-    item_vectors = app.tables.add(
-        ItemVectorsReplica(
-            app, name="item-vectors", default=None, key_type=str, partitions=settings.partitions,
-            changelog_topic=app.topic(t.item_vectors, partitions=settings.partitions, key_type=str),
-            recovery_buffer_size=1,
-        )
-    )  # fmt: skip
-    item_vectors.on_vectors = _apply_vectors(recommender)
+    def replica(name: str, topic: str, on_batch: Any) -> TopicReplica:
+        table = app.tables.add(
+            TopicReplica(
+                app, name=name, default=None, key_type=str, partitions=settings.partitions, recovery_buffer_size=1,
+                changelog_topic=app.topic(topic, partitions=settings.partitions, key_type=str),
+            )
+        )  # fmt: skip
+        table.on_batch = on_batch
+        return table
+
+    replica("item-vectors", t.item_vectors, _apply_vectors(recommender))
+    replica("user-gram", t.user_gram, _apply_grams(recommender, settings.recs.factors))
     item_side = ItemSide(
         ItemTrainer(settings.recs),
-        gram=lambda: recommender.gram,
+        gram=recommender.gram,
         available=lambda video_id: catalog.get(video_id) in (None, "active"),
     )
 
@@ -132,6 +149,11 @@ def create_app(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     metrics.set_build(recommender.model_version, scorer.model_version)
     LAG.watch(app)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """Users of revoked events partitions are served elsewhere now: drop their factors and partials."""
+        recommender.drop_partitions({tp.partition for tp in revoked if tp.topic == t.events})
 
     @app.agent(events, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
@@ -169,6 +191,8 @@ def create_app(
         for video_id, vector in zip(ids, vectors):
             output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps([round(float(x), 6) for x in vector]))
         metrics.OUTPUTS.labels("item_vectors").inc(len(ids))
+        for partition, partial in list(recommender.partials.items()):
+            output.emit(t.user_gram, orjson.dumps(partition), orjson.dumps(partial.ravel().tolist()), None, partition)
 
     async def moderate(messages: list[Message]) -> None:
         pending = pipeline.comments_batch(messages)

@@ -1,8 +1,9 @@
 """The item side of streaming ALS inside a worker: the item trainer on the video_id-keyed stream, and the
-replica of `item-vectors` that feeds every worker's index.
+replicas of `item-vectors` (feeding every worker's index) and `user-gram` (the per-partition sums of user
+factors that the item solve adds up).
 
-`item-vectors` is the changelog of a Faust GlobalTable, so every worker reads all of it (and re-reads it
-on restart: it is compacted); new vectors reach the local ALS and index as they are applied.
+Both topics are compacted and are the changelogs of Faust GlobalTables, so every worker reads all of them
+(and again on restart); updates reach the local model as they are applied.
 """
 
 from __future__ import annotations
@@ -17,24 +18,21 @@ import orjson
 from models.recs.item_side import ItemMessage, ItemTrainer
 from streams.pipeline import Message
 
-ApplyVectors = Callable[[list[str], np.ndarray, list[str]], None]  # (upserted ids, vectors, removed ids)
+class TopicReplica(faust.GlobalTable):
+    """A GlobalTable over a compacted topic every worker reads in full (`item-vectors`, `user-gram`); each
+    applied batch, as {key: latest value or None for a tombstone}, is handed to `on_batch`."""
 
-
-class ItemVectorsReplica(faust.GlobalTable):
-    """A GlobalTable whose changelog is `item-vectors`; every applied batch is pushed to `on_vectors`."""
-
-    on_vectors: ApplyVectors | None = None
+    on_batch: Callable[[dict[Any, Any]], None] | None = None
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)
-        latest: dict[str, list[float] | None] = {}
-        for event in batch:
-            latest[orjson.loads(event.message.key)] = None if event.message.value is None else orjson.loads(event.message.value)
-        if self.on_vectors is not None and latest:
-            ids = [k for k, v in latest.items() if v is not None]
-            vectors = np.asarray([latest[k] for k in ids], dtype=np.float32)
-            self.on_vectors(ids, vectors, [k for k, v in latest.items() if v is None])
+        latest = {
+            orjson.loads(e.message.key): None if e.message.value is None else orjson.loads(e.message.value)
+            for e in batch
+        }
+        if self.on_batch is not None and latest:
+            self.on_batch(latest)
 
 
 class ItemSide:

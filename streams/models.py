@@ -41,8 +41,12 @@ class StreamingRecommender:
         self.s = settings.recs
         self.als = als
         self.popularity_version = PopularityRecommender.model_version
-        self.user_factors: dict[str, np.ndarray] = {}
-        self.gram = np.zeros((self.s.factors, self.s.factors))  # X^T X of this worker's users
+        # The item solve needs X^T X over ALL users. Each worker keeps one partial sum per `events` partition
+        # it owns (users are co-partitioned with their events) and publishes them; `remote` holds the latest
+        # partials of every partition as read back from the user-gram topic (DESIGN.md).
+        self.user_factors: dict[str, tuple[int, np.ndarray]] = {}
+        self.partials: dict[int, np.ndarray] = {}
+        self.remote: dict[int, np.ndarray] = {}
         self._new_videos: dict[str, set[str]] = {}
         self.item_messages: list[ItemMessage] = []
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
@@ -57,7 +61,9 @@ class StreamingRecommender:
             self.als.observe(i.video_id, max(0.0, event_weight(i, self.s.weights)), i.ts)
         self._new_videos.setdefault(user_id, set()).update(r[1] for r in new)
 
-    def recommend(self, user_id: str, history: list[Row], k: int, exclude: set[str]) -> tuple[list[tuple[str, float]], str]:
+    def recommend(
+        self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
+    ) -> tuple[list[tuple[str, float]], str]:
         conf = user_confidences([Interaction(*r) for r in history], self.s)
         started = time.perf_counter()
         factor, items = self.als.serve(conf, k, exclude)
@@ -67,8 +73,9 @@ class StreamingRecommender:
         if factor is None and conf:
             factor = initial_factor(user_id, self.s.factors)
         if factor is not None:
-            self._replace_in_gram(self.user_factors.get(user_id), factor)
-            self.user_factors[user_id] = factor
+            self._forget_factor(user_id)
+            self._add_to_gram(partition, factor, 1.0)
+            self.user_factors[user_id] = (partition, factor)
             vector = factor.tolist()
             for video in sorted(self._new_videos.pop(user_id, ())):
                 self.item_messages.append(ItemMessage(video, user_id, vector, conf.get(video, 0.0)))
@@ -76,17 +83,34 @@ class StreamingRecommender:
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
-        self._replace_in_gram(self.user_factors.pop(user_id, None), None)
+        self._forget_factor(user_id)
         self._new_videos.pop(user_id, None)
         for video in sorted({r[1] for r in history}):
             self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
 
-    def _replace_in_gram(self, old: np.ndarray | None, new: np.ndarray | None) -> None:
+    def _add_to_gram(self, partition: int, factor: np.ndarray, sign: float) -> None:
         """solve.gram_update, in place: this runs once per served user, a copy each time showed in profiles."""
+        partial = self.partials.setdefault(partition, np.zeros((self.s.factors, self.s.factors)))
+        partial += sign * np.outer(factor, factor)
+
+    def _forget_factor(self, user_id: str) -> None:
+        old = self.user_factors.pop(user_id, None)
         if old is not None:
-            self.gram -= np.outer(old, old)
-        if new is not None:
-            self.gram += np.outer(new, new)
+            self._add_to_gram(old[0], old[1], -1.0)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Partitions revoked in a rebalance: their users (and partial Grams) now live on another worker."""
+        for user_id in [u for u, (p, _) in self.user_factors.items() if p in partitions]:
+            del self.user_factors[user_id]
+        for p in partitions:
+            self.partials.pop(p, None)
+
+    def gram(self) -> np.ndarray:
+        """X^T X of all users: own partials (freshest) plus the latest published partials of the others."""
+        total = np.zeros((self.s.factors, self.s.factors))
+        for p in set(self.partials) | set(self.remote):
+            total += self.partials[p] if p in self.partials else self.remote[p]
+        return total
 
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])

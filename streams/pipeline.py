@@ -38,6 +38,8 @@ from streams.schemas import (
 log = logging.getLogger(__name__)
 Row = list  # [event_id, video_id, kind, ts, ratio, sentiment | None]
 ID, VIDEO, KIND, TS, RATIO, SENTIMENT = range(6)
+# Original bytes kept in a dead letter: base64 (4/3) plus the record fits librdkafka's and Kafka's 1 MB default.
+DLQ_RAW_MAX_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ class Recommender(Protocol):
         """The user's full stored history after this batch, and the rows this batch added."""
 
     def recommend(
-        self, user_id: str, history: list[Row], k: int, exclude: set[str]
+        self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
     ) -> tuple[list[tuple[str, float]], str]:
-        """Top-k (video_id, score), best first, and the model_version that produced them."""
+        """Top-k (video_id, score), best first, and the model_version that produced them. `partition` is
+        the user's `events` partition (their state lives with it)."""
 
     def forget_user(self, user_id: str, history: list[Row]) -> None: ...
 
@@ -138,13 +141,19 @@ class Pipeline:
 
     # --- dead letters -------------------------------------------------------------------------
     def dead_letter(self, msg: Message, err: InvalidMessage) -> None:
+        raw, detail = msg.value or b"", err.detail
+        if len(raw) > DLQ_RAW_MAX_BYTES:
+            # Base64 of a message near the input cap is larger than the producer (and Kafka) accept: the
+            # record would raise in emit and take its whole batch down. The full bytes stay at the offset.
+            detail = f"{detail} (raw truncated to {DLQ_RAW_MAX_BYTES} of {len(raw)} bytes)"
+            raw = raw[:DLQ_RAW_MAX_BYTES]
         record = DeadLetter(
             reason=err.reason,
-            detail=err.detail,
+            detail=detail,
             topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
-            raw=base64.b64encode(msg.value or b"").decode("ascii"),
+            raw=base64.b64encode(raw).decode("ascii"),
         )
         self.emit(self.t.dlq, msg.key, dumps(record), None)
         metrics.DLQ.labels(err.reason).inc()
@@ -228,7 +237,8 @@ class Pipeline:
         now = self.clock()
         for user_id, state in touched.items():
             exclude = unavailable.union(r[VIDEO] for r in state.rows)
-            items, version = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude)
+            partition = state.msg.partition if state.msg is not None else 0
+            items, version = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude, partition)
             rec = {
                 "user_id": user_id,
                 "items": [{"video_id": v, "score": round(float(s), 6)} for v, s in items],
@@ -323,6 +333,7 @@ class Pipeline:
             self.users[event.user_id] = record
             self.recommender.learn(event.user_id, record["events"], [])
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))
+            state.msg = msg  # comments are co-partitioned with events: the same partition number
             state.source_event_id = event.event_id
             state.stamps.append(msg.timestamp)
         self.serve_all(touched)

@@ -23,7 +23,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
     t = settings.topics
     names = [
         t.events, t.recommendations, t.moderation_flags, t.dlq, t.comments,
-        t.interactions_by_video, t.item_vectors,
+        t.interactions_by_video, t.item_vectors, t.user_gram,
         f"{settings.app_id}-__assignor-__leader",
         changelog(settings, USERS_TABLE),
     ]
@@ -35,4 +35,4 @@ def all_topics(settings: Settings) -> dict[str, int]:
 def compacted(settings: Settings) -> set[str]:
     """Topics keyed by entity whose latest value is the state: compacted on real Kafka."""
     t = settings.topics
-    return {t.recommendations, t.item_vectors, *(changelog(settings, name) for name in TABLES)}
+    return {t.recommendations, t.item_vectors, t.user_gram, *(changelog(settings, name) for name in TABLES)}
