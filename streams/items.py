@@ -44,9 +44,10 @@ class ItemSide:
         self.available = available
 
     def apply(self, messages: list[Message]) -> None:
+        """Each message holds the (video_id, user_id, factor, confidence) items of one partition."""
         for msg in messages:
-            video_id, user_id, factor, confidence = orjson.loads(msg.value or b"null")
-            self.trainer.apply(ItemMessage(video_id, user_id, factor, float(confidence)))
+            for video_id, user_id, factor, confidence in orjson.loads(msg.value or b"[]"):
+                self.trainer.apply(ItemMessage(video_id, user_id, factor, float(confidence)))
 
     def tick(self) -> tuple[list[str], np.ndarray]:
         """New vectors of the available videos touched since the last tick."""

@@ -34,6 +34,7 @@ from streams.schemas import (
     parse_event,
     parse_video_event,
 )
+from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 Row = list  # [event_id, video_id, kind, ts, ratio, sentiment | None]
@@ -55,8 +56,8 @@ class Message:
     handle: Any = None  # the client's own message object (Faust: the event), for `bind`
 
 
-# emit(topic, key, value, timestamp) -> None. Buffered; flushed before offsets are committed.
-Emit = Callable[[str, bytes | None, bytes | None, float | None], None]
+# emit(topic, key, value, timestamp[, partition]) -> None. Buffered; flushed before offsets are committed.
+Emit = Callable[..., None]
 
 
 class Recommender(Protocol):
@@ -253,9 +254,16 @@ class Pipeline:
         self.send_item_messages()
 
     def send_item_messages(self) -> None:
-        """New (user factor, confidence) per video, to the item side on the video_id-keyed stream."""
+        """New (user factor, confidence) per video, to the item side on the video_id-partitioned stream.
+
+        One message per destination partition (the partition of each video_id key) instead of one per
+        video: a Faust message costs ~0.1 ms of CPU, which doubled a worker's cost per event (measured).
+        """
+        by_partition: dict[int, list[list]] = {}
         for m in self.recommender.take_item_messages():
-            self.emit(self.t.interactions_by_video, m[0].encode(), orjson.dumps(list(m)), None)
+            by_partition.setdefault(partition_for(m[0].encode(), self.s.partitions), []).append(list(m))
+        for partition, items in by_partition.items():
+            self.emit(self.t.interactions_by_video, None, orjson.dumps(items), None, partition)
 
     def erase_user(self, user_id: str) -> None:
         """Right to erasure: history and dedup entries (the same record), model state, pending output."""

@@ -6,6 +6,8 @@ The librdkafka mock cluster cannot create topics on request, and Faust must not 
 
 from __future__ import annotations
 
+from kafka.partitioner.default import murmur2
+
 from reelstream.settings import Settings
 
 # Faust tables, by name. Changelog topics are "<app_id>-<table>-changelog".
@@ -36,3 +38,8 @@ def compacted(settings: Settings) -> set[str]:
     """Topics keyed by entity whose latest value is the state: compacted on real Kafka."""
     t = settings.topics
     return {t.recommendations, t.item_vectors, t.user_gram, *(changelog(settings, name) for name in TABLES)}
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partition of a key (murmur2, as Java clients, librdkafka's murmur2 and aiokafka)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

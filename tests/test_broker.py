@@ -37,3 +37,29 @@ def test_broker_creates_every_topic_on_a_fixed_port_and_stops_on_sigterm(tmp_pat
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "broker stopped" in out
+
+
+def test_partition_for_matches_librdkafkas_murmur2_partitioner(tmp_path):
+    from confluent_kafka import Producer
+
+    from streams.recording import read_topic
+    from streams.topics import partition_for
+
+    port = free_port()
+    addr = tmp_path / "addr"
+    proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "broker", "--port", str(port), "--addr-file",
+                             str(addr), "--topic", "keys:4"], stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        while not addr.exists():
+            time.sleep(0.05)
+        bootstrap = addr.read_text().strip()
+        producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+        keys = [f"v{i:06d}".encode() for i in range(200)] + ["用户".encode(), b"x" * 300]
+        for key in keys:
+            producer.produce("keys", b"1", key)
+        producer.flush(10)
+        placed = {r.key: r.partition for r in read_topic(bootstrap, "keys")}
+        assert placed == {k: partition_for(k, 4) for k in keys}
+    finally:
+        proc.terminate()
+        proc.wait(10)
