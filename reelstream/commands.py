@@ -113,7 +113,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     def bench_pipeline_cmd(
         events: Annotated[int, typer.Option(help="Messages for the throughput phase.")] = 50_000,
         latency_events: Annotated[int, typer.Option(help="Messages for the paced latency phase.")] = 10_000,
-        latency_rate: Annotated[float, typer.Option(help="Messages/s in the latency phase.")] = 2_000.0,
+        latency_rate: Annotated[float, typer.Option(help="Messages/s in the latency phase (below capacity).")] = 1_000.0,
         seed: Annotated[int, typer.Option()] = 11,
         json_: Annotated[bool, typer.Option("--json")] = False,
         plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of throughput and latency over time.")] = None,
