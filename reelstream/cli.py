@@ -20,10 +20,10 @@ def _register_all() -> None:
     from models.recs import cli as recs_cli
     from models.text import cli as text_cli
     from reelstream import commands
-    from streams import chaos
+    from streams import chaos, scale
     from streams import cli as streams_cli
 
-    for module in (commands, streams_cli, chaos, text_cli, recs_cli, indexer_cli):
+    for module in (commands, streams_cli, chaos, scale, text_cli, recs_cli, indexer_cli):
         module.register(app=app, train=train_app, eval_=eval_app, bench=bench_app)
 
 

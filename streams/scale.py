@@ -1,0 +1,111 @@
+"""Several workers in one consumer group: `reelstream bench scale` and the rebalance experiment.
+
+Workers split the co-partitioned topics; each serves the users of its partitions and keeps a full replica
+of the item index. Correctness is audited from the final state exactly as for crashes (streams.chaos.audit).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from reelstream.settings import Settings
+from streams.chaos import Feeder, audit, uncommitted, valid_events, wait_for
+from streams.local import LocalStack, Worker, total
+
+
+def owned_partitions(worker: Worker, topic: str) -> set[int]:
+    """The partitions of `topic` a worker consumes now (its per-partition lag series)."""
+    prefix = f'reelstream_consumer_lag_messages{{partition="'
+    out = set()
+    for name in worker.metrics():
+        if name.startswith(prefix) and f'topic="{topic}"' in name:
+            out.add(int(name[len(prefix):].split('"')[0]))
+    return out
+
+
+def wait_balanced(stack: LocalStack, settings: Settings, timeout: float = 90) -> None:
+    """Until the live workers own every events partition between them, each at least one."""
+    def balanced() -> bool:
+        live = [w for w in stack.workers if w.proc.poll() is None]
+        owned = [owned_partitions(w, settings.topics.events) for w in live]
+        return all(owned) and set().union(*owned) == set(range(settings.partitions))
+
+    wait_for(balanced, timeout, "partitions assigned", [w.log for w in stack.workers])
+
+
+def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False, rate: float | None = None) -> dict[str, Any]:
+    """Feed a generated stream to `workers` workers (with `rebalance`: one more joins at a third of the feed
+    and the first leaves at two thirds) and audit the final state."""
+    from streams.generator import GeneratorConfig, generate
+    from streams.recording import read_records
+
+    settings = Settings()
+    with LocalStack() as stack:
+        path = stack.workdir / "stream.jsonl"
+        generate(GeneratorConfig(users=max(200, events // 20), videos=max(100, events // 50), events=events,
+                                 seed=seed), path)  # fmt: skip
+        records = list(read_records(path))
+        stack.start_broker()
+        for _ in range(workers):
+            # One join at a time: a second join in the middle of the first rebalance made the mock
+            # broker's coordinator answer SyncGroup with InvalidRequest and the group never settled.
+            stack.start_worker()
+            wait_balanced(stack, settings)
+        feeder = Feeder(stack.bootstrap, records, rate)
+        logs = [w.log for w in stack.workers]
+        start = time.perf_counter()
+        feeder.start()
+        if rebalance:
+            wait_for(lambda: feeder.sent >= len(records) // 3, 120, "a third fed", logs)
+            stack.start_worker()
+            wait_for(lambda: feeder.sent >= 2 * len(records) // 3, 120, "two thirds fed", logs)
+            stack.workers[0].stop()  # a clean leave (SIGTERM): its partitions move to the others
+        feeder.join()
+        wait_for(lambda: uncommitted(stack.bootstrap, settings) == 0, 300, "all input committed",
+                 [w.log for w in stack.workers])  # fmt: skip
+        seconds = time.perf_counter() - start
+        crashes = sum(1 for w in stack.workers[1 if rebalance else 0:] if w.proc.poll() is not None)
+        rebalances = sum(total(w.metrics(), "reelstream_rebalances_total") for w in stack.workers if w.proc.poll() is None)
+        valid = valid_events(records, settings)
+        result = audit(stack.bootstrap, settings, valid)
+        served = {r.key for r in _recommendation_keys(stack.bootstrap, settings)}
+    active = {e["user_id"] for e in valid} - {e["user_id"] for e in valid if e["type"] == "user_delete"}
+    return {
+        "workers": workers,
+        "events": len(records),
+        "events_per_s": round(len(records) / seconds, 1),
+        "lost": result.lost,
+        "double_counted": result.double_counted,
+        "users_without_recs": sum(1 for u in active if u.encode() not in served),
+        "rebalances": int(rebalances),
+        "crashes": crashes,
+        "problems": result.problems,
+    }
+
+
+def _recommendation_keys(bootstrap: str, settings: Settings) -> list[Any]:
+    from streams.recording import read_topic
+
+    return [r for r in read_topic(bootstrap, settings.topics.recommendations) if r.value is not None]
+
+
+def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
+    @bench.command("scale")
+    def bench_scale_cmd(
+        workers: Annotated[int, typer.Option(help="Worker processes in the consumer group.")] = 2,
+        events: Annotated[int, typer.Option(help="Generated user events.")] = 20_000,
+        rebalance: Annotated[bool, typer.Option(help="Add a worker at 1/3 of the feed, stop one at 2/3.")] = False,
+        seed: Annotated[int, typer.Option()] = 5,
+        json_: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Throughput of N workers, with lost events and users without recommendations from the final state."""
+        # With a rebalance the feed is paced, so that the join and the leave fall in the middle of processing.
+        result = run_scale(workers, events, seed, rebalance, rate=1000.0 if rebalance else None)
+        problems = result.pop("problems")
+        typer.echo(orjson.dumps(result, option=0 if json_ else orjson.OPT_INDENT_2).decode())
+        if problems:
+            typer.echo("\n".join(problems), err=True)
