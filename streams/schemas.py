@@ -18,8 +18,12 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 Timestamp = Annotated[float, Field(ge=0, le=4_102_444_800)]  # 2100-01-01
 
 
+# strict: JSON types as sent (no "12" for 12, no true for 1.0); an int is still a valid float.
+_STRICT = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+
 class _Base(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = _STRICT
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Id
     user_id: Id
@@ -77,7 +81,7 @@ INTERACTION_TYPES = ("watch", "like", "unlike", "share", "skip", "comment")
 
 
 class VideoEvent(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = _STRICT
     schema_version: Literal[1] = SCHEMA_VERSION
     video_id: Id
     type: Literal["upload", "remove", "block"]
@@ -161,7 +165,8 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict:
         raise InvalidMessage("bad_json", str(exc)) from None
     if not isinstance(obj, dict):
         raise InvalidMessage("not_an_object", type(obj).__name__)
-    if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:  # `true == 1` in Python
         raise InvalidMessage("unknown_schema_version", repr(obj.get("schema_version"))[:50])
     return obj
 

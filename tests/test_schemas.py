@@ -62,6 +62,9 @@ def test_watch_ratio_is_capped():
         ({**OK, "type": "watch", "watch_ms": 1, "duration_ms": 0}, "bad_field"),
         ({**OK, "type": "comment", "text": "a" * 101}, "text_too_long"),
         ({**OK, "type": "comment", "text": "hi", "lang": "fr"}, "bad_field"),
+        ({**OK, "type": "like", "ts": True}, "bad_field"),
+        ({**OK, "type": "watch", "watch_ms": "12", "duration_ms": 100}, "bad_field"),
+        ({**OK, "type": "like", "schema_version": True}, "unknown_schema_version"),
     ],
 )
 def test_invalid_input_has_a_reason(raw, reason):
