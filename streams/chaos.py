@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -103,18 +102,6 @@ def uncommitted(bootstrap: str, settings: Settings) -> int:
         return lag
     finally:
         consumer.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, logs: Iterable[Path] = ()) -> Any:
-    """Poll until predicate() is truthy; on timeout, raise with the tails of the given logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-    raise TimeoutError(f"{what}: not after {timeout:.0f} s\n{tails}")
 
 
 def consumed(metrics: dict[str, float]) -> float:
@@ -280,7 +267,7 @@ def run_chaos(
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
     random points (restarting it each time), then take the broker down for `outage_s`; audit the result."""
     from streams.generator import FAULTS, GeneratorConfig, generate
-    from streams.local import LocalStack
+    from streams.local import LocalStack, wait_for
     from streams.recording import read_records
 
     started = time.monotonic()

@@ -15,8 +15,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _METRIC_LINE = re.compile(r"^(reelstream_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN)$")
 
@@ -27,18 +29,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    logs: Iterable[Path] = (),
+    proc: subprocess.Popen | None = None,
+) -> Any:
+    """Poll until predicate() is truthy and return it. On timeout, or if `proc` exits first, raise with the
+    tails of `logs`, so a failure says what the processes saw."""
+    def tails() -> str:
+        return "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tails()}")
         result = predicate()
         if result:
             return result
         time.sleep(0.1)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s\n{tail}")
+    raise TimeoutError(f"{what}: not after {timeout:.0f} s\n{tails()}")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -110,7 +121,7 @@ class LocalStack:
         self.broker = subprocess.Popen(
             self._cmd("broker", "--addr-file", str(addr)), env=self._env(), stdout=log.open("w"), stderr=subprocess.STDOUT
         )
-        _wait(addr.exists, timeout, "broker", self.broker, log)
+        wait_for(addr.exists, timeout, "broker", [log], self.broker)
         self.bootstrap = addr.read_text().strip()
         return self.bootstrap
 
@@ -124,7 +135,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
         )
         worker = Worker(proc, port, log)
-        _wait(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", proc, log)
+        wait_for(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", [log], proc)
         self.workers.append(worker)
         return worker
 
@@ -143,7 +154,7 @@ class LocalStack:
             )
             return consumed >= expected and scored >= forwarded
 
-        _wait(done, timeout, f"processing {expected} messages")
+        wait_for(done, timeout, f"processing {expected} messages", [w.log for w in self.workers])
         last, stable_since = None, time.monotonic()
         while time.monotonic() - stable_since < settle:
             now = [total(w.metrics(), "reelstream_outputs_total") for w in self.workers]

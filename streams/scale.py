@@ -13,13 +13,13 @@ import orjson
 import typer
 
 from reelstream.settings import Settings
-from streams.chaos import Feeder, audit, uncommitted, valid_events, wait_for
-from streams.local import LocalStack, Worker, total
+from streams.chaos import Feeder, audit, uncommitted, valid_events
+from streams.local import LocalStack, Worker, total, wait_for
 
 
 def owned_partitions(worker: Worker, topic: str) -> set[int]:
     """The partitions of `topic` a worker consumes now (its per-partition lag series)."""
-    prefix = f'reelstream_consumer_lag_messages{{partition="'
+    prefix = 'reelstream_consumer_lag_messages{partition="'
     out = set()
     for name in worker.metrics():
         if name.startswith(prefix) and f'topic="{topic}"' in name:

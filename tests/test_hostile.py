@@ -193,7 +193,8 @@ def _records(messages: list[tuple[bytes | None, bytes | None, str | None, str]])
 
 def _feed_and_time(stack, worker, messages, already: float) -> float:
     """Seconds from the first produce until the worker has accounted for every message."""
-    from streams.chaos import Feeder, consumed, wait_for
+    from streams.chaos import Feeder, consumed
+    from streams.local import wait_for
 
     started = time.monotonic()
     feeder = Feeder(stack.bootstrap, _records(messages), rate=None)
@@ -206,7 +207,8 @@ def _feed_and_time(stack, worker, messages, already: float) -> float:
 
 @pytest.mark.integration
 def test_a_worker_under_hostile_input_dead_letters_each_message_and_keeps_valid_traffic_flowing():
-    from streams.chaos import audit, uncommitted, wait_for
+    from streams.chaos import audit, uncommitted
+    from streams.local import wait_for
     from streams.local import LocalStack
     from streams.recording import read_topic
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.generator import GeneratorConfig, generate
-from streams.local import LocalStack, total
+from streams.local import LocalStack, total, wait_for
 from streams.recording import read_topic, replay
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,7 @@ def _recs(bootstrap, user=None):
 
 
 def _wait(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
+    wait_for(predicate, timeout, "condition in test")
 
 
 @pytest.fixture(scope="module")

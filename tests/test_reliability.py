@@ -15,7 +15,8 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.chaos import audit, fault_points, last_values, reconcile, uncommitted, wait_for
+from streams.chaos import audit, fault_points, last_values, reconcile, uncommitted
+from streams.local import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -210,6 +210,9 @@ class StreamingALS:
             (data.astype(np.float32), np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
             shape=(len(user_ids), len(item_row)),
         )
+        # implicit's factory: its CUDA implementation when a GPU is there (HAS_CUDA), except for a warm
+        # start, whose seeded factors are CPU arrays.
+        use_gpu = implicit.gpu.HAS_CUDA and warm_start is None
         with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
             model = AlternatingLeastSquares(
                 factors=settings.factors,
@@ -217,6 +220,7 @@ class StreamingALS:
                 alpha=1.0,  # the data is already scaled
                 iterations=iterations or settings.iterations,
                 use_cg=True,
+                use_gpu=use_gpu,
                 random_state=random_state,
             )
             if warm_start is not None:
@@ -224,6 +228,8 @@ class StreamingALS:
                 model.user_factors = _seeded(user_ids, warm_start.user_ids, warm_start.user_factors, rng)
                 model.item_factors = _seeded(list(item_row), warm_start.item_ids, warm_start.item_vectors(), rng)
             model.fit(matrix, show_progress=False)
+        if use_gpu:
+            model = model.to_cpu()
         out = cls(settings, popularity)
         out.upsert_items(list(item_row), np.asarray(model.item_factors))
         out.user_ids = user_ids
