@@ -104,14 +104,6 @@ def uncommitted(bootstrap: str, settings: Settings) -> int:
         consumer.close()
 
 
-def consumed(metrics: dict[str, float]) -> float:
-    """Input messages a worker process has accounted for (valid, duplicate or dead-lettered)."""
-    from streams.local import total
-
-    return sum(total(metrics, name) for name in (
-        "reelstream_events_total", "reelstream_duplicate_events_total", "reelstream_dlq_messages_total"))  # fmt: skip
-
-
 # --- the audit ----------------------------------------------------------------------------------------
 @dataclass
 class Audit:
@@ -267,7 +259,7 @@ def run_chaos(
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
     random points (restarting it each time), then take the broker down for `outage_s`; audit the result."""
     from streams.generator import FAULTS, GeneratorConfig, generate
-    from streams.local import LocalStack, wait_for
+    from streams.local import LocalStack, consumed, wait_for
     from streams.recording import read_records
 
     started = time.monotonic()

@@ -71,6 +71,12 @@ def total(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
 
 
+def consumed(metrics: dict[str, float]) -> float:
+    """Input messages a worker process has accounted for (valid, duplicate or dead-lettered)."""
+    return sum(total(metrics, name) for name in (
+        "reelstream_events_total", "reelstream_duplicate_events_total", "reelstream_dlq_messages_total"))  # fmt: skip
+
+
 @dataclass
 class Worker:
     proc: subprocess.Popen
@@ -143,16 +149,13 @@ class LocalStack:
         """Until workers have accounted for `expected` input messages and their outputs stopped changing."""
         def done() -> bool:
             live = [w.metrics() for w in self.workers if w.proc.poll() is None]
-            consumed = sum(
-                total(m, "reelstream_events_total") + total(m, "reelstream_duplicate_events_total")
-                + total(m, "reelstream_dlq_messages_total") for m in live
-            )
+            accounted = sum(consumed(m) for m in live)
             forwarded = sum(m.get('reelstream_outputs_total{output="comments"}', 0.0) for m in live)
             scored = sum(
                 m.get('reelstream_outputs_total{output="moderation_flags"}', 0.0)
                 + m.get("reelstream_comments_erased_total", 0.0) for m in live
             )
-            return consumed >= expected and scored >= forwarded
+            return accounted >= expected and scored >= forwarded
 
         wait_for(done, timeout, f"processing {expected} messages", [w.log for w in self.workers])
         last, stable_since = None, time.monotonic()

@@ -19,7 +19,8 @@ class DeliveryFailed(RuntimeError):
 
 
 class OutputProducer:
-    def __init__(self, bootstrap_servers: str, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap_servers: str, linger_ms: int = 5, extra: dict[str, Any] | None = None) -> None:
+        """`extra`: more librdkafka settings (they win over the defaults here)."""
         from confluent_kafka import Producer
 
         self._producer = Producer(
@@ -31,6 +32,7 @@ class OutputProducer:
                 "enable.idempotence": True,
                 "linger.ms": linger_ms,
                 "queue.buffering.max.messages": 1_000_000,
+                **(extra or {}),
             }
         )
         self._errors: list[str] = []

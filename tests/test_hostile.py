@@ -154,7 +154,8 @@ def test_a_dead_letter_for_a_message_near_the_size_cap_fits_the_producer():
     from streams.output import OutputProducer
 
     s = settings_()
-    out = OutputProducer("127.0.0.1:9")  # nothing listens: produce() still checks sizes synchronously
+    # Nothing listens there: produce() still checks sizes synchronously. log_level 0: no reconnect noise.
+    out = OutputProducer("127.0.0.1:9", extra={"log_level": 0})
     users: dict = {}
     pipe = Pipeline(s, users, {}, load_recommender(s), out.emit)
     rng = random.Random(1)
@@ -193,8 +194,8 @@ def _records(messages: list[tuple[bytes | None, bytes | None, str | None, str]])
 
 def _feed_and_time(stack, worker, messages, already: float) -> float:
     """Seconds from the first produce until the worker has accounted for every message."""
-    from streams.chaos import Feeder, consumed
-    from streams.local import wait_for
+    from streams.chaos import Feeder
+    from streams.local import consumed, wait_for
 
     started = time.monotonic()
     feeder = Feeder(stack.bootstrap, _records(messages), rate=None)
