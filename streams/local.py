@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -175,5 +176,8 @@ class LocalStack:
     def __enter__(self) -> "LocalStack":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Stop everything; keep the workdir (logs) only when leaving on an exception."""
         self.stop()
+        if exc_type is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
