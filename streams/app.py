@@ -127,6 +127,7 @@ def create_app(
         CATALOG_TABLE, default=None, key_type=str, partitions=settings.videos_partitions, recovery_buffer_size=1
     )
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
+
     def replica(name: str, topic: str, on_batch: Any) -> TopicReplica:
         table = app.tables.add(
             TopicReplica(
