@@ -198,7 +198,9 @@ class Pipeline:
             state = touched.get(user)
             if state is None:
                 record = self.users.get(user)
-                rows = record["events"] if record else []
+                # A copy of the list: the table hands out its stored object, and rows appended to it by a
+                # batch that then fails would look like duplicates on retry and never reach the changelog.
+                rows = list(record["events"]) if record else []
                 state = touched[user] = _Touched(rows, {r[ID]: r for r in rows})
             state.msg = msg
             seen = state.by_id.get(event.event_id)

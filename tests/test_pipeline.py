@@ -136,3 +136,33 @@ def test_a_failing_batch_is_retried_alone_and_never_lost(world):
     assert ids(users, "good") == ["g1"]
     [dead] = sink.values("events.dlq")
     assert dead["reason"] == "processing_error" and "model bug" in dead["detail"] and dead["offset"] == 1
+
+
+def test_a_batch_failing_before_its_writes_loses_no_event_on_retry(settings):
+    """The table hands out its stored objects (as Faust's memory store does): a failed attempt must not
+    leave rows in them that the retry would then take for duplicates and never write."""
+
+    class Table(dict):
+        def __init__(self) -> None:
+            super().__init__()
+            self.written: list[str] = []
+
+        def __setitem__(self, key, value) -> None:
+            self.written.append(key)
+            super().__setitem__(key, value)
+
+    users, sink, failed = Table(), Sink(), []
+
+    def emit(topic, key, value, timestamp=None, partition=None):
+        if topic == "comments" and not failed:
+            failed.append(True)
+            raise RuntimeError("producer queue full")
+        sink.emit(topic, key, value, timestamp, partition)
+
+    users["u1"] = {"events": [["e0", "v0", "like", 1.0, 0.0, None]]}
+    users.written.clear()
+    pipe = Pipeline(settings, users, {}, load_recommender(settings), emit, clock=lambda: 101.0)
+    batch = [msg(ev("e1", video="v1")), msg(ev("c1", user="u2", type_="comment", text="hi"), key=b"u2", offset=1)]
+    asyncio.run(pipe.run_batch(pipe.process_events, batch))
+    assert failed and "u1" in users.written
+    assert ids(users, "u1") == ["e0", "e1"] and ids(users, "u2") == ["c1"]
