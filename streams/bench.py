@@ -24,28 +24,19 @@ def _produce(bootstrap: str, path: Path, rate: float | None = None) -> dict[str,
     """Send a record file with fresh timestamps; returns event_id -> produce time (seconds)."""
     from confluent_kafka import Producer
 
-    from streams.recording import read_records
+    from streams.recording import produce_records, read_records
 
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
     sent_at: dict[str, float] = {}
-    start = time.time()
-    for i, rec in enumerate(read_records(path)):
-        if rate:
-            ahead = start + i / rate - time.time()
-            if ahead > 0:
-                producer.poll(ahead)
-        now = time.time()
-        while True:
-            try:
-                producer.produce(rec.topic, rec.value, rec.key, timestamp=int(now * 1000))
-                break
-            except BufferError:
-                producer.poll(0.05)
+
+    def note(_: int, rec: Any, at: float) -> None:
         if rec.topic != "videos":
             try:
-                sent_at[orjson.loads(rec.value)["event_id"]] = now
+                sent_at[orjson.loads(rec.value)["event_id"]] = at
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
+
+    produce_records(producer, read_records(path), rate=rate, fresh_timestamps=True, on_sent=note)
     producer.flush(60)
     return sent_at
 

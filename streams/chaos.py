@@ -60,23 +60,10 @@ class Feeder(threading.Thread):
             self.errors.append(str(err))
 
     def run(self) -> None:
-        started = time.monotonic()
-        for i, rec in enumerate(self.records):
-            if self.rate:
-                ahead = started + i / self.rate - time.monotonic()
-                if ahead > 0:
-                    self.producer.poll(ahead)
-            kwargs: dict[str, Any] = {"on_delivery": self._delivered}
-            if rec.timestamp_ms is not None:
-                kwargs["timestamp"] = rec.timestamp_ms
-            while True:
-                try:
-                    self.producer.produce(rec.topic, rec.value, rec.key, **kwargs)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-            self.sent = i + 1
-            self.producer.poll(0)
+        from streams.recording import produce_records
+
+        produce_records(self.producer, self.records, rate=self.rate, on_delivery=self._delivered,
+                        on_sent=lambda i, rec, at: setattr(self, "sent", i + 1))  # fmt: skip
         if self.producer.flush(300):
             self.errors.append("undelivered after 300 s")
 

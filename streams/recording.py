@@ -13,11 +13,11 @@ import base64
 import gzip
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -222,6 +222,48 @@ class ReplayStats:
     first_error: str | None = None
 
 
+def produce_records(
+    producer: Any,
+    records: Iterable[Record],
+    *,
+    rate: float | None = None,
+    topic: str | None = None,
+    fresh_timestamps: bool = False,
+    on_delivery: Callable[[Any, Any], None] | None = None,
+    on_sent: Callable[[int, Record, float], None] | None = None,
+) -> None:
+    """Produce records in order through a confluent-kafka producer, at most `rate` per second, waiting out a
+    full local queue. Keeps key, value, headers and the recorded timestamp (or stamps the send time when
+    `fresh_timestamps`); `topic` overrides each record's own; `on_sent(index, record, sent_at)` after each."""
+    started = time.monotonic()
+    for i, rec in enumerate(records):
+        if rate:
+            ahead = started + i / rate - time.monotonic()
+            if ahead > 0:
+                producer.poll(ahead)
+                ahead = started + i / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        sent_at = time.time()
+        kwargs: dict[str, Any] = {"key": rec.key, "value": rec.value}
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        timestamp = int(sent_at * 1000) if fresh_timestamps else rec.timestamp_ms
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
+        if rec.headers:
+            kwargs["headers"] = rec.headers
+        while True:
+            try:
+                producer.produce(topic or rec.topic, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        if on_sent is not None:
+            on_sent(i, rec, sent_at)
+
+
 def replay(
     bootstrap: str, path: str | Path, topic: str | None = None, rate: float | None = None
 ) -> ReplayStats:
@@ -263,26 +305,7 @@ def replay(
         }
     )
     started = time.monotonic()
-    for i, rec in enumerate(read_records(path)):
-        if rate is not None:
-            ahead = started + i / rate - time.monotonic()
-            if ahead > 0:
-                producer.poll(ahead)
-                ahead = started + i / rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-        kwargs: dict = {"key": rec.key, "value": rec.value, "on_delivery": on_delivery}
-        if rec.timestamp_ms is not None:
-            kwargs["timestamp"] = rec.timestamp_ms
-        if rec.headers:
-            kwargs["headers"] = rec.headers
-        while True:
-            try:
-                producer.produce(topic or rec.topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
+    produce_records(producer, read_records(path), rate=rate, topic=topic, on_delivery=on_delivery)
     remaining = producer.flush(40)
     failed += remaining
     if remaining and first_error is None:
