@@ -78,21 +78,15 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     limit_opt = typer.Option(None, "--limit-per-dataset", help="Use only the first N rows of each dataset.")
     baseline_opt = typer.Option(True, help="Also fit the TF-IDF+LR baseline for the model card (sklearn).")
 
-    @train.command("moderation")
-    def train_moderation(
+    def train_comment_model(
         data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
         seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
     ) -> None:
-        """Train the comment model (moderation and sentiment share one network; this trains both)."""
+        """Train the comment model: moderation and sentiment share one network, so either command trains both."""
         _train(data, out, epochs, threads, seed, limit_per_dataset, baseline)
 
-    @train.command("sentiment")
-    def train_sentiment(
-        data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
-        seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
-    ) -> None:
-        """Train the comment model (same combined network as `train moderation`)."""
-        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline)
+    train.command("moderation")(train_comment_model)
+    train.command("sentiment")(train_comment_model)
 
     @app.command("score")
     def score(

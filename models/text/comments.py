@@ -106,33 +106,23 @@ class CommentModels:
         return out
 
     @property
-    def moderator(self) -> ModerationView:
-        return ModerationView(self)
+    def moderator(self) -> HeadView:
+        return HeadView(self, 0, CATEGORIES)
 
     @property
-    def sentiment(self) -> SentimentView:
-        return SentimentView(self)
+    def sentiment(self) -> HeadView:
+        return HeadView(self, 1, SENTIMENT_KEYS)
 
 
-class ModerationView:
-    """The Moderator protocol over the shared network."""
+class HeadView:
+    """One protocol (Moderator or SentimentModel) over the shared network: which output, and its keys."""
 
-    def __init__(self, models: CommentModels) -> None:
+    def __init__(self, models: CommentModels, output: int, keys: Sequence[str]) -> None:
         self.models = models
         self.model_version = models.model_version
+        self.output = output
+        self.keys = keys
 
     def score_batch(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, float]]:
-        scores, _, _ = self.models.predict(texts, langs)
-        return [dict(zip(CATEGORIES, row)) for row in scores.tolist()]
-
-
-class SentimentView:
-    """The SentimentModel protocol over the shared network."""
-
-    def __init__(self, models: CommentModels) -> None:
-        self.models = models
-        self.model_version = models.model_version
-
-    def score_batch(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[dict[str, float]]:
-        _, sentiment, _ = self.models.predict(texts, langs)
-        return [dict(zip(SENTIMENT_KEYS, row)) for row in sentiment.tolist()]
+        rows = self.models.predict(texts, langs)[self.output]
+        return [dict(zip(self.keys, row)) for row in rows.tolist()]
