@@ -30,8 +30,15 @@ class VectorIndex(Protocol):
     def remove(self, ids: Collection[str]) -> int:
         """Remove the ids that are present; return how many were."""
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] | None = None) -> Hits:
-        """Top-k (id, inner product) per query, best first, never an id in `exclude`."""
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Collection[str] | None = None,
+        excludes: Sequence[Collection[str]] | None = None,
+    ) -> Hits:
+        """Top-k (id, inner product) per query, best first, never an id in `exclude` nor, for query i, in
+        `excludes[i]`: a micro-batch of users (each with their own seen videos) is one search call."""
 
     def __len__(self) -> int: ...
 
@@ -71,6 +78,18 @@ def _as_matrix(a: np.ndarray, dim: int, what: str) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{what} contain NaN or infinite values")
     return x
+
+
+def query_skips(
+    n_queries: int, exclude: Collection[str] | None, excludes: Sequence[Collection[str]] | None, keys: dict
+) -> list[set]:
+    """Per query, the index keys (`keys`: id -> key) to skip: `exclude` for all plus that query's own."""
+    shared = {keys[e] for e in exclude if e in keys} if exclude else set()
+    if excludes is None:
+        return [shared] * n_queries
+    if len(excludes) != n_queries:
+        raise ValueError(f"{len(excludes)} exclude sets for {n_queries} queries")
+    return [shared.union(keys[e] for e in own if e in keys) if own else shared for own in excludes]
 
 
 def last_occurrence(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:

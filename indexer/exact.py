@@ -13,7 +13,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, check_queries, check_vectors, last_occurrence
+from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
 
@@ -73,17 +73,23 @@ class ExactIndex:
                 removed += 1
         return removed
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] | None = None) -> Hits:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Collection[str] | None = None,
+        excludes: Sequence[Collection[str]] | None = None,
+    ) -> Hits:
         q = check_queries(queries, k, self._dim)
         with self._lock.read():
             n = len(self._id_at)
-            skip = {e for e in exclude if e in self._row_of} if exclude else set()
-            fetch = min(n, k + len(skip))
+            skips = query_skips(q.shape[0], exclude, excludes, self._row_of)  # rows to skip
+            fetch = min(n, k + max((len(s) for s in skips), default=0))
             if fetch == 0 or k == 0:
                 return [[] for _ in range(q.shape[0])]
             with omp_threads(self._threads):
                 scores, rows = faiss.knn(q, self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
-            return [_hits(self._id_at, s, r, skip, k) for s, r in zip(scores.tolist(), rows.tolist())]
+            return [_hits(self._id_at, s, r, skip, k) for s, r, skip in zip(scores.tolist(), rows.tolist(), skips)]
 
     def items(self) -> tuple[list[str], np.ndarray]:
         """A consistent copy of all ids and their vectors (row-aligned)."""
@@ -116,14 +122,13 @@ class ExactIndex:
         self._vectors = grown
 
 
-def _hits(id_at: list[str], scores: list[float], rows: list[int], skip: set[str], k: int) -> list[tuple[str, float]]:
+def _hits(id_at: list[str], scores: list[float], rows: list[int], skip: set[int], k: int) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     for s, r in zip(scores, rows):
         if r < 0:
             break
-        video_id = id_at[r]
-        if video_id not in skip:
-            out.append((video_id, s))
+        if r not in skip:
+            out.append((id_at[r], s))
             if len(out) == k:
                 break
     return out

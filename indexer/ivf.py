@@ -28,7 +28,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, check_queries, check_vectors, last_occurrence
+from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips
 from indexer.exact import ExactIndex
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
@@ -136,14 +136,20 @@ class IvfIndex:
                 self._ivf.remove_ids(np.array(keys, dtype=np.int64))
             return len(keys)
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] | None = None) -> Hits:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Collection[str] | None = None,
+        excludes: Sequence[Collection[str]] | None = None,
+    ) -> Hits:
         q = check_queries(queries, k, self._dim)
         with self._lock.read():
             if self._exact is not None:
-                return self._exact.search(q, k, exclude)
+                return self._exact.search(q, k, exclude, excludes)
             n = len(self._key_of)
-            skip = {self._key_of[e] for e in exclude if e in self._key_of} if exclude else set()
-            fetch = min(n, k + len(skip))
+            skips = query_skips(q.shape[0], exclude, excludes, self._key_of)
+            fetch = min(n, k + max((len(s) for s in skips), default=0))
             if fetch == 0 or k == 0:
                 return [[] for _ in range(q.shape[0])]
             norms = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
@@ -154,7 +160,7 @@ class IvfIndex:
             # |sq' - x'|^2 = s^2|q|^2 + R^2 - 2s q.x, solved for q.x in float64 to keep the scores' precision.
             scores = ((scale * norms) ** 2 + self._radius**2)[:, None] - dist
             scores /= 2 * scale[:, None]
-            return [self._hits(s, r, skip, k) for s, r in zip(scores.tolist(), keys.tolist())]
+            return [self._hits(s, r, skip, k) for s, r, skip in zip(scores.tolist(), keys.tolist(), skips)]
 
     def snapshot(self) -> bytes:
         with self._lock.read():

@@ -37,9 +37,15 @@ class MeteredIndex:
         self._removals.inc(removed)
         return removed
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] | None = None) -> Hits:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Collection[str] | None = None,
+        excludes: Sequence[Collection[str]] | None = None,
+    ) -> Hits:
         with INDEX_SEARCH.time():
-            return self.inner.search(queries, k, exclude)
+            return self.inner.search(queries, k, exclude, excludes)
 
     def __len__(self) -> int:
         return len(self.inner)

@@ -19,12 +19,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from models.recs.als import StreamingALS
-from models.recs.confidence import Interaction, event_weight, user_confidences
+from models.recs.confidence import event_weight, user_confidences
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
 from monitoring.metrics import ALS_UPDATE
 from reelstream.settings import Settings
-from streams.pipeline import Row
+from streams.pipeline import Row, ServeRequest
 
 
 def initial_factor(user_id: str, factors: int) -> np.ndarray:
@@ -45,7 +45,8 @@ class StreamingRecommender:
         # it owns (users are co-partitioned with their events) and publishes them; `remote` holds the latest
         # partials of every partition as read back from the user-gram topic (DESIGN.md).
         self.user_factors: dict[str, tuple[int, np.ndarray]] = {}
-        self.partials: dict[int, np.ndarray] = {}
+        self._partials: dict[int, np.ndarray] = {}
+        self._gram_changes: dict[int, list[tuple[np.ndarray, float]]] = {}
         self.remote: dict[int, np.ndarray] = {}
         self._new_videos: dict[str, set[str]] = {}
         self.item_messages: list[ItemMessage] = []
@@ -57,29 +58,36 @@ class StreamingRecommender:
 
     def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
         for row in new:
-            i = Interaction(*row)
-            self.als.observe(i.video_id, max(0.0, event_weight(i, self.s.weights)), i.ts)
+            self.als.observe(row[1], max(0.0, event_weight(row, self.s.weights)), row[3])
         self._new_videos.setdefault(user_id, set()).update(r[1] for r in new)
 
     def recommend(
         self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
     ) -> tuple[list[tuple[str, float]], str]:
-        conf = user_confidences([Interaction(*r) for r in history], self.s)
+        return self.recommend_many([ServeRequest(user_id, history, exclude, partition)], k)[0]
+
+    def recommend_many(self, requests: Sequence[ServeRequest], k: int) -> list[tuple[list[tuple[str, float]], str]]:
+        """A micro-batch of users: confidences per user, then one stacked solve and one index search."""
+        confs = [user_confidences(r.history, self.s) for r in requests]
         started = time.perf_counter()
-        factor, items = self.als.serve(conf, k, exclude)
-        if factor is not None:  # solved and searched (None: popularity answered)
-            ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
-        version = self.als.model_version if factor is not None else self.popularity_version
-        if factor is None and conf:
-            factor = initial_factor(user_id, self.s.factors)
-        if factor is not None:
-            self._forget_factor(user_id)
-            self._add_to_gram(partition, factor, 1.0)
-            self.user_factors[user_id] = (partition, factor)
-            vector = factor.tolist()
-            for video in sorted(self._new_videos.pop(user_id, ())):
-                self.item_messages.append(ItemMessage(video, user_id, vector, conf.get(video, 0.0)))
-        return items, version
+        served = self.als.serve_many(confs, k, [r.exclude for r in requests])
+        ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
+        out = []
+        for r, conf, (factor, items) in zip(requests, confs, served):
+            version = self.als.model_version if factor is not None else self.popularity_version
+            if factor is None and conf:
+                factor = initial_factor(r.user_id, self.s.factors)
+            if factor is not None:
+                self._forget_factor(r.user_id)
+                self._gram_changes.setdefault(r.partition, []).append((factor, 1.0))
+                self.user_factors[r.user_id] = (r.partition, factor)
+                new_videos = self._new_videos.pop(r.user_id, ())
+                if new_videos:
+                    vector = factor.tolist()
+                    for video in sorted(new_videos):
+                        self.item_messages.append(ItemMessage(video, r.user_id, vector, conf.get(video, 0.0)))
+            out.append((items, version))
+        return out
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
@@ -88,28 +96,37 @@ class StreamingRecommender:
         for video in sorted({r[1] for r in history}):
             self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
 
-    def _add_to_gram(self, partition: int, factor: np.ndarray, sign: float) -> None:
-        """solve.gram_update, in place: this runs once per served user, a copy each time showed in profiles."""
-        partial = self.partials.setdefault(partition, np.zeros((self.s.factors, self.s.factors)))
-        partial += sign * np.outer(factor, factor)
+    @property
+    def partials(self) -> dict[int, np.ndarray]:
+        """Per `events` partition, X^T X of its users' current factors. Factor changes are queued per served
+        user and applied here, one product per partition (an outer product per user showed in profiles)."""
+        for partition, changes in self._gram_changes.items():
+            factors = np.array([f for f, _ in changes], dtype=np.float64)
+            signs = np.array([s for _, s in changes])
+            partial = self._partials.setdefault(partition, np.zeros((self.s.factors, self.s.factors)))
+            partial += (factors.T * signs) @ factors
+        self._gram_changes.clear()
+        return self._partials
 
     def _forget_factor(self, user_id: str) -> None:
         old = self.user_factors.pop(user_id, None)
         if old is not None:
-            self._add_to_gram(old[0], old[1], -1.0)
+            self._gram_changes.setdefault(old[0], []).append((old[1], -1.0))
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Partitions revoked in a rebalance: their users (and partial Grams) now live on another worker."""
         for user_id in [u for u, (p, _) in self.user_factors.items() if p in partitions]:
             del self.user_factors[user_id]
         for p in partitions:
-            self.partials.pop(p, None)
+            self._partials.pop(p, None)
+            self._gram_changes.pop(p, None)
 
     def gram(self) -> np.ndarray:
         """X^T X of all users: own partials (freshest) plus the latest published partials of the others."""
         total = np.zeros((self.s.factors, self.s.factors))
-        for p in set(self.partials) | set(self.remote):
-            total += self.partials[p] if p in self.partials else self.remote[p]
+        partials = self.partials
+        for p in set(partials) | set(self.remote):
+            total += partials[p] if p in partials else self.remote[p]
         return total
 
     def remove_video(self, video_id: str) -> None:

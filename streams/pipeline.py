@@ -14,9 +14,9 @@ import base64
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -60,6 +60,16 @@ class Message:
 Emit = Callable[..., None]
 
 
+class ServeRequest(NamedTuple):
+    """One user to serve in a micro-batch: their stored history, videos to exclude, `events` partition
+    (their state lives with it)."""
+
+    user_id: str
+    history: list[Row]
+    exclude: set[str]
+    partition: int
+
+
 class Recommender(Protocol):
     """What the pipeline needs of a recommender (implementations: streams.models)."""
 
@@ -68,11 +78,9 @@ class Recommender(Protocol):
     def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
         """The user's full stored history after this batch, and the rows this batch added."""
 
-    def recommend(
-        self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
-    ) -> tuple[list[tuple[str, float]], str]:
-        """Top-k (video_id, score), best first, and the model_version that produced them. `partition` is
-        the user's `events` partition (their state lives with it)."""
+    def recommend_many(self, requests: Sequence[ServeRequest], k: int) -> list[tuple[list[tuple[str, float]], str]]:
+        """Per request, top-k (video_id, score), best first, and the model_version that produced them.
+        One call per micro-batch, so a model can solve and search for all its users at once."""
 
     def forget_user(self, user_id: str, history: list[Row]) -> None: ...
 
@@ -237,11 +245,14 @@ class Pipeline:
         if not touched:
             return
         unavailable = {v for v, status in self.catalog.items() if status != "active"}
-        now = self.clock()
+        requests = []
         for user_id, state in touched.items():
-            exclude = unavailable.union(r[VIDEO] for r in state.rows)
+            seen = {r[VIDEO] for r in state.rows}
             partition = state.msg.partition if state.msg is not None else 0
-            items, version = self.recommender.recommend(user_id, state.rows, self.s.recs.top_k, exclude, partition)
+            requests.append(ServeRequest(user_id, state.rows, seen | unavailable if unavailable else seen, partition))
+        served = self.recommender.recommend_many(requests, self.s.recs.top_k)
+        now = self.clock()
+        for (user_id, state), (items, version) in zip(touched.items(), served, strict=True):
             rec = {
                 "user_id": user_id,
                 "items": [{"video_id": v, "score": round(float(s), 6)} for v, s in items],

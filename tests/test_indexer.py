@@ -181,6 +181,19 @@ def test_exclude_filters_and_still_returns_k(make) -> None:
         assert [v for v, _ in got] == [v for v, _ in want if v not in seen][:20]
 
 
+def test_per_query_excludes_equal_one_search_per_query(make) -> None:
+    items, queries = clustered_data()
+    index = filled(make, items)
+    full = index.search(queries[:6], 40)
+    own = [{v for v, _ in row[n : 3 * n + 1]} for n, row in enumerate(full)]  # 0 to 11 ids each, differing
+    batched = index.search(queries[:6], 10, exclude={full[0][0][0]}, excludes=own)
+    for q, skip, got in zip(queries[:6], own, batched):
+        assert got == index.search(q[None], 10, exclude=skip | {full[0][0][0]})[0]
+        assert len(got) == 10 and not {v for v, _ in got} & skip
+    with pytest.raises(ValueError):
+        index.search(queries[:2], 5, excludes=[set()])
+
+
 def test_snapshot_round_trip_is_identical(make) -> None:
     items, queries = clustered_data()
     index = filled(make, items)

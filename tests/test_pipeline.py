@@ -123,14 +123,14 @@ def test_comment_of_an_erased_user_is_not_scored(world):
 
 def test_a_failing_batch_is_retried_alone_and_never_lost(world):
     pipe, users, _, sink = world
-    real = pipe.recommender.recommend
+    real = pipe.recommender.recommend_many
 
-    def flaky(user_id, *args):
-        if user_id == "bad":
+    def flaky(requests, k):
+        if any(r.user_id == "bad" for r in requests):
             raise RuntimeError("model bug")
-        return real(user_id, *args)
+        return real(requests, k)
 
-    pipe.recommender.recommend = flaky
+    pipe.recommender.recommend_many = flaky
     batch = [msg(ev("g1", user="good"), key=b"good"), msg(ev("b1", user="bad"), key=b"bad", offset=1)]
     asyncio.run(pipe.run_batch(pipe.process_events, batch))
     assert ids(users, "good") == ["g1"]

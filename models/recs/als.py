@@ -21,7 +21,7 @@ import numpy as np
 from models.recs.base import Scored, top_k
 from models.recs.config import RecsSettings
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gram, scale_confidence, solve_factor
+from models.recs.solve import gram, normal_equations, regularized, scale_confidence, solve_many
 
 if TYPE_CHECKING:
     from indexer.base import VectorIndex
@@ -58,6 +58,7 @@ class StreamingALS:
         self._row: dict[str, int] = {}
         self._items = np.zeros((0, settings.factors), dtype=np.float32)
         self._item_gram: np.ndarray | None = None
+        self._base: np.ndarray | None = None  # item Gram + reg I, the user systems' shared part
         self._removed: set[str] = set()
         # User factors of the batch fit: bootstrap for the agents' user-factor table and the users' Gram.
         self.user_ids: list[str] = []
@@ -91,7 +92,7 @@ class StreamingALS:
                     grown[: len(self._items)] = self._items
                     self._items = grown
             self._items[row] = vec
-        self._item_gram = None
+        self._item_gram = self._base = None
         if self.index is not None and ids:
             self.index.upsert(ids, vectors)
 
@@ -112,7 +113,7 @@ class StreamingALS:
             self.item_ids.pop()
             self._items[last] = 0.0
         self.popularity.remove_videos(video_ids)
-        self._item_gram = None
+        self._item_gram = self._base = None
         if self.index is not None:
             self.index.remove(video_ids)
 
@@ -129,16 +130,25 @@ class StreamingALS:
 
     def user_factor(self, history: Mapping[str, float]) -> np.ndarray | None:
         """The user's ALS factor from their FULL history against the current items; None if no known video."""
-        known = [(self._row[v], c) for v, c in history.items() if v in self._row]
-        if not known:
-            return None
-        rows, conf = zip(*known)
-        return solve_factor(
-            self._items[list(rows)],
-            scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset),
-            self.item_gram(),
-            self.settings.regularization,
-        )
+        return self.solve_users([history])[0]
+
+    def solve_users(self, histories: Sequence[Mapping[str, float]]) -> list[np.ndarray | None]:
+        """`user_factor` for a micro-batch of users, solved in one stacked call."""
+        if self._base is None:
+            self._base = regularized(self.item_gram(), self.settings.regularization)
+        systems, placed = [], []
+        for n, history in enumerate(histories):
+            known = [(self._row[v], c) for v, c in history.items() if v in self._row]
+            if known:
+                rows, conf = zip(*known)
+                scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
+                systems.append(normal_equations(self._items[list(rows)], scaled, self._base))
+                placed.append(n)
+        out: list[np.ndarray | None] = [None] * len(histories)
+        if systems:
+            for n, x in zip(placed, solve_many(systems)):
+                out[n] = x
+        return out
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
         return self.recommend_many([history], k, [exclude])[0]
@@ -150,16 +160,35 @@ class StreamingALS:
         excludes: Sequence[Collection[str]] | None = None,
     ) -> list[list[Scored]]:
         """Top-k for a micro-batch of users; histories are video_id -> confidence, seen videos excluded."""
-        excludes = excludes or [()] * len(histories)
-        return [self.serve(h, k, ex)[1] for h, ex in zip(histories, excludes)]
+        return [items for _, items in self.serve_many(histories, k, excludes)]
 
     def serve(
         self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()
     ) -> tuple[np.ndarray | None, list[Scored]]:
         """The user's new factor (None: no known video, popularity answered) and their top-k; the agent
         keeps the factor for the users' Gram and the item-side messages."""
-        x = self.user_factor(history)
-        return x, self.popularity.recommend(history, k, exclude) if x is None else self.search(x, history, k, exclude)
+        return self.serve_many([history], k, [exclude])[0]
+
+    def serve_many(
+        self, histories: Sequence[Mapping[str, float]], k: int, excludes: Sequence[Collection[str]] | None = None
+    ) -> list[tuple[np.ndarray | None, list[Scored]]]:
+        """`serve` for a micro-batch: one stacked solve and one index search for every placed user."""
+        excludes = excludes or [()] * len(histories)
+        factors = self.solve_users(histories)
+        placed = [n for n, x in enumerate(factors) if x is not None]
+        out: list[tuple[np.ndarray | None, list[Scored]]] = [
+            (None, self.popularity.recommend(h, k, ex)) if x is None else (x, [])
+            for h, ex, x in zip(histories, excludes, factors)
+        ]
+        if placed and self.index is not None:
+            skips = [{*histories[n], *excludes[n]} for n in placed]
+            queries = np.stack([factors[n] for n in placed])
+            for n, items in zip(placed, self.index.search(queries, k, excludes=skips)):
+                out[n] = (factors[n], items)
+        else:
+            for n in placed:
+                out[n] = (factors[n], self.search(factors[n], histories[n], k, excludes[n]))
+        return out
 
     def search(
         self, factor: np.ndarray, history: Mapping[str, float], k: int, exclude: Collection[str] = ()

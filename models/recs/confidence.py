@@ -8,6 +8,7 @@ with weight |c| (implicit treats negative entries as preference 0 with confidenc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -60,60 +61,78 @@ def append(history: Sequence[Interaction], new: Iterable[Interaction], max_event
     return out[-max_events:]
 
 
-def event_weight(i: Interaction, w: ConfidenceWeights) -> float:
+# Positional fields of a stored interaction: an `Interaction`, or the plain list a table row holds
+# (streams.pipeline), which the worker's hot path reads without building a tuple per row.
+_ID, _VIDEO, _KIND, _TS, _RATIO, _SENTIMENT = range(6)
+Row = Sequence  # Interaction or [event_id, video_id, kind, ts, ratio, sentiment]
+
+
+def event_weight(i: Row, w: ConfidenceWeights) -> float:
     """What one interaction adds to its video's confidence (a like counts once, see `confidences`)."""
-    if i.kind == "watch":
-        return w.watch * i.ratio
-    if i.kind == "like":
-        return w.like
-    if i.kind == "share":
-        return w.share
-    if i.kind == "skip":
-        return w.skip
-    if i.kind == "comment":
-        if i.sentiment is None:
+    kind = i[_KIND]
+    if kind == "watch":
+        return w.watch * i[_RATIO]
+    if kind == "comment":
+        if i[_SENTIMENT] is None:
             return w.comment_neutral
-        neg, neu, pos = i.sentiment
+        neg, neu, pos = i[_SENTIMENT]
         return neg * w.comment_negative + neu * w.comment_neutral + pos * w.comment_positive
-    return 0.0  # unlike: handled as state, see `confidences`
+    return _FIXED.get(kind, _zero)(w)  # unlike: handled as state, see `confidences`
+
+
+def _zero(w: ConfidenceWeights) -> float:
+    return 0.0
+
+
+_FIXED = {"like": lambda w: w.like, "share": lambda w: w.share, "skip": lambda w: w.skip}
+
+
+def _ts_id(i: Row) -> tuple[float, str]:
+    return i[_TS], i[_ID]
 
 
 def confidences(
-    history: Iterable[Interaction],
+    history: Iterable[Row],
     w: ConfidenceWeights,
     *,
     now: float | None = None,
     half_life_s: float | None = None,
 ) -> dict[str, float]:
-    """video_id -> confidence from the user's full history.
+    """video_id -> confidence from the user's full history (Interactions or table rows).
 
     Each contribution decays with age (half_life_s, relative to `now`, default the latest event; None or 0:
     no decay) so that what the user did recently dominates their factor. A like is a state: the latest
     like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
-    taken back) are left out.
+    taken back) are left out. Runs once per served user per micro-batch: one pass, no per-row objects.
     """
-    events = sorted({i.event_id: i for i in reversed(list(history))}.values(), key=lambda i: (i.ts, i.event_id))
-    if not events:
+    first: dict[str, Row] = {}
+    for i in history:
+        first.setdefault(i[_ID], i)
+    if not first:
         return {}
-    t_now = events[-1].ts if now is None else now
-
-    def decay(ts: float) -> float:  # floored: a video seen long ago stays in the history (and excluded)
-        return 1.0 if not half_life_s else max(_MIN_DECAY, 0.5 ** (max(0.0, t_now - ts) / half_life_s))
+    events = sorted(first.values(), key=_ts_id)
+    t_now = events[-1][_TS] if now is None else now
+    rate = math.log(2.0) / half_life_s if half_life_s else 0.0
+    exp = math.exp
 
     conf: dict[str, float] = {}
     liked_at: dict[str, float | None] = {}
     for i in events:
-        if i.kind in ("like", "unlike"):
-            liked_at[i.video_id] = i.ts if i.kind == "like" else None
-            conf.setdefault(i.video_id, 0.0)
-        else:
-            conf[i.video_id] = conf.get(i.video_id, 0.0) + event_weight(i, w) * decay(i.ts)
+        vid, kind, ts = i[_VIDEO], i[_KIND], i[_TS]
+        if kind == "like" or kind == "unlike":
+            liked_at[vid] = ts if kind == "like" else None
+            if vid not in conf:
+                conf[vid] = 0.0
+            continue
+        # Floored: a video seen long ago stays in the history (and excluded).
+        decay = max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0
+        conf[vid] = conf.get(vid, 0.0) + event_weight(i, w) * decay
     for vid, ts in liked_at.items():
         if ts is not None:
-            conf[vid] += w.like * decay(ts)
+            conf[vid] += w.like * (max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0)
     return {vid: c for vid, c in conf.items() if c != 0.0}
 
 
-def user_confidences(history: Iterable[Interaction], settings: RecsSettings) -> dict[str, float]:
+def user_confidences(history: Iterable[Row], settings: RecsSettings) -> dict[str, float]:
     """`confidences` with the configured weights and decay: what the agent passes to the recommender."""
     return confidences(history, settings.weights, half_life_s=settings.history_half_life_s)

@@ -48,12 +48,31 @@ def scale_confidence(raw: np.ndarray, alpha: float, offset: float) -> np.ndarray
     return np.sign(r) * (offset + alpha * np.abs(r))
 
 
+def regularized(gram_all: np.ndarray, regularization: float) -> np.ndarray:
+    """G + reg I: the part of every row's system that does not depend on the row."""
+    return gram_all + regularization * np.eye(gram_all.shape[0])
+
+
+def normal_equations(
+    counterparts: np.ndarray, confidences: np.ndarray, base: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) of one row's system A x = b, given `base` = regularized(G, reg) and ALS (scaled) confidences."""
+    v = np.asarray(counterparts, dtype=np.float64)
+    c = np.asarray(confidences, dtype=np.float64)
+    return base + (v.T * (np.abs(c) - 1.0)) @ v, v.T @ np.where(c > 0, c, 0.0)
+
+
+def solve_many(systems: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The factors of many rows in one stacked LAPACK call (the same per-matrix solve as `solve_factor`;
+    one call per micro-batch instead of one per row is what the worker's user side needs)."""
+    a = np.stack([s[0] for s in systems])
+    b = np.stack([s[1] for s in systems])[..., None]
+    return np.linalg.solve(a, b)[..., 0].astype(np.float32)
+
+
 def solve_factor(
     counterparts: np.ndarray, confidences: np.ndarray, gram_all: np.ndarray, regularization: float
 ) -> np.ndarray:
     """The ALS factor of one row given its observed counterparts' factors and ALS (scaled) confidences."""
-    v = np.asarray(counterparts, dtype=np.float64)
-    c = np.asarray(confidences, dtype=np.float64)
-    a = gram_all + regularization * np.eye(gram_all.shape[0]) + (v.T * (np.abs(c) - 1.0)) @ v
-    b = v.T @ np.where(c > 0, c, 0.0)
+    a, b = normal_equations(counterparts, confidences, regularized(gram_all, regularization))
     return np.linalg.solve(a, b).astype(np.float32)
