@@ -9,6 +9,7 @@ with weight |c| (implicit treats negative entries as preference 0 with confidenc
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -87,8 +88,7 @@ def _zero(w: ConfidenceWeights) -> float:
 _FIXED = {"like": lambda w: w.like, "share": lambda w: w.share, "skip": lambda w: w.skip}
 
 
-def _ts_id(i: Row) -> tuple[float, str]:
-    return i[_TS], i[_ID]
+_TS_ID = operator.itemgetter(_TS, _ID)  # time order, ties broken by event_id
 
 
 def confidences(
@@ -105,28 +105,33 @@ def confidences(
     like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
     taken back) are left out. Runs once per served user per micro-batch: one pass, no per-row objects.
     """
-    first: dict[str, Row] = {}
-    for i in history:
-        first.setdefault(i[_ID], i)
+    history = history if isinstance(history, Sequence) else list(history)
+    first = {i[_ID]: i for i in reversed(history)}  # the first occurrence of each event_id
     if not first:
         return {}
-    events = sorted(first.values(), key=_ts_id)
+    events = sorted(first.values(), key=_TS_ID)
     t_now = events[-1][_TS] if now is None else now
     rate = math.log(2.0) / half_life_s if half_life_s else 0.0
     exp = math.exp
+    fixed = {"share": w.share, "skip": w.skip}
 
     conf: dict[str, float] = {}
     liked_at: dict[str, float | None] = {}
     for i in events:
         vid, kind, ts = i[_VIDEO], i[_KIND], i[_TS]
-        if kind == "like" or kind == "unlike":
+        if kind == "watch":
+            x = w.watch * i[_RATIO]
+        elif kind == "like" or kind == "unlike":
             liked_at[vid] = ts if kind == "like" else None
             if vid not in conf:
                 conf[vid] = 0.0
             continue
-        # Floored: a video seen long ago stays in the history (and excluded).
-        decay = max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0
-        conf[vid] = conf.get(vid, 0.0) + event_weight(i, w) * decay
+        else:
+            x = fixed[kind] if kind in fixed else event_weight(i, w)
+        if rate and ts < t_now:
+            decay = exp(-rate * (t_now - ts))
+            x *= decay if decay > _MIN_DECAY else _MIN_DECAY  # floored: an old video stays in the history
+        conf[vid] = conf.get(vid, 0.0) + x
     for vid, ts in liked_at.items():
         if ts is not None:
             conf[vid] += w.like * (max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0)

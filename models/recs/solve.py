@@ -62,12 +62,10 @@ def normal_equations(
     return base + (v.T * (np.abs(c) - 1.0)) @ v, v.T @ np.where(c > 0, c, 0.0)
 
 
-def solve_many(systems: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The factors of many rows in one stacked LAPACK call (the same per-matrix solve as `solve_factor`;
-    one call per micro-batch instead of one per row is what the worker's user side needs)."""
-    a = np.stack([s[0] for s in systems])
-    b = np.stack([s[1] for s in systems])[..., None]
-    return np.linalg.solve(a, b)[..., 0].astype(np.float32)
+def solve_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The factors of many rows, A (n, f, f) and b (n, f), in one stacked LAPACK call (the same per-matrix
+    solve as `solve_factor`; one call per micro-batch instead of one per row, for the worker's user side)."""
+    return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
 
 
 def solve_factor(
