@@ -92,6 +92,16 @@ def query_skips(
     return [shared.union(keys[e] for e in own if e in keys) if own else shared for own in excludes]
 
 
+def by_fetch(skips: Sequence[set], k: int, n: int) -> dict[int, list[int]]:
+    """Query positions grouped by how many neighbours each must fetch (k plus its skips, rounded up to a
+    power of two, at most n), one search call per group: a user with 500 seen videos must not make every
+    query of the micro-batch fetch 510 (measured: the index search doubled)."""
+    groups: dict[int, list[int]] = {}
+    for i, skip in enumerate(skips):
+        groups.setdefault(min(n, 1 << (k + len(skip) - 1).bit_length()), []).append(i)
+    return groups
+
+
 def last_occurrence(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Distinct ids and the row of each one's last occurrence, so a repeated id keeps its last vector."""
     last = {v: i for i, v in enumerate(ids)}

@@ -13,7 +13,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips
+from indexer.base import Hits, by_fetch, check_queries, check_vectors, last_occurrence, query_skips
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
 
@@ -84,12 +84,15 @@ class ExactIndex:
         with self._lock.read():
             n = len(self._id_at)
             skips = query_skips(q.shape[0], exclude, excludes, self._row_of)  # rows to skip
-            fetch = min(n, k + max((len(s) for s in skips), default=0))
-            if fetch == 0 or k == 0:
-                return [[] for _ in range(q.shape[0])]
-            with omp_threads(self._threads):
-                scores, rows = faiss.knn(q, self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
-            return [_hits(self._id_at, s, r, skip, k) for s, r, skip in zip(scores.tolist(), rows.tolist(), skips)]
+            out: Hits = [[] for _ in range(q.shape[0])]
+            if n == 0 or k == 0:
+                return out
+            for fetch, group in by_fetch(skips, k, n).items():
+                with omp_threads(self._threads):
+                    scores, rows = faiss.knn(q[group], self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
+                for i, s, r in zip(group, scores.tolist(), rows.tolist()):
+                    out[i] = _hits(self._id_at, s, r, skips[i], k)
+            return out
 
     def items(self) -> tuple[list[str], np.ndarray]:
         """A consistent copy of all ids and their vectors (row-aligned)."""

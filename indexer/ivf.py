@@ -28,7 +28,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips
+from indexer.base import Hits, by_fetch, check_queries, check_vectors, last_occurrence, query_skips
 from indexer.exact import ExactIndex
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
@@ -149,18 +149,21 @@ class IvfIndex:
                 return self._exact.search(q, k, exclude, excludes)
             n = len(self._key_of)
             skips = query_skips(q.shape[0], exclude, excludes, self._key_of)
-            fetch = min(n, k + max((len(s) for s in skips), default=0))
-            if fetch == 0 or k == 0:
-                return [[] for _ in range(q.shape[0])]
+            out: Hits = [[] for _ in range(q.shape[0])]
+            if n == 0 or k == 0:
+                return out
             norms = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
             scale = np.divide(self._radius, norms, out=np.ones_like(norms), where=norms > 0)
             lifted = np.hstack([q * scale[:, None].astype(np.float32), np.zeros((q.shape[0], 1), dtype=np.float32)])
-            with omp_threads(self._threads):
-                dist, keys = self._ivf.search(lifted, fetch)
             # |sq' - x'|^2 = s^2|q|^2 + R^2 - 2s q.x, solved for q.x in float64 to keep the scores' precision.
-            scores = ((scale * norms) ** 2 + self._radius**2)[:, None] - dist
-            scores /= 2 * scale[:, None]
-            return [self._hits(s, r, skip, k) for s, r, skip in zip(scores.tolist(), keys.tolist(), skips)]
+            base = (scale * norms) ** 2 + self._radius**2
+            for fetch, group in by_fetch(skips, k, n).items():
+                with omp_threads(self._threads):
+                    dist, keys = self._ivf.search(lifted[group], fetch)
+                scores = (base[group][:, None] - dist) / (2 * scale[group][:, None])
+                for i, s, r in zip(group, scores.tolist(), keys.tolist()):
+                    out[i] = self._hits(s, r, skips[i], k)
+            return out
 
     def snapshot(self) -> bytes:
         with self._lock.read():

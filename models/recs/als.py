@@ -193,7 +193,7 @@ class StreamingALS:
             for h, ex, x in zip(histories, excludes, factors)
         ]
         if placed and self.index is not None:
-            skips = [{*histories[n], *excludes[n]} for n in placed]
+            skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
             for n, items in zip(placed, self.index.search(queries, k, excludes=skips)):
                 out[n] = (factors[n], items)
@@ -319,6 +319,13 @@ class StreamingALS:
         out.user_factors = arrays["user_factors"].astype(np.float32)
         out.model_version = meta["model_version"]
         return out
+
+
+def _with_history(exclude: Collection[str], history: Mapping[str, float]) -> Collection[str]:
+    """Exclusions plus the seen videos; the agent's exclusion set usually holds them already (no copy)."""
+    if isinstance(exclude, (set, frozenset)) and exclude.issuperset(history):
+        return exclude
+    return {*history, *exclude}
 
 
 def _seeded(ids: Sequence[str], known_ids: Sequence[str], known: np.ndarray, rng: np.random.Generator) -> np.ndarray:
