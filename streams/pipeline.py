@@ -14,6 +14,7 @@ import base64
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -43,9 +44,8 @@ ID, VIDEO, KIND, TS, RATIO, SENTIMENT = range(6)
 DLQ_RAW_MAX_BYTES = 512 * 1024
 
 
-@dataclass(frozen=True)
-class Message:
-    """One consumed Kafka message, independent of the client library."""
+class Message(NamedTuple):
+    """One consumed Kafka message, independent of the client library (a tuple: one is built per event)."""
 
     topic: str
     partition: int
@@ -190,6 +190,7 @@ class Pipeline:
     def process_events(self, messages: Iterable[Message]) -> None:
         """One micro-batch of `events`: each touched user's record is written once and served once."""
         touched: dict[str, _Touched] = {}
+        counts: Counter[str] = Counter()  # metrics once per batch, not a locked increment per event
         for msg in messages:
             try:
                 event = parse_event(msg.value, max_bytes=self.s.max_message_bytes, max_text_chars=self.s.max_text_chars)
@@ -198,7 +199,7 @@ class Pipeline:
                 continue
             user = event.user_id
             if isinstance(event, UserDelete):
-                self._events[event.type].inc()
+                counts[event.type] += 1
                 touched.pop(user, None)  # pending output of the batch goes too
                 self.bind(msg)
                 self.erase_user(user)
@@ -219,7 +220,7 @@ class Pipeline:
                 if isinstance(event, Comment) and seen[SENTIMENT] is None:
                     self.forward_comment(msg, event)
             else:
-                self._events[event.type].inc()
+                counts[event.type] += 1
                 row = history_row(event)
                 state.rows.append(row)
                 state.by_id[row[ID]] = row
@@ -235,6 +236,8 @@ class Pipeline:
                 self.users[user] = {"events": state.rows}
                 self.recommender.learn(user, state.rows, state.new)
         self.serve_all(touched)
+        for kind, n in counts.items():  # last: a batch that fails is counted by its one-by-one retry
+            self._events[kind].inc(n)
 
     def forward_comment(self, msg: Message, event: Comment) -> None:
         """To the moderation agent's topic (same key, so the same partition and worker), keeping the time."""
