@@ -63,7 +63,7 @@ INDEX_SEARCH = Histogram(
 )
 ALS_UPDATE = Histogram(
     "reelstream_als_update_seconds",
-    "Streaming ALS update time, by side: user = one touched user's solve + index search, "
+    "Streaming ALS update time, by side: user = one micro-batch of touched users (stacked solve + one index search), "
     "item = one refresh tick re-solving the videos touched since the last one.",
     ["side"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
     registry=REGISTRY,
