@@ -16,6 +16,7 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
+from faust.sensors.monitor import Monitor
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -84,6 +85,23 @@ def _bind(msg: Message) -> None:
     _current_event.set(weakref.ref(msg.handle))
 
 
+class _PerEventQuietMonitor(Monitor):
+    """Faust's Monitor without its per-event bookkeeping (our own metrics count events, monitoring/): the
+    four hooks below ran for every message, ~8 us of a worker's CPU per event (measured, no-op agent)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+
 def create_app(
     settings: Settings, recommender: Recommender, scorer: CommentScorer, output: OutputProducer | None = None
 ) -> faust.App:
@@ -113,6 +131,7 @@ def create_app(
         broker_max_poll_records=max(2000, settings.batch_size * 2),
         stream_buffer_maxsize=max(8192, settings.batch_size * 8),
         consumer_max_fetch_size=4 * 1024 * 1024,
+        monitor=_PerEventQuietMonitor(),
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(t.events, partitions=settings.partitions, **raw)
