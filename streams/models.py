@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +64,16 @@ class StreamingRecommender:
     def recommend(
         self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
     ) -> tuple[list[tuple[str, float]], str]:
-        return self.recommend_many([ServeRequest(user_id, history, exclude, partition)], k)[0]
+        return self.recommend_many([ServeRequest(user_id, history, partition)], k, exclude)[0]
 
-    def recommend_many(self, requests: Sequence[ServeRequest], k: int) -> list[tuple[list[tuple[str, float]], str]]:
-        """A micro-batch of users: confidences per user, then one stacked solve and one index search."""
-        confs = [user_confidences(r.history, self.s) for r in requests]
+    def recommend_many(
+        self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
+    ) -> list[tuple[list[tuple[str, float]], str]]:
+        """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
+        seen: list[set[str]] = [set() for _ in requests]
+        confs = [user_confidences(r.history, self.s, s) for r, s in zip(requests, seen)]
         started = time.perf_counter()
-        served = self.als.serve_many(confs, k, [r.exclude for r in requests])
+        served = self.als.serve_many(confs, k, seen, exclude)
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
         for r, conf, (factor, items) in zip(requests, confs, served):

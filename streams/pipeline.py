@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -61,12 +61,11 @@ Emit = Callable[..., None]
 
 
 class ServeRequest(NamedTuple):
-    """One user to serve in a micro-batch: their stored history, videos to exclude, `events` partition
-    (their state lives with it)."""
+    """One user to serve in a micro-batch: their stored history and `events` partition (their state lives
+    with it)."""
 
     user_id: str
     history: list[Row]
-    exclude: set[str]
     partition: int
 
 
@@ -78,9 +77,12 @@ class Recommender(Protocol):
     def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
         """The user's full stored history after this batch, and the rows this batch added."""
 
-    def recommend_many(self, requests: Sequence[ServeRequest], k: int) -> list[tuple[list[tuple[str, float]], str]]:
-        """Per request, top-k (video_id, score), best first, and the model_version that produced them.
-        One call per micro-batch, so a model can solve and search for all its users at once."""
+    def recommend_many(
+        self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
+    ) -> list[tuple[list[tuple[str, float]], str]]:
+        """Per request, top-k (video_id, score), best first, and the model_version that produced them; never
+        a video of the user's history nor one in `exclude`. One call per micro-batch, so a model can solve
+        and search for all its users at once."""
 
     def forget_user(self, user_id: str, history: list[Row]) -> None: ...
 
@@ -248,12 +250,11 @@ class Pipeline:
         if not touched:
             return
         unavailable = {v for v, status in self.catalog.items() if status != "active"}
-        requests = []
-        for user_id, state in touched.items():
-            seen = {r[VIDEO] for r in state.rows}
-            partition = state.msg.partition if state.msg is not None else 0
-            requests.append(ServeRequest(user_id, state.rows, seen | unavailable if unavailable else seen, partition))
-        served = self.recommender.recommend_many(requests, self.s.recs.top_k)
+        requests = [
+            ServeRequest(user_id, state.rows, state.msg.partition if state.msg is not None else 0)
+            for user_id, state in touched.items()
+        ]
+        served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
         now = self.clock()
         for (user_id, state), (items, version) in zip(touched.items(), served, strict=True):
             rec = {

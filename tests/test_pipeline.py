@@ -74,6 +74,12 @@ def test_seen_and_unavailable_videos_are_never_recommended(world, settings):
     [rec] = sink.values("recommendations")
     got = {i["video_id"] for i in rec["items"]}
     assert got and not got & {"v0", "v3", "v4"} and len(got) <= settings.recs.top_k
+    # A like taken back leaves the video with no confidence, but it was seen: still never recommended.
+    sink.sent.clear()
+    pipe.process_events([msg(ev("me2", user="me", video="v1"), key=b"me"),
+                         msg(ev("me3", user="me", video="v1", type_="unlike"), key=b"me")])  # fmt: skip
+    [rec] = sink.values("recommendations")
+    assert not {i["video_id"] for i in rec["items"]} & {"v0", "v1", "v3", "v4"}
 
 
 def test_user_delete_erases_state_and_pending_output(world):
@@ -125,10 +131,10 @@ def test_a_failing_batch_is_retried_alone_and_never_lost(world):
     pipe, users, _, sink = world
     real = pipe.recommender.recommend_many
 
-    def flaky(requests, k):
+    def flaky(requests, k, exclude=()):
         if any(r.user_id == "bad" for r in requests):
             raise RuntimeError("model bug")
-        return real(requests, k)
+        return real(requests, k, exclude)
 
     pipe.recommender.recommend_many = flaky
     batch = [msg(ev("g1", user="good"), key=b"good"), msg(ev("b1", user="bad"), key=b"bad", offset=1)]

@@ -182,24 +182,30 @@ class StreamingALS:
         return self.serve_many([history], k, [exclude])[0]
 
     def serve_many(
-        self, histories: Sequence[Mapping[str, float]], k: int, excludes: Sequence[Collection[str]] | None = None
+        self,
+        histories: Sequence[Mapping[str, float]],
+        k: int,
+        excludes: Sequence[Collection[str]] | None = None,
+        exclude_all: Collection[str] = (),
     ) -> list[tuple[np.ndarray | None, list[Scored]]]:
-        """`serve` for a micro-batch: one stacked solve and one index search for every placed user."""
+        """`serve` for a micro-batch: one stacked solve and one index search for every placed user.
+        `excludes`: per user (with their seen videos, as the agent passes them, no copy is made);
+        `exclude_all`: for everyone (unavailable videos), never copied per user on the index path."""
         excludes = excludes or [()] * len(histories)
         factors = self.solve_users(histories)
         placed = [n for n, x in enumerate(factors) if x is not None]
         out: list[tuple[np.ndarray | None, list[Scored]]] = [
-            (None, self.popularity.recommend(h, k, ex)) if x is None else (x, [])
+            (None, self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)) if x is None else (x, [])
             for h, ex, x in zip(histories, excludes, factors)
         ]
         if placed and self.index is not None:
             skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
-            for n, items in zip(placed, self.index.search(queries, k, excludes=skips)):
+            for n, items in zip(placed, self.index.search(queries, k, exclude_all or None, skips)):
                 out[n] = (factors[n], items)
         else:
             for n in placed:
-                out[n] = (factors[n], self.search(factors[n], histories[n], k, excludes[n]))
+                out[n] = (factors[n], self.search(factors[n], histories[n], k, {*excludes[n], *exclude_all}))
         return out
 
     def search(

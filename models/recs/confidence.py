@@ -97,6 +97,7 @@ def confidences(
     *,
     now: float | None = None,
     half_life_s: float | None = None,
+    seen: set[str] | None = None,
 ) -> dict[str, float]:
     """video_id -> confidence from the user's full history (Interactions or table rows).
 
@@ -104,6 +105,8 @@ def confidences(
     no decay) so that what the user did recently dominates their factor. A like is a state: the latest
     like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
     taken back) are left out. Runs once per served user per micro-batch: one pass, no per-row objects.
+    `seen`, if given, receives every video of the history (those left out too): the exclusion set a caller
+    needs anyway, from the same pass.
     """
     history = history if isinstance(history, Sequence) else list(history)
     first = {i[_ID]: i for i in reversed(history)}  # the first occurrence of each event_id
@@ -135,9 +138,11 @@ def confidences(
     for vid, ts in liked_at.items():
         if ts is not None:
             conf[vid] += w.like * (max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0)
+    if seen is not None:
+        seen.update(conf)
     return {vid: c for vid, c in conf.items() if c != 0.0}
 
 
-def user_confidences(history: Iterable[Row], settings: RecsSettings) -> dict[str, float]:
+def user_confidences(history: Iterable[Row], settings: RecsSettings, seen: set[str] | None = None) -> dict[str, float]:
     """`confidences` with the configured weights and decay: what the agent passes to the recommender."""
-    return confidences(history, settings.weights, half_life_s=settings.history_half_life_s)
+    return confidences(history, settings.weights, half_life_s=settings.history_half_life_s, seen=seen)
