@@ -140,6 +140,8 @@ def create_app(
 
     output = output or OutputProducer(settings.bootstrap_servers)
     transport.FLUSH_WITH_COMMIT.append(output)
+    # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
+    transport.watch_offset_gaps([t.events, t.videos, t.comments, t.interactions_by_video], output.emit, t.dlq)
     users = app.tables.add(OutputTable(app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions))
     users.output = output
     catalog = app.GlobalTable(

@@ -3,6 +3,15 @@
 For tests, CI and the one-machine demo (no JVM, no Docker here). It speaks the real wire protocol on
 127.0.0.1; production points `REELSTREAM_BOOTSTRAP_SERVERS` at real Kafka and nothing else changes.
 Facts and limits: ../shared/broker/README.md (memory only, no CreateTopics, random port unless forwarded).
+
+Retention: the mock keeps at most 5 MiB and 100,000 message sets per partition and deletes the oldest
+message sets beyond that (`rd_kafka_mock_partition_init` sets `max_size = 1024 * 1024 * 5`,
+`max_cnt = 100000`; `rd_kafka_mock_msgset_new` prunes; librdkafka src/rdkafka_mock.c; no API changes it).
+It behaves like a tiny `retention.bytes`: a consumer that falls more than 5 MiB behind on a partition
+(a burst of ~1 MB messages is enough) gets OFFSET_OUT_OF_RANGE and resets past records it never read.
+Real Kafka keeps data by its retention settings (7 days, unbounded size by default). The worker
+dead-letters such holes as `offset_gap` (streams/transport.py); tests feeding large messages must keep
+each partition's unread backlog under PARTITION_LOG_MAX_BYTES.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import threading
 from dataclasses import dataclass, field
 
 _c = ctypes.c_void_p
+PARTITION_LOG_MAX_BYTES = 5 * 1024 * 1024  # per partition, hard-coded in librdkafka's mock (see above)
+PARTITION_LOG_MAX_MSGSETS = 100_000
 
 
 def _load_librdkafka() -> ctypes.CDLL:

@@ -132,7 +132,8 @@ class LocalStack:
         self.bootstrap = addr.read_text().strip()
         return self.bootstrap
 
-    def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
+    def launch_worker(self, loglevel: str = "WARNING") -> Worker:
+        """Start a worker process and return at once (start_worker waits until it serves metrics)."""
         port = free_port()
         log = self.workdir / f"worker-{len(self.workers)}.log"
         proc = subprocess.Popen(
@@ -142,8 +143,13 @@ class LocalStack:
             stderr=subprocess.STDOUT,
         )
         worker = Worker(proc, port, log)
-        wait_for(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", [log], proc)
         self.workers.append(worker)
+        return worker
+
+    def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
+        worker = self.launch_worker(loglevel)
+        wait_for(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", [worker.log],
+                 worker.proc)  # fmt: skip
         return worker
 
     def wait_consumed(self, expected: int, timeout: float = 120, settle: float = 1.0) -> None:

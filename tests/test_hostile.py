@@ -5,9 +5,13 @@ same makers drive Hypothesis (random instances it controls and shrinks) for the 
 and a seeded stream of 10,000 messages for a real worker, where each bad message must land in the DLQ
 with its reason, counts per reason taken from the DLQ topic itself, while valid traffic flows.
 
-The ~1 MB messages (`mb_text`, `too_large`) are exercised on the parser and the pipeline only: fed to the
-embedded broker among thousands of others, they made it serve fetches that neither confluent-kafka nor
-aiokafka read through (the worker's consumer skipped offsets), which says nothing about the worker.
+The ~1 MB messages (`mb_text`, `too_large`) go through a real worker too, in a fast stream of their own
+(the 10,000-message stream times throughput). The embedded broker keeps at most 5 MiB per partition and
+deletes older records beyond that (streams/broker.py): a burst of 1 MB messages once made it delete
+records the worker had not read yet, and the worker skipped them and committed past them without a trace.
+The worker now dead-letters such holes (`offset_gap`, streams/transport.py), and a test forces one; the
+1 MB test keeps every partition under the cap, so each of its messages must be processed or dead-lettered
+with its own reason.
 """
 
 from __future__ import annotations
@@ -245,3 +249,203 @@ def test_a_worker_under_hostile_input_dead_letters_each_message_and_keeps_valid_
     print(f"\nvalid events/s: {len(clean) / t_clean:.0f} alone, {n_valid / t_hostile:.0f} among "
           f"{len(hostile) - n_valid} bad messages (ratio {ratio:.2f}); DLQ by reason {dict(generated)}")  # fmt: skip
     assert ratio > 0.05  # junk costs parsing time, but valid traffic keeps flowing
+
+
+# --- ~1 MB messages through a real worker, and records deleted before the worker read them ---------------
+BIG_PRODUCER = {"message.max.bytes": 2_000_000}  # librdkafka's default (1,000,000) refuses `too_large`
+
+
+def _user_per_partition(prefix: str, partitions: int) -> dict[int, str]:
+    from streams.topics import partition_for
+
+    users: dict[int, str] = {}
+    i = 0
+    while len(users) < partitions:
+        users.setdefault(partition_for(f"{prefix}u{i}".encode(), partitions), f"{prefix}u{i}")
+        i += 1
+    return users
+
+
+def _feed(stack, messages, extra=None) -> None:
+    from streams.chaos import Feeder
+
+    feeder = Feeder(stack.bootstrap, _records(messages), rate=None, extra=extra)
+    feeder.start()
+    feeder.join()
+    assert not feeder.errors, feeder.errors[:3]
+
+
+def _dead_letters(bootstrap: str, s) -> dict[tuple[str, int, int], dict]:
+    from streams.recording import read_topic
+
+    dead = {}
+    for rec in read_topic(bootstrap, s.topics.dlq):
+        d = orjson.loads(rec.value)
+        dead[(d["topic"], d["partition"], d["offset"])] = d
+    return dead
+
+
+def _offsets(bootstrap: str, s, partition: int) -> tuple[int, int]:
+    """(the app's committed offset, the broker's log start offset) of events[partition]."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": s.app_id, "enable.auto.commit": False})
+    try:
+        tp = TopicPartition(s.topics.events, partition)
+        committed = consumer.committed([tp], timeout=10)[0].offset
+        return committed, consumer.get_watermark_offsets(tp, timeout=10)[0]
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_a_worker_dead_letters_1_mb_messages_in_a_fast_stream_and_skips_nothing():
+    from streams.broker import PARTITION_LOG_MAX_BYTES
+    from streams.chaos import audit, uncommitted
+    from streams.local import LocalStack, consumed, total, wait_for
+    from streams.topics import partition_for
+
+    s = settings_()
+    rng = random.Random(5)
+    messages = hostile_stream(6, 2000, "mb")
+    bigs = []
+    for n, (partition, user) in enumerate(sorted(_user_per_partition("big", s.partitions).items())):
+        for kind in ("mb_text", "too_large"):  # one of each on every events partition
+            value, reason, e = make(kind, rng, n, "big")
+            value = value.replace(e["user_id"].encode(), user.encode(), 1)
+            bigs.append((user.encode(), value, reason, kind))
+    step = len(messages) // (len(bigs) + 1)
+    for i, big in enumerate(bigs):  # spread through the stream, fed as fast as the producer goes
+        messages.insert((i + 1) * step + i, big)
+    # The embedded broker's precondition: no partition ever holds more than its cap, read or not.
+    per_partition = collections.Counter()
+    for key, value, _, _ in messages:
+        per_partition[partition_for(key, s.partitions)] += len(value or b"") + len(key)
+    assert max(per_partition.values()) < PARTITION_LOG_MAX_BYTES * 0.8, per_partition
+    with LocalStack() as stack:
+        stack.start_broker()
+        worker = stack.start_worker()
+        _feed(stack, messages, BIG_PRODUCER)
+        wait_for(lambda: consumed(worker.metrics()) >= len(messages), 180, "1 MB feed", [worker.log], worker.proc)
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
+        metrics = worker.metrics()
+        dead = _dead_letters(stack.bootstrap, s)
+        result = audit(stack.bootstrap, s, [orjson.loads(v) for _, v, reason, _ in messages if reason is None])
+        log = worker.log.read_text()
+    generated = collections.Counter(reason for _, _, reason, _ in messages if reason is not None)
+    assert collections.Counter(d["reason"] for d in dead.values()) == generated  # no offset_gap among them
+    assert total(metrics, "reelstream_dlq_messages_total") == sum(generated.values())
+    raws = {(d["reason"], base64.b64decode(d["raw"])) for d in dead.values()}
+    for _, value, reason, kind in bigs:
+        assert (reason, value[:DLQ_RAW_MAX_BYTES]) in raws, kind
+    assert result.lost == result.double_counted == result.unexpected == 0, result.problems
+    assert "Traceback" not in log
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("away", ["stopped and restarted", "paused (SIGSTOP) and resumed"])
+def test_records_the_broker_deleted_before_the_worker_read_them_are_dead_lettered_not_skipped(away):
+    """While the worker is away ~5.4 MB arrive on one partition and the embedded broker deletes the oldest
+    (its 5 MiB cap; real Kafka's retention does the same to a consumer that falls behind it). The worker's
+    next fetch is out of range: aiokafka resets to the log start without an error and Faust commits past
+    the hole (a running worker, the original report: 553 messages skipped) or, restarted, may stall that
+    partition. Before the fix nothing recorded the loss; now the DLQ names the range, commits go on."""
+    import signal
+
+    from confluent_kafka import Producer
+
+    from streams.chaos import audit, uncommitted
+    from streams.local import LocalStack, wait_for
+
+    s = settings_()
+    rng = random.Random(9)
+    users = _user_per_partition("gap", s.partitions)
+
+    def event(n: int, kind: str = "valid", user: str = users[0]) -> tuple[bytes, bytes | None, str | None, str]:
+        value, reason, e = make(kind, rng, n, "gap")
+        return user.encode(), value.replace(e["user_id"].encode(), user.encode(), 1), reason, kind
+
+    before = [event(n) for n in range(30)]
+    # The big ones' dead letters (keyed like them) go to other DLQ partitions: ~0.7 MB each, possibly
+    # repeated (at-least-once), they would push the gap's own record out of DLQ partition 0 (the same cap).
+    burst = [event(100 + n) for n in range(20)] + [event(200 + n, "mb_text", users[1 + n % 3]) for n in range(6)]
+    after = [event(300 + n) for n in range(10)]
+    with LocalStack() as stack:
+        stack.start_broker()
+        worker = stack.start_worker()
+        _feed(stack, before)
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "first input committed", [worker.log])
+        if away == "stopped and restarted":
+            worker.stop()  # a clean stop: its offsets are committed
+        else:
+            worker.proc.send_signal(signal.SIGSTOP)  # still in the group, its position where it stopped
+        producer = Producer({"bootstrap.servers": stack.bootstrap, **BIG_PRODUCER})
+        for key, value, _, _ in burst + after:  # all on events partition 0, in this order
+            producer.produce(s.topics.events, value, key, partition=0)
+            producer.flush(30)
+        committed, log_start = _offsets(stack.bootstrap, s, 0)
+        if away == "stopped and restarted":
+            worker = stack.start_worker()
+        else:
+            worker.proc.send_signal(signal.SIGCONT)
+        assert committed == len(before) < log_start, (committed, log_start)  # records deleted unread
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
+        metrics = worker.metrics()
+        dead = _dead_letters(stack.bootstrap, s)
+        kept = [m for offset, m in enumerate(before + burst + after) if offset < len(before) or offset >= log_start]
+        result = audit(stack.bootstrap, s, [orjson.loads(v) for _, v, reason, _ in kept if reason is None])
+    gaps = [d for d in dead.values() if d["reason"] == "offset_gap"]
+    assert [(d["topic"], d["partition"], d["offset"]) for d in gaps] == [(s.topics.events, 0, committed)], gaps
+    assert f"offsets {committed}..{log_start - 1} ({log_start - committed} messages)" in gaps[0]["detail"]
+    assert metrics.get('reelstream_dlq_messages_total{reason="offset_gap"}') == log_start - committed
+    # everything the broker still had is processed or dead-lettered with its own reason
+    for offset, (_, value, reason, _) in enumerate(before + burst + after):
+        if offset >= log_start and reason is not None:
+            assert dead[(s.topics.events, 0, offset)]["reason"] == reason
+    assert result.lost == result.double_counted == result.unexpected == 0, result.problems
+
+
+@pytest.mark.integration
+def test_the_embedded_broker_deletes_past_5_mib_per_partition_and_clients_skip_silently():
+    """The root cause above, minimal: librdkafka's mock keeps 5 MiB per partition (streams/broker.py) and a
+    consumer positioned before the new log start is moved past the deleted records without an error."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition as AioTP
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from streams.broker import PARTITION_LOG_MAX_BYTES
+    from streams.local import LocalStack
+
+    s = settings_()
+    with LocalStack() as stack:
+        stack.start_broker()
+        producer = Producer({"bootstrap.servers": stack.bootstrap, **BIG_PRODUCER})
+        for value in [b"small"] * 20 + [b"x" * 950_000] * 6 + [b"after"] * 5:  # 5.7 MB on one partition
+            producer.produce(s.topics.events, value, b"k", partition=0)
+            producer.flush(30)
+        consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": "probe"})
+        low, high = consumer.get_watermark_offsets(TopicPartition(s.topics.events, 0), timeout=10)
+        consumer.close()
+
+        async def read_from_0() -> list[int]:
+            aio = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
+                                   enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)  # fmt: skip
+            await aio.start()
+            try:
+                tp = AioTP(s.topics.events, 0)
+                aio.assign([tp])
+                aio.seek(tp, 0)  # e.g. where the group's committed offset was
+                offsets: list[int] = []
+                while len(offsets) < high - low:
+                    batch = await aio.getmany(timeout_ms=10_000)
+                    assert batch, "nothing fetched"
+                    offsets += [m.offset for records in batch.values() for m in records]
+                return offsets
+            finally:
+                await aio.stop()
+
+        offsets = asyncio.run(read_from_0())
+    assert high == 31 and low == 21  # the 20 small records and the first big one are gone
+    assert 5 * 950_000 <= PARTITION_LOG_MAX_BYTES < 6 * 950_000
+    assert offsets == list(range(low, high))  # asked for 0, got 21..30: no error, no sign of the hole

@@ -42,6 +42,47 @@ def test_a_30_s_broker_outage_mid_replay_is_survived_without_a_restart():
     assert result.dlq == result.dlq_expected
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("down_from", ["before the worker starts", "before its first group join"])
+def test_a_worker_starting_inside_a_broker_outage_gets_its_partitions_once_the_broker_is_back(down_from):
+    """Before the fix: started while the broker was down, the worker exited (aiokafka could not bootstrap);
+    down between bootstrap and the first join, it joined with no topic metadata once the broker was back,
+    Faust's assignor failed ("Ignoring missing topic", then a KeyError on the catalog changelog), aiokafka
+    parked that error for a caller Faust never makes, and the worker stayed idle with no partitions."""
+    import signal
+
+    from reelstream.settings import Settings
+    from streams.chaos import Feeder
+    from streams.local import LocalStack
+
+    s = Settings()
+    kinds = ["watch", "like", "comment", "share", "watch", "skip"]
+    events = [_event(f"o-{i}", f"out-{i % 40}", kinds[i % 6], f"vid-{i % 12}", 10.0 + i) for i in range(400)]
+    with LocalStack() as stack:
+        stack.start_broker()
+        if down_from == "before the worker starts":
+            stack.broker.send_signal(signal.SIGUSR1)
+        worker = stack.launch_worker(loglevel="INFO")
+        log = lambda: worker.log.read_text(errors="replace")  # noqa: E731
+        if down_from == "before its first group join":
+            # Faust's conductor waits 1 s after this line before the consumer subscribes and joins
+            wait_for(lambda: "Waiting for tables to be registered" in log(), 120, "worker start", [worker.log],
+                     worker.proc)  # fmt: skip
+            stack.broker.send_signal(signal.SIGUSR1)
+        # the worker has met the outage (a failed connection), and is still running
+        wait_for(lambda: "Unable connect to" in log() or "Unable to bootstrap" in log(), 60, "the outage seen",
+                 [worker.log], worker.proc)  # fmt: skip
+        stack.broker.send_signal(signal.SIGUSR2)
+        feeder = Feeder(stack.bootstrap, _records(s, events), rate=None)
+        feeder.start()
+        feeder.join()
+        assert not feeder.errors, feeder.errors[:3]
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
+        result = audit(stack.bootstrap, s, events)
+        assert worker.proc.poll() is None, "the worker exited"
+    assert result.lost == result.double_counted == result.unexpected == 0, result.problems
+
+
 def test_fault_points_are_seeded_and_fall_in_the_middle_of_the_stream():
     import random
 
