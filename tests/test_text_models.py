@@ -197,3 +197,37 @@ def test_gpu_matches_cpu(shipped: CommentModels) -> None:
     for a, b in zip(gpu.score(texts), shipped.score(texts)):
         assert a.scores == pytest.approx(b.scores, abs=1e-3)
         assert a.sentiment == pytest.approx(b.sentiment, abs=1e-3)
+
+
+def test_featurizer_sublinear_tf_dedupes_per_text() -> None:
+    from models.text.features import FeatureConfig, Featurizer
+
+    cfg = FeatureConfig(words=False, cased_words=False)
+    sub = Featurizer(cfg)(["abab", "xy"], ["en", "en"])
+    raw = Featurizer(FeatureConfig(words=False, cased_words=False, sublinear_tf=False))(["abab", "xy"], ["en", "en"])
+    assert sub.tf is not None and raw.tf is None
+    # per text: unique buckets, and tf = 1 + log(count) of the raw occurrences
+    bounds = list(sub.offsets) + [len(sub.indices)]
+    raw_bounds = list(raw.offsets) + [len(raw.indices)]
+    for t in range(2):
+        ids = sub.indices[bounds[t] : bounds[t + 1]]
+        assert len(set(ids.tolist())) == len(ids)
+        uniq, counts = np.unique(raw.indices[raw_bounds[t] : raw_bounds[t + 1]], return_counts=True)
+        assert sorted(ids.tolist()) == uniq.tolist()
+        order = np.argsort(ids)
+        assert sub.tf[bounds[t] : bounds[t + 1]][order] == pytest.approx(1 + np.log(counts))
+
+
+def test_static_tokenizer_matches_minilm_tokenizer(shipped: CommentModels) -> None:
+    from tokenizers import Tokenizer
+
+    if shipped.pieces is None:
+        pytest.skip("shipped weights have no static embedding view")
+    ref = Tokenizer.from_file(str(shipped.static_tokenizer_path))
+    ref.no_padding()
+    texts = ["Hello, World! I don't like Café-au-lait @user #MAGA", "does n't -lrb- great movie -rrb- .", "", "这个视频"]
+    ids, offsets = shipped.pieces(texts)
+    bounds = list(offsets) + [len(ids)]
+    for i, text in enumerate(texts):
+        assert ids[bounds[i] : bounds[i + 1]].tolist() == ref.encode(text, add_special_tokens=False).ids[:256]
+    assert shipped.net.config.static_dims > 0

@@ -72,7 +72,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     """Add this area's commands. Keep imports of heavy libraries inside the command bodies."""
     data_opt = typer.Option(DEFAULT_DATA, "--data", help="Folder of <dataset>/train.jsonl.")
     out_opt = typer.Option(DEFAULT_OUT, "--out", help="Where weights and MODEL_CARD.md go.")
-    epochs_opt = typer.Option(3, help="Maximum epochs; the best validation epoch is kept.")
+    epochs_opt = typer.Option(8, help="Maximum epochs; the best validation epoch is kept.")
     threads_opt = typer.Option(1, help="torch threads for training.")
     seed_opt = typer.Option(20240607, help="Seed of initialization and batch order.")
     limit_opt = typer.Option(None, "--limit-per-dataset", help="Use only the first N rows of each dataset.")

@@ -16,6 +16,7 @@ from models.text.base import SENTIMENT_KEYS, CommentScore, decide, resolve_langs
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 from models.text.features import Featurizer
 from models.text.network import CommentNet, NetConfig
+from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 WEIGHTS_FILE = "comment_net.pt"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -46,6 +47,7 @@ class CommentModels:
         thresholds: dict[str, Thresholds] | None = None,
         device: torch.device | None = None,
         batch_size: int = 256,
+        static_tokenizer: Path | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
@@ -54,6 +56,12 @@ class CommentModels:
         self.max_text_chars = max_text_chars
         self.thresholds = thresholds or ModerationSettings().thresholds
         self.batch_size = batch_size
+        # Word-piece tokenizer of the static embedding view (the shipped one unless given).
+        self.static_tokenizer_path: Path | None = None
+        self.pieces: StaticTokenizer | None = None
+        if net.config.static_dims:
+            self.static_tokenizer_path = Path(static_tokenizer or SHIPPED_DIR / TOKENIZER_FILE)
+            self.pieces = StaticTokenizer(self.static_tokenizer_path)
 
     @classmethod
     def load(cls, settings: ModerationSettings) -> CommentModels:
@@ -64,7 +72,10 @@ class CommentModels:
             raise FileNotFoundError(f"no comment model weights at {path}; run `reelstream train moderation`")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         net = CommentNet(NetConfig.from_dict(ckpt["config"]))
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()}
+        state.setdefault("route_mix", net.route_mix)  # checkpoints from before routers mixed in the domain head
+        state.setdefault("route_bias", net.route_bias)  # ... and before routers had a source prior
+        net.load_state_dict(state)
         return cls(
             net,
             ckpt["model_version"],
@@ -72,6 +83,7 @@ class CommentModels:
             thresholds=settings.thresholds,
             device=select_device(settings.device),
             batch_size=max(settings.batch_size, 1),
+            static_tokenizer=path.parent / TOKENIZER_FILE,
         )
 
     @torch.inference_mode()
@@ -85,15 +97,26 @@ class CommentModels:
         sentiment = np.zeros((len(capped), len(SENTIMENT_KEYS)), dtype=np.float32)
         for start in range(0, len(capped), self.batch_size):
             stop = start + self.batch_size
-            batch = self.featurizer(capped[start:stop], resolved[start:stop])
-            logits = self.net(
-                torch.from_numpy(batch.indices).to(self.device), torch.from_numpy(batch.offsets).to(self.device)
-            )
+            logits = self.net(*self.inputs(capped[start:stop], resolved[start:stop]))
             is_zh = torch.tensor([lang == "zh" for lang in resolved[start:stop]], device=self.device)
             cat, sent = self.net.combine(logits, is_zh)
             scores[start:stop] = cat.cpu().numpy()
             sentiment[start:stop] = sent.cpu().numpy()
         return scores, sentiment, resolved
+
+    def inputs(
+        self, texts: Sequence[str], langs: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The network's inputs for already capped texts with resolved languages."""
+        batch = self.featurizer(texts, langs)
+        tf = None if batch.tf is None else torch.from_numpy(batch.tf).to(self.device)
+        pieces = None
+        if self.pieces is not None:
+            ids, offs = self.pieces(texts)
+            pieces = (torch.from_numpy(ids).to(self.device), torch.from_numpy(offs).to(self.device))
+        return (
+            torch.from_numpy(batch.indices).to(self.device), torch.from_numpy(batch.offsets).to(self.device), tf, pieces
+        )
 
     def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[CommentScore]:
         """One CommentScore per text, in order."""

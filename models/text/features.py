@@ -30,6 +30,7 @@ class FeatureConfig:
     zh_chars: tuple[int, int] = (1, 4)
     words: bool = True  # word unigrams + bigrams (Latin-script tokens; CJK is covered by char n-grams)
     cased_words: bool = True  # also original-case word unigrams: "@USER" vs "@user" vs "RT" tell sources apart
+    sublinear_tf: bool = True  # one entry per (text, bucket) with weight 1 + log(count), as the baseline's sublinear_tf
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Batch:
 
     indices: np.ndarray  # int64 [n_features]
     offsets: np.ndarray  # int64 [n_texts]
+    tf: np.ndarray | None = None  # float32 [n_features]: term-frequency weight of each entry (None: 1 each)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -107,15 +109,26 @@ class Featurizer:
             ids.append(_mix(c_ids ^ _SALT_CASED))
             rows.append(c_rows)
         all_ids = np.concatenate(ids)
-        all_rows = np.concatenate(rows)
-        if len(ids) > 1:  # word features come after all char n-grams: regroup by text
-            order = np.argsort(all_rows, kind="stable")
-            all_ids, all_rows = all_ids[order], all_rows[order]
+        all_rows = np.concatenate(rows).astype(np.int64)
+        buckets = np.uint64(self.config.buckets)
+        if self.config.sublinear_tf:
+            # Unique (text, bucket) pairs, sorted by text: duplicates become one entry weighted 1 + log(count).
+            keys, counts_per = np.unique(
+                all_rows.astype(np.uint64) * buckets + all_ids % buckets, return_counts=True
+            )
+            all_rows = (keys // buckets).astype(np.int64)
+            indices = (keys % buckets).astype(np.int64)
+            tf = (1.0 + np.log(counts_per)).astype(np.float32)
+        else:
+            if len(ids) > 1:  # word features come after all char n-grams: regroup by text
+                order = np.argsort(all_rows, kind="stable")
+                all_ids, all_rows = all_ids[order], all_rows[order]
+            indices = (all_ids % buckets).astype(np.int64)
+            tf = None
         counts = np.bincount(all_rows, minlength=n_texts)
         offsets = np.zeros(n_texts, dtype=np.int64)
         np.cumsum(counts[:-1], out=offsets[1:])
-        indices = (all_ids % np.uint64(self.config.buckets)).astype(np.int64)
-        return Batch(indices, offsets)
+        return Batch(indices, offsets, tf)
 
     def _words(self, cp: np.ndarray, row: np.ndarray, bigrams: bool) -> tuple[np.ndarray, np.ndarray]:
         """Hash every maximal run of word characters and (if bigrams) every pair of neighbouring runs."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.text.evaluation import compare, primary_metric
 from models.text.features import FeatureConfig
-from models.text.linear import L2_C
+from models.text.linear import C_GRID
 from models.text.training import TrainOptions, TrainResult
 
 LIMITATIONS = """\
@@ -16,9 +16,10 @@ LIMITATIONS = """\
 - Scores of one category come from experts trained on different label definitions (Davidson "offensive"
   includes any profanity, OLID only targeted offense); they are mixed by how much a text resembles each
   source (a router or the domain head), so calibration differs between domains. A text that the router
-  sends to the wrong source gets that source's judgment: about 9% of HatEval validation tweets go mostly
-  to the Davidson expert, which costs the en `hate` line on HatEval several AUC points against HatEval's
-  own expert.
+  sends to the wrong source gets that source's judgment, and the Davidson and HatEval `hate` experts
+  disagree (each ranks the other's validation set near chance): 5-9% of HatEval validation tweets go
+  mostly to the Davidson expert, which costs the en `hate` line on HatEval a few AUC points against
+  HatEval's own expert.
 - `sexism` is learned from Chinese data only (SWSR) and `spam` from English data only (YouTube); scores
   for the other language come from a model that never saw labeled examples of it.
 - `toxic` is one head trained on the union of jigsaw_toxic_sample `toxic` (349 rows) and every offensive /
@@ -54,6 +55,26 @@ def render(result: TrainResult, opts: TrainOptions, baseline: dict | None, speed
     picks = blend_vals[: len(lay.binary) + 1] + blend_vals[lay.sentiment_start :: 3]
     blend = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, picks))
     hist = ", ".join(f"{h['epoch']}: {h['val_headline']:.4f}" for h in result.history)
+    cfg = result.models.net.config
+    static = (
+        f"MiniLM-L6 (all-MiniLM-L6-v2) word-piece vectors distilled model2vec-style ({cfg.static_vocab:,} x "
+        f"{cfg.static_dims}, PCA + SIF-weighted; table {result.static_source}); a text's vector is the mean "
+        f"of its pieces' rows (tokenized with the model's own tokenizer, static_tokenizer.json), standardized; "
+        f"the deep view gets it next to its pooled n-gram embedding, and every linear head gets it as "
+        f"{cfg.static_scale} x the standardized vector, extra dense columns of its logistic regression"
+        if cfg.static_dims
+        else "none"
+    )
+    route_vals = result.models.net.route_mix.tolist()
+    bias = result.models.net.route_bias.tolist()
+    priors, start = [], 0
+    for _, _, names in lay.routers:
+        priors.append(" ".join(f"{n} {bias[start + i]:+.2f}" for i, n in enumerate(names)))
+        start += len(names)
+    routes = ", ".join(
+        f"{c}/{lg} {v:.2f} (source prior: {p})" for (c, lg, _), v, p in zip(lay.routers, route_vals, priors)
+    )
+    cs = ", ".join(f"{k.rsplit(' ', 1)[0]} {v:g}" for k, v in result.linear_c.items()) or "n/a"
     return f"""# Comment moderation + sentiment model (`{result.models.model_version}`)
 
 One network serves both tasks and both languages: `reelstream train moderation` and
@@ -64,22 +85,28 @@ Blend weights per head (linear share): {blend}.
 - Features: lowercased hashed char n-grams ({f.en_chars[0]}-{f.en_chars[1]} for en, {f.zh_chars[0]}-{f.zh_chars[1]}
   for zh) plus word unigrams and bigrams of Latin-script tokens and original-case word unigrams (source
   cues such as "@USER" / "@user" / "RT" for the domain head), into {f.buckets:,} buckets, TF-IDF weighted
-  (idf from the training texts) and L2-normalized, as the baseline weights its features.
-- Deep view: `EmbeddingBag` ({opts.net.deep_buckets:,} x {opts.net.dim}) -> Linear({opts.net.dim}, {opts.net.hidden}) + GELU ->
+  ({'sublinear tf 1 + log(count)' if f.sublinear_tf else 'raw counts'}, idf from the training texts) and
+  L2-normalized, as the baseline weights its features.
+- Static view: {static}.
+- Deep view: `EmbeddingBag` ({opts.net.deep_buckets:,} x {opts.net.dim}) -> Linear({opts.net.dim} + {cfg.static_dims}, {opts.net.hidden}) + GELU ->
   all heads, trained multi-task on every dataset at once ({opts.epochs} epochs max, batch {opts.batch_size},
   SparseAdam lr {opts.lr_embedding} + AdamW lr {opts.lr_dense}, n-gram dropout {opts.ngram_dropout}, seed {opts.seed});
   the epoch with the best validation headline (mean of moderation AUCs and sentiment accuracies, jigsaw
   excluded) is kept: epoch {result.best_epoch} (headline per epoch: {hist}).
 - Linear view: per head, a logistic regression over all {f.buckets:,} buckets, fitted to convergence by
-  L-BFGS with an L2 penalty (C = {L2_C}) on that head's dataset only.
+  L-BFGS with an L2 penalty on that head's dataset only; C per task from {C_GRID} by the validation
+  split (warm-started along the grid). Chosen: {cs}.
 - Heads: one expert per (dataset, label), a shared `toxic` head, one 3-way sentiment expert per sentiment
   dataset, and a domain head (deep view) that predicts which dataset a text resembles. Each head's logit
-  is `blend * linear + (1 - blend) * deep`, blend in {{0, .25, .5, .75, 1}} chosen per head on the
+  is `blend * linear + (1 - blend) * deep`, blend in {{0, .1, ..., 1}} chosen per head on the
   validation split (so validation numbers below are slightly optimistic).
 - Combining experts (inputs are only text and language): where a language has several experts for a
   category (en offensive: Davidson/OLID, en hate: Davidson/HatEval, en sentiment: SST-2/TweetEval, zh
   sentiment: three review sets) a linear router (multinomial logistic regression on the same features)
-  weights them; otherwise the domain head over the experts of the text's language. Binary experts are
+  weights them, its logits mixed with the deep domain head's logits of the same experts (domain-head
+  share per router chosen on validation, and a source prior added to the routing logits, -lam x log of
+  each source's share of training rows, lam chosen to minimize the worst routing regret over the sources:
+  {routes}); otherwise the domain head over the experts of the text's language. Binary experts are
   mixed as likelihood ratios (logit minus their dataset's base-rate log-odds) plus the mean base-rate
   log-odds of the language's experts, so the score does not jump with the routed dataset's base rate.
   Sentiment experts' probabilities are mixed directly. Weights stored as fp16. Training took

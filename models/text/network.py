@@ -89,6 +89,10 @@ class NetConfig:
     dim: int = 32
     hidden: int = 256
     dropout: float = 0.2
+    # Static word-piece embeddings distilled from MiniLM (models.text.static_embeddings); 0 = none.
+    static_vocab: int = 0
+    static_dims: int = 0
+    static_scale: float = 0.05  # weight of the standardized static vector among the linear view's features
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +100,7 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> NetConfig:
         feats = {k: tuple(v) if isinstance(v, list) else v for k, v in d["features"].items()}
+        feats.setdefault("sublinear_tf", False)  # checkpoints from before the option counted every occurrence
         return cls(**{**d, "features": FeatureConfig(**feats)})
 
 
@@ -116,9 +121,15 @@ class CommentNet(nn.Module):
         self.register_buffer("idf", torch.ones(config.features.buckets))
         self.embedding = nn.EmbeddingBag(config.deep_buckets, config.dim, mode="sum", sparse=True)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if config.static_dims:
+            self.static = nn.EmbeddingBag(config.static_vocab, config.static_dims, mode="mean")
+            self.static.weight.requires_grad_(False)
+            self.register_buffer("static_mean", torch.zeros(config.static_dims))
+            self.register_buffer("static_std", torch.ones(config.static_dims))
+            self.register_buffer("static_linear", torch.zeros(config.static_dims, layout.n_linear))
         self.encoder = nn.Sequential(
             nn.Dropout(config.dropout),
-            nn.Linear(config.dim, config.hidden),
+            nn.Linear(config.dim + config.static_dims, config.hidden),
             nn.GELU(),
             nn.Dropout(config.dropout),
         )
@@ -130,6 +141,11 @@ class CommentNet(nn.Module):
         self.register_buffer("blend", torch.zeros(layout.domain_start))
         # Training-set log-odds of each binary expert's label: experts are mixed as likelihood ratios.
         self.register_buffer("prior_logit", torch.zeros(len(layout.binary)))
+        # Per router: weight of the deep domain head's logits (of the same experts) in its routing logits,
+        # chosen on validation data; 0 = the linear router alone.
+        self.register_buffer("route_mix", torch.zeros(len(layout.routers)))
+        # Per router output: a bias added to its routing logits (a prior over the sources; 0 = as trained).
+        self.register_buffer("route_bias", torch.zeros(layout.n_linear - layout.domain_start))
         self._build_mixtures()
 
     def _build_mixtures(self) -> None:
@@ -137,13 +153,16 @@ class CommentNet(nn.Module):
         language the router's output columns and the experts it ranks (None: use the domain head)."""
         lay = self.layout
         self._mixtures: dict[str, tuple[list[int], list[int]]] = {}
-        self._routes: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._routes: dict[tuple[str, str], tuple[list[int], list[int], list[int], int, slice]] = {}
         start = lay.n_outputs
-        for cat, lang, names in lay.routers:
+        for r, (cat, lang, names) in enumerate(lay.routers):
             experts = lay.experts(cat)
             self._routes[(cat, lang)] = (
                 list(range(start, start + len(names))),
                 [experts.index(n) for n in names],
+                [lay.domain_start + lay.domains.index(n) for n in names],
+                r,
+                slice(start - lay.n_outputs, start - lay.n_outputs + len(names)),  # its route_bias entries
             )
             start += len(names)
         for cat in (*EXPERT_CATEGORIES, "sentiment"):
@@ -161,9 +180,15 @@ class CommentNet(nn.Module):
             self.register_buffer(f"mask_{cat}", mask, persistent=False)
             self._mixtures[cat] = (cols, doms)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        tf: torch.Tensor | None = None,
+        pieces: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Blended logits of every head, [batch, n_outputs]."""
-        return self.blended(*self.views(indices, offsets))
+        return self.blended(*self.views(indices, offsets, tf, pieces))
 
     def blended(self, deep: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
         """[heads blended per head | domain head (deep) | routers (linear)]: the input of `combine`."""
@@ -171,23 +196,59 @@ class CommentNet(nn.Module):
         mixed = self.blend * lin[:, :n] + (1 - self.blend) * deep[:, :n]
         return torch.cat([mixed, deep[:, n:], lin[:, n:]], dim=1)
 
-    def views(self, indices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Deep logits [batch, n_outputs] and linear logits [batch, n_linear] of the same texts."""
-        w = self.tfidf_weights(indices, offsets)
+    def views(
+        self,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        tf: torch.Tensor | None = None,
+        pieces: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deep logits [batch, n_outputs] and linear logits [batch, n_linear] of the same texts.
+        `pieces`: MiniLM word-piece ids and offsets of the same texts (needed when the net has a static view)."""
+        w = self.tfidf_weights(indices, offsets, tf)
         lin = self.linear(indices, offsets, per_sample_weights=w) + self.linear_bias
-        return self._deep(indices, offsets, w), lin
+        z = self.static_features(pieces, len(offsets))
+        if z is not None:
+            lin = lin + (self.config.static_scale * z) @ self.static_linear
+        return self._deep(indices, offsets, w, z), lin
 
-    def deep_logits(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Deep view only (what SGD trains)."""
-        return self._deep(indices, offsets, self.tfidf_weights(indices, offsets))
+    def static_features(
+        self, pieces: tuple[torch.Tensor, torch.Tensor] | None, n: int
+    ) -> torch.Tensor | None:
+        """Standardized mean of the texts' static word-piece vectors [n, static_dims], or None."""
+        if not self.config.static_dims:
+            return None
+        if pieces is None:
+            raise ValueError("this network has a static embedding view: pass the texts' word pieces")
+        pooled = self.static(pieces[0], pieces[1])
+        return (pooled - self.static_mean) / self.static_std
 
-    def _deep(self, indices: torch.Tensor, offsets: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def deep_logits(
+        self,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        tf: torch.Tensor | None = None,
+        static: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Deep view only (what SGD trains); `static`: the texts' standardized static vectors."""
+        return self._deep(indices, offsets, self.tfidf_weights(indices, offsets, tf), static)
+
+    def _deep(
+        self, indices: torch.Tensor, offsets: torch.Tensor, w: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         pooled = self.embedding(indices % self.config.deep_buckets, offsets, per_sample_weights=w)
+        if static is not None:
+            pooled = torch.cat([pooled, static], dim=1)
         return self.heads(self.encoder(pooled))
 
-    def tfidf_weights(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Per n-gram weight idf / ||idf of the text||: pooling with it projects the text's TF-IDF vector."""
+    def tfidf_weights(
+        self, indices: torch.Tensor, offsets: torch.Tensor, tf: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per entry weight tf * idf / ||tf * idf of the text||: pooling with it projects the text's TF-IDF
+        vector (tf: the featurizer's sublinear term frequency of each deduplicated entry, or 1 each)."""
         w = self.idf[indices]
+        if tf is not None:
+            w = w * tf
         counts = torch.diff(offsets, append=offsets.new_tensor([len(indices)]))
         rows = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), counts)
         norm = torch.zeros(len(offsets), device=w.device, dtype=w.dtype).index_add_(0, rows, w * w).sqrt()
@@ -225,7 +286,10 @@ class CommentNet(nn.Module):
             route = self._routes.get((cat, lang))
             if route is not None:
                 w = torch.zeros(len(logits), len(doms), device=logits.device)
-                w[:, route[1]] = torch.softmax(logits[:, route[0]], dim=1)
+                mix = self.route_mix[route[3]]
+                bias = self.route_bias[route[4]]
+                route_logits = (1 - mix) * logits[:, route[0]] + mix * logits[:, route[2]] + bias
+                w[:, route[1]] = torch.softmax(route_logits, dim=1)
             else:
                 mask = getattr(self, f"mask_{cat}")[li]
                 w = p_dom[:, doms] * mask + 1e-12 * mask

