@@ -73,19 +73,18 @@ def event_weight(i: Row, w: ConfidenceWeights) -> float:
     kind = i[_KIND]
     if kind == "watch":
         return w.watch * i[_RATIO]
+    if kind == "like":
+        return w.like
+    if kind == "share":
+        return w.share
+    if kind == "skip":
+        return w.skip
     if kind == "comment":
         if i[_SENTIMENT] is None:
             return w.comment_neutral
         neg, neu, pos = i[_SENTIMENT]
         return neg * w.comment_negative + neu * w.comment_neutral + pos * w.comment_positive
-    return _FIXED.get(kind, _zero)(w)  # unlike: handled as state, see `confidences`
-
-
-def _zero(w: ConfidenceWeights) -> float:
-    return 0.0
-
-
-_FIXED = {"like": lambda w: w.like, "share": lambda w: w.share, "skip": lambda w: w.skip}
+    return 0.0  # unlike: handled as state, see `confidences`
 
 
 _TS_ID = operator.itemgetter(_TS, _ID)  # time order, ties broken by event_id
@@ -116,7 +115,6 @@ def confidences(
     t_now = events[-1][_TS] if now is None else now
     rate = math.log(2.0) / half_life_s if half_life_s else 0.0
     exp = math.exp
-    fixed = {"share": w.share, "skip": w.skip}
 
     conf: dict[str, float] = {}
     liked_at: dict[str, float | None] = {}
@@ -130,7 +128,7 @@ def confidences(
                 conf[vid] = 0.0
             continue
         else:
-            x = fixed[kind] if kind in fixed else event_weight(i, w)
+            x = event_weight(i, w)
         if rate and ts < t_now:
             decay = exp(-rate * (t_now - ts))
             x *= decay if decay > _MIN_DECAY else _MIN_DECAY  # floored: an old video stays in the history
