@@ -61,15 +61,22 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         feeder.start()
         if rebalance:
             wait_for(lambda: feeder.sent >= len(records) // 3, 120, "a third fed", logs)
-            stack.start_worker()
+            joiner = stack.start_worker()
+            # Its join must complete before the leave below (a leave inside that rebalance can wedge the mock
+            # broker's coordinator). It may own no events partition yet: Faust's sticky assignor caps each
+            # member at ceil(partitions / members) and keeps 2 + 2 of 4 where they are.
+            wait_for(lambda: total(joiner.metrics(), "reelstream_rebalances_total") >= 1, 90, "the join", logs)
             wait_for(lambda: feeder.sent >= 2 * len(records) // 3, 120, "two thirds fed", logs)
             stack.workers[0].stop()  # a clean leave (SIGTERM): its partitions move to the others
+            wait_balanced(stack, settings)  # the survivors, the joiner included, own every partition
         feeder.join()
         wait_for(lambda: uncommitted(stack.bootstrap, settings) == 0, 300, "all input committed",
                  [w.log for w in stack.workers])  # fmt: skip
         seconds = time.perf_counter() - start
         crashes = sum(1 for w in stack.workers[1 if rebalance else 0:] if w.proc.poll() is not None)
-        rebalances = sum(total(w.metrics(), "reelstream_rebalances_total") for w in stack.workers if w.proc.poll() is None)
+        # A scrape can time out while a worker is busy (it then reads as empty): ask until each one answers.
+        alive = [w for w in stack.workers if w.proc.poll() is None]
+        rebalances = sum(total(wait_for(w.metrics, 60, "metrics", [w.log]), "reelstream_rebalances_total") for w in alive)
         valid = valid_events(records, settings)
         result = audit(stack.bootstrap, settings, valid)
         served = {r.key for r in _recommendation_keys(stack.bootstrap, settings)}
