@@ -6,7 +6,7 @@ video ids, mapped to FAISS's int64 labels inside each implementation.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -92,14 +92,36 @@ def query_skips(
     return [shared.union(keys[e] for e in own if e in keys) if own else shared for own in excludes]
 
 
-def by_fetch(skips: Sequence[set], k: int, n: int) -> dict[int, list[int]]:
-    """Query positions grouped by how many neighbours each must fetch (k plus its skips, rounded up to a
-    power of two, at most n), one search call per group: a user with 500 seen videos must not make every
-    query of the micro-batch fetch 510 (measured: the index search doubled)."""
+def search_grouped(
+    skips: Sequence[set],
+    k: int,
+    n: int,
+    ids: Sequence[str] | Mapping[int, str],
+    search: Callable[[list[int], int], tuple[np.ndarray, np.ndarray]],
+) -> Hits:
+    """Per query, its top-k (id, score) whose label is not in its skips. `search(positions, fetch)` returns
+    (scores, labels) best first, -1 labels past the end; `ids[label]` names a label. Queries are grouped by
+    how many neighbours each must fetch (k plus its skips, rounded up to a power of two, at most n), one
+    search per group: a user with 500 seen videos must not make every query of the micro-batch fetch 510
+    (measured: the index search doubled)."""
+    out: Hits = [[] for _ in skips]
+    if n == 0 or k == 0:
+        return out
     groups: dict[int, list[int]] = {}
     for i, skip in enumerate(skips):
         groups.setdefault(min(n, 1 << (k + len(skip) - 1).bit_length()), []).append(i)
-    return groups
+    for fetch, group in groups.items():
+        scores, labels = search(group, fetch)
+        for i, row_scores, row_labels in zip(group, scores.tolist(), labels.tolist()):
+            hits, skip = out[i], skips[i]
+            for score, label in zip(row_scores, row_labels):
+                if label < 0:
+                    break
+                if label not in skip:
+                    hits.append((ids[label], score))
+                    if len(hits) == k:
+                        break
+    return out
 
 
 def last_occurrence(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, by_fetch, check_queries, check_vectors, last_occurrence, query_skips
+from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips, search_grouped
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
 
@@ -84,15 +84,12 @@ class ExactIndex:
         with self._lock.read():
             n = len(self._id_at)
             skips = query_skips(q.shape[0], exclude, excludes, self._row_of)  # rows to skip
-            out: Hits = [[] for _ in range(q.shape[0])]
-            if n == 0 or k == 0:
-                return out
-            for fetch, group in by_fetch(skips, k, n).items():
-                with omp_threads(self._threads):
-                    scores, rows = faiss.knn(q[group], self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
-                for i, s, r in zip(group, scores.tolist(), rows.tolist()):
-                    out[i] = _hits(self._id_at, s, r, skips[i], k)
-            return out
+
+            def knn(group: list[int], fetch: int) -> tuple[np.ndarray, np.ndarray]:
+                return faiss.knn(q[group], self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
+
+            with omp_threads(self._threads):
+                return search_grouped(skips, k, n, self._id_at, knn)
 
     def items(self) -> tuple[list[str], np.ndarray]:
         """A consistent copy of all ids and their vectors (row-aligned)."""
@@ -124,14 +121,3 @@ class ExactIndex:
         grown[: len(self._vectors)] = self._vectors
         self._vectors = grown
 
-
-def _hits(id_at: list[str], scores: list[float], rows: list[int], skip: set[int], k: int) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    for s, r in zip(scores, rows):
-        if r < 0:
-            break
-        if r not in skip:
-            out.append((id_at[r], s))
-            if len(out) == k:
-                break
-    return out

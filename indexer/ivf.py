@@ -28,7 +28,7 @@ from typing import Self
 import faiss
 import numpy as np
 
-from indexer.base import Hits, by_fetch, check_queries, check_vectors, last_occurrence, query_skips
+from indexer.base import Hits, check_queries, check_vectors, last_occurrence, query_skips, search_grouped
 from indexer.exact import ExactIndex
 from indexer.locking import RWLock, omp_threads
 from indexer.snapshot import decode_ids, encode_ids, pack, unpack
@@ -149,21 +149,18 @@ class IvfIndex:
                 return self._exact.search(q, k, exclude, excludes)
             n = len(self._key_of)
             skips = query_skips(q.shape[0], exclude, excludes, self._key_of)
-            out: Hits = [[] for _ in range(q.shape[0])]
-            if n == 0 or k == 0:
-                return out
             norms = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
             scale = np.divide(self._radius, norms, out=np.ones_like(norms), where=norms > 0)
             lifted = np.hstack([q * scale[:, None].astype(np.float32), np.zeros((q.shape[0], 1), dtype=np.float32)])
             # |sq' - x'|^2 = s^2|q|^2 + R^2 - 2s q.x, solved for q.x in float64 to keep the scores' precision.
             base = (scale * norms) ** 2 + self._radius**2
-            for fetch, group in by_fetch(skips, k, n).items():
-                with omp_threads(self._threads):
-                    dist, keys = self._ivf.search(lifted[group], fetch)
-                scores = (base[group][:, None] - dist) / (2 * scale[group][:, None])
-                for i, s, r in zip(group, scores.tolist(), keys.tolist()):
-                    out[i] = self._hits(s, r, skips[i], k)
-            return out
+
+            def ivf_search(group: list[int], fetch: int) -> tuple[np.ndarray, np.ndarray]:
+                dist, keys = self._ivf.search(lifted[group], fetch)
+                return (base[group][:, None] - dist) / (2 * scale[group][:, None]), keys
+
+            with omp_threads(self._threads):
+                return search_grouped(skips, k, n, self._id_of, ivf_search)
 
     def snapshot(self) -> bytes:
         with self._lock.read():
@@ -255,17 +252,6 @@ class IvfIndex:
         self._next_key = len(ids)
         self._key_of = dict(zip(ids, keys.tolist()))
         self._id_of = dict(zip(keys.tolist(), ids))
-
-    def _hits(self, scores: list[float], keys: list[int], skip: set[int], k: int) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        for s, key in zip(scores, keys):
-            if key < 0:
-                break
-            if key not in skip:
-                out.append((self._id_of[key], s))
-                if len(out) == k:
-                    break
-        return out
 
 
 def _longest(x: np.ndarray) -> float:

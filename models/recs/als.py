@@ -150,8 +150,8 @@ class StreamingALS:
                 bounds.append(len(rows))
         out: list[np.ndarray | None] = [None] * len(histories)
         if placed:
-            # All users' observed items and confidences as one array each, sliced per user: a few numpy
-            # calls per user instead of one full `normal_equations` each (per-call overhead dominated).
+            # The same system as solve.solve_factor, built for all users at once: their observed items and
+            # confidences as one array each, sliced per user (per-call numpy overhead dominated per user).
             scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
             v = self._items[rows].astype(np.float64)
             weighted = v * (np.abs(scaled) - 1.0)[:, None]

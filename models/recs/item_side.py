@@ -3,8 +3,8 @@
 Each message carries the interacting user's current factor and their current (recomputed, not
 incremental) confidence for the video, so an item solve needs nothing from other partitions except the
 global Gram X^T X of user factors. That Gram is a sum of per-partition partial Grams which the user side
-keeps current with `solve.gram_update` (subtract the user's old outer product, add the new one) and
-publishes; the item trainer adds them with `solve.gram_sum`.
+keeps current (subtract the user's old outer product, add the new one, applied per partition in one product:
+streams.models.StreamingRecommender.partials) and publishes; `StreamingRecommender.gram` adds them up.
 """
 
 from __future__ import annotations

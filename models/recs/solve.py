@@ -53,15 +53,6 @@ def regularized(gram_all: np.ndarray, regularization: float) -> np.ndarray:
     return gram_all + regularization * np.eye(gram_all.shape[0])
 
 
-def normal_equations(
-    counterparts: np.ndarray, confidences: np.ndarray, base: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) of one row's system A x = b, given `base` = regularized(G, reg) and ALS (scaled) confidences."""
-    v = np.asarray(counterparts, dtype=np.float64)
-    c = np.asarray(confidences, dtype=np.float64)
-    return base + (v.T * (np.abs(c) - 1.0)) @ v, v.T @ np.where(c > 0, c, 0.0)
-
-
 def solve_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The factors of many rows, A (n, f, f) and b (n, f), in one stacked LAPACK call (the same per-matrix
     solve as `solve_factor`; one call per micro-batch instead of one per row, for the worker's user side)."""
@@ -72,5 +63,7 @@ def solve_factor(
     counterparts: np.ndarray, confidences: np.ndarray, gram_all: np.ndarray, regularization: float
 ) -> np.ndarray:
     """The ALS factor of one row given its observed counterparts' factors and ALS (scaled) confidences."""
-    a, b = normal_equations(counterparts, confidences, regularized(gram_all, regularization))
-    return np.linalg.solve(a, b).astype(np.float32)
+    v = np.asarray(counterparts, dtype=np.float64)
+    c = np.asarray(confidences, dtype=np.float64)
+    a = regularized(gram_all, regularization) + (v.T * (np.abs(c) - 1.0)) @ v
+    return np.linalg.solve(a, v.T @ np.where(c > 0, c, 0.0)).astype(np.float32)
