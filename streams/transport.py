@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiokafka.consumer import subscription_state as aiokafka_subscriptions
 from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.coordinator.protocol import ConsumerProtocol
@@ -124,7 +123,7 @@ aiokafka_subscriptions.TopicPartitionState = _TrackedPartitionState
 def report_gap(topic: str, partition: int, first: int, end: int) -> None:
     """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably."""
     from monitoring import metrics
-    from streams.schemas import DeadLetter
+    from streams.schemas import DeadLetter, dumps
 
     n = end - first
     log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
@@ -133,7 +132,7 @@ def report_gap(topic: str, partition: int, first: int, end: int) -> None:
               "fetched them (retention or log truncation); their bytes are unavailable")  # fmt: skip
     record = DeadLetter(reason=GAP_REASON, detail=detail, topic=topic, partition=partition, offset=first, raw="")
     if GAPS.emit is not None:
-        GAPS.emit(GAPS.dlq, None, orjson.dumps(record.model_dump()), None, partition)
+        GAPS.emit(GAPS.dlq, None, dumps(record), None, partition)
     metrics.DLQ.labels(GAP_REASON).inc(n)
 
 

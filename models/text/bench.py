@@ -74,10 +74,7 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rates: dict[str, dict[str, float]] = {}
     for dev in devices:
-        m = CommentModels(
-            models.net, models.model_version, max_text_chars=models.max_text_chars, device=torch.device(dev),
-            static_tokenizer=models.static_tokenizer_path,
-        )
+        m = models.variant(torch.device(dev), batch_size=256)
         rates[dev] = {f"batch_{b}": round(rate(m, texts, langs, b, min_seconds), 1) for b in (1, 32, 256)}
         m.net.to("cpu")
     models.net.to("cpu")
@@ -86,10 +83,7 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
         inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         big = (examples * 5)[:20000]
         inp.write_bytes(b"".join(orjson.dumps({"id": i, "text": e.text}) + b"\n" for i, e in enumerate(big)))
-        cpu = CommentModels(
-            models.net, models.model_version, max_text_chars=models.max_text_chars, batch_size=256,
-            static_tokenizer=models.static_tokenizer_path,
-        )
+        cpu = models.variant(torch.device("cpu"), batch_size=256)
         start = time.perf_counter()
         score_file(cpu, inp, out, batch_size=256, progress=False)
         in_process = len(big) / (time.perf_counter() - start)

@@ -63,6 +63,13 @@ class CommentModels:
             self.static_tokenizer_path = Path(static_tokenizer or SHIPPED_DIR / TOKENIZER_FILE)
             self.pieces = StaticTokenizer(self.static_tokenizer_path)
 
+    def variant(self, device: torch.device, batch_size: int) -> CommentModels:
+        """The same weights, text cap and tokenizer on another device or batch size (benchmarks)."""
+        return CommentModels(
+            self.net, self.model_version, max_text_chars=self.max_text_chars, device=device, batch_size=batch_size,
+            static_tokenizer=self.static_tokenizer_path,
+        )
+
     @classmethod
     def load(cls, settings: ModerationSettings) -> CommentModels:
         """Read weights from settings.model_dir (or the shipped ones) and set torch's thread count."""
