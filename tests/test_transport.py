@@ -1,0 +1,93 @@
+"""The consumer's per-message hand-off (streams/transport.py): no tasks when a delivery completes at once,
+Faust's own race against a suspended flow when it has to wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reelstream.settings import Settings
+from streams.app import create_app
+from streams.models import load_recommender, load_scorer
+from tests.sinks import Sink
+
+
+def _consumer():
+    """A finalized app's consumer, made inside the running loop so its events and tasks live there."""
+    settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
+    app = create_app(settings, load_recommender(settings), load_scorer(settings), output=Sink())
+    app.finalize()
+    return app.consumer
+
+
+def _run(body):
+    async def main():
+        consumer = _consumer()
+        return await body(consumer, consumer.suspend_flow)
+
+    return asyncio.run(main())
+
+
+def test_a_delivery_that_completes_at_once_creates_no_task():
+    async def body(consumer, flow):
+        created = []
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro, **kw: created.append(coro) or asyncio.Task(coro, loop=loop, **kw))
+
+        async def deliver():
+            return "delivered"
+
+        result = await consumer.wait_first(deliver(), flow.wait())
+        return result, list(created)  # before asyncio.run adds its own shutdown tasks
+
+    result, created = _run(body)
+    assert result.results == ["delivered"] and not result.stopped
+    assert created == []
+
+
+def test_a_delivery_that_waits_still_completes():
+    async def body(consumer, flow):
+        room = asyncio.get_running_loop().create_future()
+
+        async def deliver():
+            await asyncio.sleep(0)
+            return await room
+
+        asyncio.get_running_loop().call_later(0.01, room.set_result, "delivered later")
+        return await consumer.wait_first(deliver(), flow.wait())
+
+    result = _run(body)
+    assert result.results == ["delivered later"]
+
+
+def test_a_waiting_delivery_is_abandoned_when_the_flow_is_suspended():
+    """A rebalance suspends the flow while a delivery waits on a full buffer: as in Faust, the delivery is
+    cancelled rather than left blocking the fetch loop."""
+    states = []
+
+    async def body(consumer, flow):
+        async def deliver():
+            try:
+                await asyncio.get_running_loop().create_future()  # never room
+            except asyncio.CancelledError:
+                states.append("cancelled")
+                raise
+
+        asyncio.get_running_loop().call_later(0.01, flow.set)
+        return await consumer.wait_first(deliver(), flow.wait())
+
+    result = _run(body)
+    assert result.results == [True]  # the flow's wait won
+    assert states == ["cancelled"]
+
+
+def test_a_delivery_that_raises_propagates():
+    async def body(consumer, flow):
+        async def deliver():
+            raise ValueError("bad message")
+
+        return await consumer.wait_first(deliver(), flow.wait())
+
+    with pytest.raises(ValueError, match="bad message"):
+        _run(body)
