@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+
 from reelstream.settings import Settings
 from streams.app import create_app
+
+# Young-generation size of the cyclic garbage collector (CPython's default: 700). Measured on the 50k-event
+# `bench pipeline` stream: collections took ~1.4 s of the worker's main thread, each full one a ~100 ms
+# stall walking every object of the models, the app and the tables. With the start-up objects frozen and
+# this threshold, the main thread's CPU per event went from 150-175 us to 120-127 us. Memory is unaffected:
+# reference counting frees almost everything; the collector only finds cycles.
+GC_GEN0_THRESHOLD = 20_000
 
 
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
@@ -16,4 +25,8 @@ def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     # Faust's terminal spinner sets the root logger to DEBUG, and aiokafka then formats a debug record
     # per produce request: ~6% of a worker's CPU (py-spy). Without it the configured level holds.
     worker.spinner = None
+    # What exists now (models, app, libraries) lives as long as the process: keep the collector off it.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     worker.execute_from_commandline()
