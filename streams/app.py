@@ -28,7 +28,7 @@ from streams import transport
 from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
-from streams.tables import OutputTable
+from streams.tables import CatalogTable, OutputTable
 from streams.topics import CATALOG_TABLE, USERS_TABLE
 
 log = logging.getLogger(__name__)
@@ -144,18 +144,22 @@ def create_app(
     transport.watch_offset_gaps([t.events, t.videos, t.comments, t.interactions_by_video], output.emit, t.dlq)
     users = app.tables.add(OutputTable(app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions))
     users.output = output
-    catalog = app.GlobalTable(
-        CATALOG_TABLE, default=None, key_type=str, partitions=settings.videos_partitions, recovery_buffer_size=1
-    )
+    def read_by_all(table_type: type[faust.GlobalTable], name: str, partitions: int, **kwargs: Any) -> Any:
+        """A table every worker reads in full: as `app.GlobalTable` makes one (is_global: all changelog
+        partitions are assigned to every worker, not only its own and one standby's)."""
+        return app.tables.add(
+            table_type(
+                app, name=name, default=None, key_type=str, partitions=partitions, is_global=True,
+                beacon=app.tables.beacon, standby_buffer_size=1, recovery_buffer_size=1, **kwargs,
+            )
+        )  # fmt: skip
+
+    catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
     def replica(name: str, topic: str, on_batch: Any) -> TopicReplica:
-        table = app.tables.add(
-            TopicReplica(
-                app, name=name, default=None, key_type=str, partitions=settings.partitions, recovery_buffer_size=1,
-                changelog_topic=app.topic(topic, partitions=settings.partitions, key_type=str),
-            )
-        )  # fmt: skip
+        changelog = app.topic(topic, partitions=settings.partitions, key_type=str)
+        table = read_by_all(TopicReplica, name, settings.partitions, changelog_topic=changelog)
         table.on_batch = on_batch
         return table
 

@@ -24,6 +24,13 @@ class TopicReplica(faust.GlobalTable):
 
     on_batch: Callable[[dict[Any, Any]], None] | None = None
 
+    def _changelog_topic_name(self) -> str:
+        """The topic given as `changelog_topic`: Faust's assignor asks a global table for its changelog by
+        this name (faust-streaming 0.15), which is otherwise `<app>-<table>-changelog`."""
+        if self._changelog_topic is not None:
+            return self._changelog_topic.get_topic_name()
+        return super()._changelog_topic_name()
+
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)

@@ -56,6 +56,34 @@ class Message(NamedTuple):
     handle: Any = None  # the client's own message object (Faust: the event), for `bind`
 
 
+class UserStore(Protocol):
+    """What the pipeline needs of the users table: reads, and writes that name their changelog partition."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def put(self, key: str, value: Any, partition: int) -> None: ...
+
+    def remove(self, key: str, partition: int) -> None: ...
+
+
+class MappingStore:
+    """A plain mapping as a UserStore (tests, Faust-free replays): the partition has nowhere to go."""
+
+    def __init__(self, data: MutableMapping[str, Any]) -> None:
+        self.data = data
+        self.get = data.get
+
+    def put(self, key: str, value: Any, partition: int) -> None:
+        self.data[key] = value
+
+    def remove(self, key: str, partition: int) -> None:
+        self.data.pop(key, None)
+
+
+def user_store(users: Any) -> UserStore:
+    return users if hasattr(users, "put") else MappingStore(users)
+
+
 # emit(topic, key, value, timestamp[, partition]) -> None. Buffered; flushed before offsets are committed.
 Emit = Callable[..., None]
 
@@ -129,7 +157,7 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        users: MutableMapping[str, dict[str, Any]],
+        users: UserStore | MutableMapping[str, dict[str, Any]],
         catalog: MutableMapping[str, str],
         recommender: Recommender,
         emit: Emit,
@@ -138,13 +166,13 @@ class Pipeline:
     ) -> None:
         self.s = settings
         self.t = settings.topics
-        self.users = users
+        self.users = user_store(users)
         self.catalog = catalog
         self.recommender = recommender
         self.emit = emit
         self.clock = clock
-        # Called before a message's state changes are written: Faust writes a table change to the
-        # changelog partition of the message being handled, so that message must be made current.
+        # Called before a catalog change is written: Faust writes a table change to the changelog partition
+        # of the message being handled, so that message must be made current (users writes name theirs).
         self.bind = bind
         self._events = {t: metrics.EVENTS.labels(t) for t in EVENT_TYPES}
         self._out = {o: metrics.OUTPUTS.labels(o) for o in ("recommendations", "moderation_flags", "dlq", "comments")}
@@ -203,8 +231,7 @@ class Pipeline:
             if isinstance(event, UserDelete):
                 counts[event.type] += 1
                 touched.pop(user, None)  # pending output of the batch goes too
-                self.bind(msg)
-                self.erase_user(user)
+                self.erase_user(user, msg.partition)
                 continue
             state = touched.get(user)
             if state is None:
@@ -234,8 +261,7 @@ class Pipeline:
         for user, state in touched.items():
             if state.new:
                 state.rows = state.rows[-self.s.recs.history_max_events:]
-                self.bind(state.msg)
-                self.users[user] = {"events": state.rows}
+                self.users.put(user, {"events": state.rows}, state.msg.partition)
                 self.recommender.learn(user, state.rows, state.new)
         self.serve_all(touched)
         for kind, n in counts.items():  # last: a batch that fails is counted by its one-by-one retry
@@ -249,7 +275,10 @@ class Pipeline:
     def serve_all(self, touched: dict[str, _Touched]) -> None:
         if not touched:
             return
-        unavailable = {v for v, status in self.catalog.items() if status != "active"}
+        # streams.tables.CatalogTable keeps this set; a plain mapping (tests, replays) is scanned.
+        unavailable = getattr(self.catalog, "inactive", None)
+        if unavailable is None:
+            unavailable = {v for v, status in self.catalog.items() if status != "active"}
         requests = [
             ServeRequest(user_id, state.rows, state.msg.partition if state.msg is not None else 0)
             for user_id, state in touched.items()
@@ -282,11 +311,11 @@ class Pipeline:
         for partition, items in by_partition.items():
             self.emit(self.t.interactions_by_video, None, orjson.dumps(items), None, partition)
 
-    def erase_user(self, user_id: str) -> None:
+    def erase_user(self, user_id: str, partition: int) -> None:
         """Right to erasure: history and dedup entries (the same record), model state, pending output."""
         record = self.users.get(user_id)
         if record is not None:
-            del self.users[user_id]  # a tombstone on the changelog
+            self.users.remove(user_id, partition)  # a tombstone on the changelog
         self.recommender.forget_user(user_id, record["events"] if record else [])
         self.send_item_messages()
         self.emit(self.t.recommendations, user_id.encode(), None, None)  # tombstone for compacted consumers
@@ -354,8 +383,7 @@ class Pipeline:
                 metrics.FLAG_CATEGORIES.labels(reason.split(">=")[0]).inc()
             metrics.LATENCY.labels("moderation_flags").observe(max(0.0, self.clock() - msg.timestamp))
             row[SENTIMENT] = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
-            self.bind(msg)
-            self.users[event.user_id] = record
+            self.users.put(event.user_id, record, msg.partition)
             self.recommender.learn(event.user_id, record["events"], [])
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))
             state.msg = msg  # comments are co-partitioned with events: the same partition number

@@ -59,3 +59,26 @@ def test_catalog_agent_blocks_videos(app_and_sink):
 
     asyncio.run(run())
     assert app.pipeline.catalog["v1"] == "blocked"  # a re-upload does not lift a block
+    assert app.pipeline.catalog.inactive == {"v1"}
+
+
+def test_the_catalog_keeps_its_inactive_set_from_changelog_batches_too(app_and_sink):
+    """Other workers' catalog writes (and recovery) arrive as changelog batches, not as local writes."""
+    from types import SimpleNamespace
+
+    catalog = app_and_sink[0].pipeline.catalog
+
+    def record(key, value):
+        return SimpleNamespace(key=key, value=value, message=SimpleNamespace(key=json.dumps(key).encode(), value=value, partition=0))
+
+    catalog.apply_changelog_batch([record("v1", b'"blocked"'), record("v2", b'"removed"'), record("v3", b'"active"')])
+    assert catalog.inactive == {"v1", "v2"}
+    catalog.apply_changelog_batch([record("v2", b'"active"'), record("v1", None)])
+    assert catalog.inactive == set()
+
+
+def test_every_table_a_worker_reads_in_full_is_global(app_and_sink):
+    """The catalog, item vectors and user Grams must reach every worker whatever the group's size: a
+    non-global table gets only a worker's own partitions plus its standby replicas'."""
+    tables = app_and_sink[0].tables
+    assert {name for name, t in tables.items() if t.is_global} == {"catalog", "item-vectors", "user-gram"}
