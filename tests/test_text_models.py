@@ -218,6 +218,57 @@ def test_featurizer_sublinear_tf_dedupes_per_text() -> None:
         assert sub.tf[bounds[t] : bounds[t + 1]][order] == pytest.approx(1 + np.log(counts))
 
 
+def test_vocabulary_keeps_frequent_ngrams_per_dataset_exactly() -> None:
+    import dataclasses
+
+    from models.text.features import FeatureConfig, Featurizer, build_vocabulary
+
+    cfg = FeatureConfig(words=False, cased_words=False, en_chars=(2, 2))
+    hashing = Featurizer(cfg)
+    groups = [(["abab", "abx", "zz"], ["en"] * 3), (["qrq", "qrq", "qr"], ["en"] * 3)]
+    vocab = build_vocabulary(hashing, groups, size=100, min_df=2)
+
+    def grams(text: str) -> set[int]:
+        return set(hashing.hashes([text], ["en"])[0].tolist())
+
+    # per dataset, n-grams in >= 2 of its texts: " a", "ab" (dataset 1); " q", "qr", "rq", "q " (dataset 2)
+    expected = (grams("ab") & grams("abx")) | grams("qrq") | (grams("qrq") & grams("qr"))
+    assert set(vocab.tolist()) == expected
+    assert np.all(np.diff(vocab.astype(np.float64)) > 0)  # sorted, unique
+    assert np.array_equal(vocab, build_vocabulary(hashing, groups, size=100, min_df=2))  # deterministic
+    # a smaller size keeps each dataset's most frequent n-grams first (best rank across datasets)
+    top = build_vocabulary(hashing, groups, size=2, min_df=2)
+    assert len(top) == 2 and len(set(top.tolist()) & grams("ab")) == 1 and len(set(top.tolist()) & grams("qrq")) == 1
+
+    feat = Featurizer(dataclasses.replace(cfg, vocabulary=True, buckets=len(vocab)), vocab)
+    batch = feat(["abab", "zz", "qrq"], ["en"] * 3)
+    bounds = list(batch.offsets) + [len(batch.indices)]
+    for t, text in enumerate(["abab", "zz", "qrq"]):
+        ids = batch.indices[bounds[t] : bounds[t + 1]]
+        known = sorted(int(np.searchsorted(vocab, np.uint64(h))) for h in grams(text) & expected)
+        assert sorted(ids.tolist()) == known  # exact ranks; unknown n-grams ("zz") dropped
+    with pytest.raises(ValueError):
+        Featurizer(dataclasses.replace(cfg, vocabulary=True, buckets=len(vocab)))
+
+
+def test_nb_scaled_regression_folds_into_weights() -> None:
+    from scipy import sparse
+
+    from models.text.linear import LinearTask, _scale, fit_task, nb_ratio
+
+    rng = np.random.default_rng(0)
+    x = sparse.random(200, 30, density=0.2, random_state=1, format="csr")
+    y = (np.asarray(x[:, :5].sum(1)).ravel() > np.median(np.asarray(x[:, :5].sum(1)))).astype(np.float64)
+    task = LinearTask("t", np.arange(200), [0], y[:, None], multiclass=False)
+    r = nb_ratio(x, task)
+    assert r is not None and r[:5].mean() > r[5:].mean()  # features of positives get positive ratios
+    w, b = fit_task(_scale(x, r), task, 1.0)
+    assert np.allclose(_scale(x, r) @ w, x @ (w * r[:, None]))
+    multi = LinearTask("m", np.arange(200), [0, 1, 2], (2 * y).astype(np.int64), multiclass=True)
+    assert np.allclose(nb_ratio(x, multi), r)  # two observed classes of three: same ratio
+    assert nb_ratio(x, LinearTask("m", np.arange(200), [0, 1, 2], rng.integers(0, 3, 200), multiclass=True)) is None
+
+
 def test_static_tokenizer_matches_minilm_tokenizer(shipped: CommentModels) -> None:
     from tokenizers import Tokenizer
 

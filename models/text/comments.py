@@ -52,7 +52,7 @@ class CommentModels:
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
         self.model_version = model_version
-        self.featurizer = Featurizer(net.config.features)
+        self.featurizer = Featurizer(net.config.features, net.vocabulary())
         self.max_text_chars = max_text_chars
         self.thresholds = thresholds or ModerationSettings().thresholds
         self.batch_size = batch_size

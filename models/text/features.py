@@ -1,9 +1,14 @@
-"""Hashed character and word n-grams, computed for a whole batch at once with numpy.
+"""Character and word n-grams, computed for a whole batch at once with numpy.
 
 Per-text Python loops over n-grams would cap throughput at a few thousand comments/s; here the batch is
 one code-point array and every n-gram hash is a vector operation, so featurizing costs microseconds per
 comment. Hashes are fixed polynomial hashes (not Python's salted `hash`), so features are identical across
 processes and machines.
+
+Each n-gram has a 64-bit hash. With a vocabulary (a sorted array of the 64-bit hashes kept at training
+time, as a TfidfVectorizer keeps its min_df / max_features vocabulary), an n-gram's feature id is its rank
+in the vocabulary and unknown n-grams are dropped, so no two kept n-grams share a weight (64-bit collisions
+are negligible); without one, the id is the hash modulo `buckets` (hashing trick).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ _SALT_CHAR = [np.uint64((n * 0xC2B2AE3D27D4EB4F) % 2**64) for n in range(16)]
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """N-gram ranges per language and the size of the hash space."""
+    """N-gram ranges per language and the size of the feature space (hash buckets, or vocabulary size)."""
 
     buckets: int = 1 << 18
+    vocabulary: bool = False  # ids are ranks in a vocabulary of `buckets` n-gram hashes (see build_vocabulary)
     en_chars: tuple[int, int] = (2, 5)
     zh_chars: tuple[int, int] = (1, 4)
     words: bool = True  # word unigrams + bigrams (Latin-script tokens; CJK is covered by char n-grams)
@@ -66,12 +72,65 @@ def _word_mask(cp: np.ndarray) -> np.ndarray:
 class Featurizer:
     """Turns texts (already length-capped) with their languages into an EmbeddingBag batch."""
 
-    def __init__(self, config: FeatureConfig) -> None:
+    def __init__(self, config: FeatureConfig, vocab: np.ndarray | None = None) -> None:
+        if config.vocabulary and (vocab is None or len(vocab) != config.buckets):
+            raise ValueError(f"this feature config needs a vocabulary of {config.buckets} n-gram hashes")
         self.config = config
         self.max_n = max(config.en_chars[1], config.zh_chars[1])
+        self.vocab = None if not config.vocabulary else np.ascontiguousarray(vocab, dtype=np.uint64)
+        if self.vocab is not None:
+            # Lookup index over the sorted vocabulary: the vocabulary ranks of each value of the hashes' top
+            # `bits` bits (hashes are uniformly mixed, so a slot holds ~1/4 entry) -> one or two gathers per
+            # n-gram instead of a binary search.
+            bits = int(np.ceil(np.log2(max(len(self.vocab), 2)))) + 2
+            self._shift = np.uint64(64 - bits)
+            top = (self.vocab >> self._shift).astype(np.int64)
+            self._starts = np.searchsorted(top, np.arange((1 << bits) + 1)).astype(np.int64)
 
     def __call__(self, texts: Sequence[str], langs: Sequence[str]) -> Batch:
         n_texts = len(texts)
+        all_ids, all_rows = self.hashes(texts, langs)
+        buckets = np.uint64(self.config.buckets)
+        if self.vocab is not None:
+            pos = self._lookup(all_ids)
+            known = pos >= 0
+            all_ids, all_rows = pos[known].astype(np.uint64), all_rows[known]
+        else:
+            all_ids = all_ids % buckets
+        if self.config.sublinear_tf:
+            # Unique (text, id) pairs, sorted by text: duplicates become one entry weighted 1 + log(count).
+            keys, counts_per = np.unique(all_rows.astype(np.uint64) * buckets + all_ids, return_counts=True)
+            all_rows = (keys // buckets).astype(np.int64)
+            indices = (keys % buckets).astype(np.int64)
+            tf = (1.0 + np.log(counts_per)).astype(np.float32)
+        else:
+            order = np.argsort(all_rows, kind="stable")  # word features come after all char n-grams
+            all_ids, all_rows = all_ids[order], all_rows[order]
+            indices = all_ids.astype(np.int64)
+            tf = None
+        counts = np.bincount(all_rows, minlength=n_texts)
+        offsets = np.zeros(n_texts, dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        return Batch(indices, offsets, tf)
+
+    def _lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Vocabulary rank of each hash, -1 where it is not in the vocabulary."""
+        top = (ids >> self._shift).astype(np.int64)
+        lo = self._starts[top]
+        run = self._starts[top + 1] - lo
+        pos = np.full(len(ids), -1, dtype=np.int64)
+        cand = np.flatnonzero(run > 0)
+        j = 0
+        while len(cand):
+            p = lo[cand] + j
+            hit = self.vocab[p] == ids[cand]
+            pos[cand[hit]] = p[hit]
+            j += 1
+            cand = cand[~hit & (run[cand] > j)]
+        return pos
+
+    def hashes(self, texts: Sequence[str], langs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """64-bit hash of every n-gram occurrence (uint64) and the index of its text (int64)."""
         raw = "\x00".join(" " + t.replace("\x00", " ") + " " for t in texts)
         cp = np.frombuffer(raw.lower().encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         sentinel = cp == 0
@@ -108,27 +167,7 @@ class Featurizer:
             c_ids, c_rows = self._words(cased, np.cumsum(cased == 0), bigrams=False)
             ids.append(_mix(c_ids ^ _SALT_CASED))
             rows.append(c_rows)
-        all_ids = np.concatenate(ids)
-        all_rows = np.concatenate(rows).astype(np.int64)
-        buckets = np.uint64(self.config.buckets)
-        if self.config.sublinear_tf:
-            # Unique (text, bucket) pairs, sorted by text: duplicates become one entry weighted 1 + log(count).
-            keys, counts_per = np.unique(
-                all_rows.astype(np.uint64) * buckets + all_ids % buckets, return_counts=True
-            )
-            all_rows = (keys // buckets).astype(np.int64)
-            indices = (keys % buckets).astype(np.int64)
-            tf = (1.0 + np.log(counts_per)).astype(np.float32)
-        else:
-            if len(ids) > 1:  # word features come after all char n-grams: regroup by text
-                order = np.argsort(all_rows, kind="stable")
-                all_ids, all_rows = all_ids[order], all_rows[order]
-            indices = (all_ids % buckets).astype(np.int64)
-            tf = None
-        counts = np.bincount(all_rows, minlength=n_texts)
-        offsets = np.zeros(n_texts, dtype=np.int64)
-        np.cumsum(counts[:-1], out=offsets[1:])
-        return Batch(indices, offsets, tf)
+        return np.concatenate(ids), np.concatenate(rows).astype(np.int64)
 
     def _words(self, cp: np.ndarray, row: np.ndarray, bigrams: bool) -> tuple[np.ndarray, np.ndarray]:
         """Hash every maximal run of word characters and (if bigrams) every pair of neighbouring runs."""
@@ -156,3 +195,42 @@ class Featurizer:
         same = word_rows[1:] == word_rows[:-1]
         bi = _mix(word_h[:-1] * _P + _mix(word_h[1:]) + _SALT_BIGRAM)[same]
         return np.concatenate((uni, bi)), np.concatenate((word_rows, word_rows[:-1][same]))
+
+
+def build_vocabulary(
+    featurizer: Featurizer,
+    groups: Sequence[tuple[Sequence[str], Sequence[str]]],
+    size: int,
+    min_df: int = 2,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """Sorted uint64 n-gram hashes to keep, at most `size`: within each group (a dataset's training texts
+    and languages), n-grams in at least `min_df` texts ranked by document frequency (most frequent first,
+    as TfidfVectorizer's max_features keeps them); across groups, n-grams by their best rank in any group,
+    so every dataset keeps its own most frequent n-grams (a union of per-dataset top-k vocabularies, k as
+    large as `size` allows). Deterministic: ties are broken by the hash."""
+    keys, ranks = [], []
+    for texts, langs in groups:
+        per_text = []
+        for s in range(0, len(texts), chunk):
+            ids, rows = featurizer.hashes(texts[s : s + chunk], langs[s : s + chunk])
+            order = np.lexsort((ids, rows))
+            ids, rows = ids[order], rows[order]
+            first = np.ones(len(ids), dtype=bool)
+            first[1:] = (ids[1:] != ids[:-1]) | (rows[1:] != rows[:-1])
+            per_text.append(ids[first])  # each n-gram once per text
+        if not per_text:
+            continue
+        uniq, df = np.unique(np.concatenate(per_text), return_counts=True)
+        uniq, df = uniq[df >= min_df], df[df >= min_df]
+        order = np.lexsort((uniq, -df))
+        keys.append(uniq[order])
+        ranks.append(np.arange(len(order), dtype=np.int64))
+    if not keys:
+        return np.empty(0, dtype=np.uint64)
+    all_keys, all_ranks = np.concatenate(keys), np.concatenate(ranks)
+    order = np.lexsort((all_keys, all_ranks))
+    all_keys, all_ranks = all_keys[order], all_ranks[order]
+    _, first = np.unique(all_keys, return_index=True)  # first occurrence in (rank, key) order = best rank
+    best = np.sort(first)[:size]
+    return np.sort(all_keys[best])

@@ -1,9 +1,15 @@
-"""Convex per-head logistic regressions over the hashed TF-IDF features (the linear view of CommentNet).
+"""Convex per-head logistic regressions over the TF-IDF n-gram features (the linear view of CommentNet).
 
 SGD on a bag-of-n-grams network memorizes these small datasets within an epoch or two and never reaches
 what a properly regularized, fully converged logistic regression gets per dataset. So each head also gets
 that regression, fitted by full-batch L-BFGS (scipy) with an L2 penalty, on the same features the network
 sees.
+
+Two-class heads may instead be fitted NB-LR style (Wang & Manning 2012, "Baselines and bigrams"): each
+feature is scaled by its naive Bayes log-count ratio r = log((p / |p|_1) / (q / |q|_1)), p and q = 1 + the
+number of positive / negative training texts containing it, and the regression fitted on the scaled
+features. r is folded into the stored weights (w * r), so serving is unchanged. Whether a head uses it,
+and its C, are chosen on the validation split.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from tqdm import tqdm
 # chosen from C_GRID on the validation split (warm-started from the previous C's solution).
 L2_C = 4.0
 C_GRID = (4.0, 8.0, 16.0, 32.0)
+NB_C_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)  # NB-scaled features have larger values: the best C is smaller
 MAX_ITER = 100
+NB_ALPHA = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,35 @@ def fit_task(
     return res.x[: v * k].reshape(v, k), res.x[v * k :]
 
 
+def nb_ratio(x: sparse.csr_matrix, task: LinearTask) -> np.ndarray | None:
+    """Naive Bayes log-count ratio per column of x for a two-class task (one binary column, or a multiclass
+    task whose targets hold exactly two classes: the larger is positive); None for any other task."""
+    if task.multiclass:
+        classes = np.unique(task.targets)
+        if len(classes) != 2:
+            return None
+        pos = task.targets == classes[1]
+    elif len(task.columns) == 1:
+        pos = task.targets[:, 0] > 0.5
+    else:
+        return None
+    present = (x > 0).astype(np.float64).tocsr()
+    p = NB_ALPHA + np.asarray(present[pos].sum(0)).ravel()
+    q = NB_ALPHA + np.asarray(present[~pos].sum(0)).ravel()
+    return np.log((p / p.sum()) / (q / q.sum()))
+
+
+def _split_columns(task: LinearTask) -> list[LinearTask]:
+    """A multi-label binary task as one task per column (the objective is separable, so fitting them apart
+    is the same regression; each column can then get its own NB ratio and C)."""
+    if task.multiclass or len(task.columns) == 1:
+        return [task]
+    return [
+        LinearTask(task.name, task.rows, [c], task.targets[:, j : j + 1], multiclass=False)
+        for j, c in enumerate(task.columns)
+    ]
+
+
 def _task_score(x: sparse.csr_matrix, w: np.ndarray, b: np.ndarray, task: LinearTask) -> float:
     """Validation score of one fitted task: accuracy (multiclass) or mean ROC AUC over its columns."""
     from models.text.metrics import roc_auc
@@ -127,35 +164,55 @@ def fit_linear_heads(
     val_store: Store | None = None,
     grid: tuple[float, ...] = C_GRID,
     dense_weight: torch.Tensor | None = None,
-) -> dict[str, float]:
+    nb_grid: tuple[float, ...] = NB_C_GRID,
+) -> dict[str, str]:
     """Fit every task and write its weights into the [buckets, n_linear] table and bias, in place.
 
-    With validation tasks (same names and columns), each task is fitted for every C of `grid` and the C
-    with the best validation score is kept; returns the chosen C per task. Weights of the store's dense
-    columns go to `dense_weight` [d, n_linear]."""
-    by_key = {(t.name, tuple(t.columns)): t for t in (val_tasks or [])}
-    chosen: dict[str, float] = {}
+    With validation tasks (same names and columns), each task is fitted for every C of `grid` on plain
+    features and, for two-class tasks, for every C of `nb_grid` on NB-scaled features (see nb_ratio); the
+    fit with the best validation score is kept. Returns the choice per task ("C" or "C NB"). Weights of the
+    store's dense columns go to `dense_weight` [d, n_linear]."""
+    tasks = [part for t in tasks for part in _split_columns(t)]
+    val_parts = [part for t in (val_tasks or []) for part in _split_columns(t)]
+    by_key = {(t.name, tuple(t.columns)): t for t in val_parts}
+    chosen: dict[str, str] = {}
     for task in tqdm(tasks, desc="linear heads", unit="head"):
         x, used = tfidf_matrix(store, task.rows, idf)
         vt = by_key.get((task.name, tuple(task.columns))) if val_store is not None else None
+        r = None
         if vt is None or len(vt.rows) == 0:
             w, b = fit_task(x, task)
-            c_best = L2_C
+            label = f"{L2_C:g}"
         else:
             xv, _ = tfidf_matrix(val_store, vt.rows, idf, used)
-            best, init = None, None
-            for c in grid:
-                w, b = fit_task(x, task, c, init)
-                init = np.concatenate([w.ravel(), b])
-                score = _task_score(xv, w, b, vt)
-                if best is None or score > best[0] + 1e-9:
-                    best = (score, c, w, b)
-            _, c_best, w, b = best
-        chosen[f"{task.name} {task.columns[0]}"] = c_best
+            ratio = nb_ratio(x[:, : len(used)], task)
+            families: list[tuple[np.ndarray | None, tuple[float, ...]]] = [(None, grid)]
+            if ratio is not None and nb_grid:
+                families.append((ratio, nb_grid))
+            best = None
+            for rr, cs in families:
+                xs, xvs = (x, xv) if rr is None else (_scale(x, rr), _scale(xv, rr))
+                init = None
+                for c in cs:
+                    w, b = fit_task(xs, task, c, init)
+                    init = np.concatenate([w.ravel(), b])
+                    score = _task_score(xvs, w, b, vt)
+                    if best is None or score > best[0] + 1e-9:
+                        best = (score, f"{c:g}" if rr is None else f"{c:g} NB", w, b, rr)
+            _, label, w, b, r = best
+        chosen[f"{task.name} {task.columns[0]}"] = label
         cols = torch.tensor(task.columns)
         if dense_weight is not None and store.dense is not None:
             dense_weight[:, cols] = torch.from_numpy(w[len(used) :]).float()
             w = w[: len(used)]
+        if r is not None:  # fold the NB scaling into the weights: (x * r) @ w == x @ (r * w)
+            w = w * r[:, None]
         weight[torch.from_numpy(used).unsqueeze(1), cols.unsqueeze(0)] = torch.from_numpy(w).float()
         bias[cols] = torch.from_numpy(b).float()
     return chosen
+
+
+def _scale(x: sparse.csr_matrix, ratio: np.ndarray) -> sparse.csr_matrix:
+    """x with its first len(ratio) columns multiplied by ratio (the dense columns after them unchanged)."""
+    factors = np.concatenate([ratio, np.ones(x.shape[1] - len(ratio))])
+    return (x @ sparse.diags(factors)).tocsr()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.text.evaluation import compare, primary_metric
 from models.text.features import FeatureConfig
-from models.text.linear import C_GRID
+from models.text.linear import C_GRID, L2_C, NB_C_GRID
 from models.text.training import TrainOptions, TrainResult
 
 LIMITATIONS = """\
@@ -26,8 +26,9 @@ LIMITATIONS = """\
   hate / sexism label (a text is toxic if any of them is 1); its validation line is the 35 jigsaw rows.
 - Neutral sentiment is learned from English tweets (tweeteval_sentiment) only. The binary sentiment sets
   are trained as 3-class data without neutral examples, so Chinese texts are almost never called neutral.
-- Lowercased hashed n-grams: no word order beyond bigrams, no negation scope, hash collisions; sarcasm and
-  implicit hate are beyond it. Other languages than en/zh are treated as en (or zh if mostly CJK).
+- Lowercased n-grams: no word order beyond bigrams, no negation scope; n-grams outside the training
+  vocabulary (seen in fewer than two training texts of every dataset) are ignored; sarcasm and implicit
+  hate are beyond it. Other languages than en/zh are treated as en (or zh if mostly CJK).
 """
 
 
@@ -74,7 +75,21 @@ def render(result: TrainResult, opts: TrainOptions, baseline: dict | None, speed
     routes = ", ".join(
         f"{c}/{lg} {v:.2f} (source prior: {p})" for (c, lg, _), v, p in zip(lay.routers, route_vals, priors)
     )
-    cs = ", ".join(f"{k.rsplit(' ', 1)[0]} {v:g}" for k, v in result.linear_c.items()) or "n/a"
+    def _head(key: str) -> str:
+        name, col = key.rsplit(" ", 1)
+        c = int(col)
+        return f"{lay.binary[c][0]}/{lay.binary[c][1]}" if c < len(lay.binary) else name
+
+    cs = ", ".join(f"{_head(k)} {v}" for k, v in result.linear_c.items()) or "n/a"
+    if f.vocabulary:
+        space = (
+            f"into a vocabulary of {f.buckets:,} n-grams (exact 64-bit n-gram hashes kept at training time: per "
+            f"dataset, n-grams in at least {opts.vocab_min_df} of its training texts ranked by document frequency; "
+            f"the union of every dataset's top ones, by best rank, up to {opts.vocab_size:,}; unknown n-grams are "
+            f"dropped, no two kept n-grams share a weight)"
+        )
+    else:
+        space = f"into {f.buckets:,} hash buckets"
     return f"""# Comment moderation + sentiment model (`{result.models.model_version}`)
 
 One network serves both tasks and both languages: `reelstream train moderation` and
@@ -82,9 +97,9 @@ One network serves both tasks and both languages: `reelstream train moderation` 
 Blend weights per head (linear share): {blend}.
 
 ## Model
-- Features: lowercased hashed char n-grams ({f.en_chars[0]}-{f.en_chars[1]} for en, {f.zh_chars[0]}-{f.zh_chars[1]}
+- Features: lowercased char n-grams ({f.en_chars[0]}-{f.en_chars[1]} for en, {f.zh_chars[0]}-{f.zh_chars[1]}
   for zh) plus word unigrams and bigrams of Latin-script tokens and original-case word unigrams (source
-  cues such as "@USER" / "@user" / "RT" for the domain head), into {f.buckets:,} buckets, TF-IDF weighted
+  cues such as "@USER" / "@user" / "RT" for the domain head), {space}, TF-IDF weighted
   ({'sublinear tf 1 + log(count)' if f.sublinear_tf else 'raw counts'}, idf from the training texts) and
   L2-normalized, as the baseline weights its features.
 - Static view: {static}.
@@ -93,9 +108,11 @@ Blend weights per head (linear share): {blend}.
   SparseAdam lr {opts.lr_embedding} + AdamW lr {opts.lr_dense}, n-gram dropout {opts.ngram_dropout}, seed {opts.seed});
   the epoch with the best validation headline (mean of moderation AUCs and sentiment accuracies, jigsaw
   excluded) is kept: epoch {result.best_epoch} (headline per epoch: {hist}).
-- Linear view: per head, a logistic regression over all {f.buckets:,} buckets, fitted to convergence by
-  L-BFGS with an L2 penalty on that head's dataset only; C per task from {C_GRID} by the validation
-  split (warm-started along the grid). Chosen: {cs}.
+- Linear view: per head, a logistic regression over all {f.buckets:,} features, fitted to convergence by
+  L-BFGS with an L2 penalty on that head's dataset only; per expert head, C from {C_GRID}, and for
+  two-class heads also NB-LR (features scaled by their naive Bayes log-count ratio, folded into the
+  weights; Wang & Manning 2012) with C from {NB_C_GRID}, chosen by the validation split (warm-started
+  along each grid; toxic and routers: C {L2_C:g}, plain). Chosen: {cs}.
 - Heads: one expert per (dataset, label), a shared `toxic` head, one 3-way sentiment expert per sentiment
   dataset, and a domain head (deep view) that predicts which dataset a text resembles. Each head's logit
   is `blend * linear + (1 - blend) * deep`, blend in {{0, .1, ..., 1}} chosen per head on the

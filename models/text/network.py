@@ -1,4 +1,4 @@
-"""The one comment network: a TF-IDF vector of hashed n-grams, two views of it, and many small heads.
+"""The one comment network: a TF-IDF vector of n-grams (vocabulary ids), two views of it, and many small heads.
 
 Each source dataset labels its own notion of "offensive" or "positive" (Davidson tags any slur as
 offensive, OLID only targeted insults; SST-2 is movie reviews, waimai is food delivery), so every
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,7 +86,7 @@ class NetConfig:
     """Everything needed to rebuild the network from a checkpoint."""
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    deep_buckets: int = 1 << 16  # rows of the shared embedding (hash ids are folded modulo this)
+    deep_buckets: int = 1 << 16  # rows of the shared embedding (feature ids are folded modulo this)
     dim: int = 32
     hidden: int = 256
     dropout: float = 0.2
@@ -119,6 +120,8 @@ class CommentNet(nn.Module):
         self.config = config
         self.layout = layout
         self.register_buffer("idf", torch.ones(config.features.buckets))
+        if config.features.vocabulary:  # sorted uint64 n-gram hashes (stored as int64 bits): see features.py
+            self.register_buffer("vocab", torch.zeros(config.features.buckets, dtype=torch.int64))
         self.embedding = nn.EmbeddingBag(config.deep_buckets, config.dim, mode="sum", sparse=True)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if config.static_dims:
@@ -179,6 +182,12 @@ class CommentNet(nn.Module):
                 mask[li] = torch.tensor(own if any(own) else [1.0] * len(names))
             self.register_buffer(f"mask_{cat}", mask, persistent=False)
             self._mixtures[cat] = (cols, doms)
+
+    def vocabulary(self) -> np.ndarray | None:
+        """The feature vocabulary as sorted uint64 n-gram hashes (what Featurizer takes), or None (hashing)."""
+        if not self.config.features.vocabulary:
+            return None
+        return self.vocab.detach().cpu().numpy().view(np.uint64)
 
     def forward(
         self,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, save_checkpoint
 from models.text.config import CATEGORIES
 from models.text.data import BINARY_SENTIMENT, Example, load_splits
-from models.text.features import Featurizer
+from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads
 from models.text.metrics import binary_report, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
@@ -50,6 +50,10 @@ class TrainOptions:
     threads: int = 1
     ngram_dropout: float = 0.5  # fraction of a text's n-grams dropped per training step (regularizer)
     static_dims: int = 64  # MiniLM static embedding view (0: none); see _static_source
+    # Feature vocabulary (features.build_vocabulary): n-grams in >= vocab_min_df training texts of a dataset,
+    # the union of every dataset's most frequent ones up to vocab_size ids; 0 = hashing trick into buckets.
+    vocab_size: int = 1 << 18
+    vocab_min_df: int = 2
     net: NetConfig = field(default_factory=NetConfig)
 
 
@@ -64,7 +68,7 @@ class TrainResult:
     n_train: dict[str, int]
     n_val: dict[str, int]
     seconds: float
-    linear_c: dict[str, float] = field(default_factory=dict)  # L2 C chosen per linear task
+    linear_c: dict[str, str] = field(default_factory=dict)  # L2 C (and "NB" if NB-scaled) chosen per linear task
     static_source: str = "none"  # where the static embedding table came from
 
 
@@ -367,9 +371,21 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
     else:
         tokenizer_path, source = None, "none"
         opts.net = dataclasses.replace(opts.net, static_vocab=0, static_dims=0)
+    vocab = None
+    if opts.vocab_size > 0:
+        by_ds: dict[str, list[Example]] = {}
+        for e in train_ex:
+            by_ds.setdefault(e.dataset, []).append(e)
+        groups = [([e.text[:max_text_chars] for e in exs], [e.lang for e in exs]) for exs in by_ds.values()]
+        hashing = dataclasses.replace(opts.net.features, vocabulary=False)
+        vocab = build_vocabulary(Featurizer(hashing), groups, opts.vocab_size, opts.vocab_min_df)
+        features = dataclasses.replace(opts.net.features, vocabulary=True, buckets=len(vocab))
+        opts.net = dataclasses.replace(opts.net, features=features)
     net = CommentNet(opts.net)
-    store = _FeatureStore(Featurizer(opts.net.features), train_ex, max_text_chars, pieces=pieces)
-    val_store = _FeatureStore(Featurizer(opts.net.features), val_ex, max_text_chars, pieces=pieces)
+    if vocab is not None:
+        net.vocab.copy_(torch.from_numpy(vocab.view(np.int64)))
+    store = _FeatureStore(Featurizer(opts.net.features, vocab), train_ex, max_text_chars, pieces=pieces)
+    val_store = _FeatureStore(Featurizer(opts.net.features, vocab), val_ex, max_text_chars, pieces=pieces)
     if pieces is not None:
         net.static.weight.data.copy_(pieces[1])
         mean, std = store.static.mean(0), store.static.std(0) + 1e-6
