@@ -71,7 +71,8 @@ class StreamingRecommender:
     ) -> list[tuple[list[tuple[str, float]], str]]:
         """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
         seen: list[set[str]] = [set() for _ in requests]
-        confs = [user_confidences(r.history, self.s, s) for r, s in zip(requests, seen)]
+        # Histories are the users table's rows: each event_id once (streams.pipeline dedups on append).
+        confs = [user_confidences(r.history, self.s, s, unique=True) for r, s in zip(requests, seen)]
         started = time.perf_counter()
         served = self.als.serve_many(confs, k, seen, exclude)
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)

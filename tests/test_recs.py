@@ -66,6 +66,7 @@ def test_confidence_signs_and_idempotence() -> None:
     assert conf["d"] == W.share and conf["e"] > W.comment_neutral
     # Recomputing from the full list, duplicated or reordered (at-least-once delivery), changes nothing.
     assert confidences(h + h[::-1], W) == conf == confidences(h, W)
+    assert confidences(h[::-1], W, unique=True) == conf  # the worker's rows skip the dedup pass, same result
     assert append(h, h, max_events=100) == sorted(h, key=lambda i: (i.ts, i.event_id))
     # Sentiment arriving later for a comment moves it; decay makes old feedback count less.
     rescored = confidences(with_sentiment(h, "e7", {"negative": 1.0, "neutral": 0.0, "positive": 0.0}), W)

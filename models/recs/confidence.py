@@ -97,6 +97,7 @@ def confidences(
     now: float | None = None,
     half_life_s: float | None = None,
     seen: set[str] | None = None,
+    unique: bool = False,
 ) -> dict[str, float]:
     """video_id -> confidence from the user's full history (Interactions or table rows).
 
@@ -105,13 +106,17 @@ def confidences(
     like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
     taken back) are left out. Runs once per served user per micro-batch: one pass, no per-row objects.
     `seen`, if given, receives every video of the history (those left out too): the exclusion set a caller
-    needs anyway, from the same pass.
+    needs anyway, from the same pass. `unique`: the caller's history has each event_id once already (the
+    worker's table rows, deduplicated before they are appended), so that pass is skipped (~3% of a
+    worker's main thread).
     """
-    history = history if isinstance(history, Sequence) else list(history)
-    first = {i[_ID]: i for i in reversed(history)}  # the first occurrence of each event_id
-    if not first:
+    if unique:
+        events = sorted(history, key=_TS_ID)
+    else:
+        history = history if isinstance(history, Sequence) else list(history)
+        events = sorted({i[_ID]: i for i in reversed(history)}.values(), key=_TS_ID)  # first of each event_id
+    if not events:
         return {}
-    events = sorted(first.values(), key=_TS_ID)
     t_now = events[-1][_TS] if now is None else now
     rate = math.log(2.0) / half_life_s if half_life_s else 0.0
     exp = math.exp
@@ -141,6 +146,8 @@ def confidences(
     return {vid: c for vid, c in conf.items() if c != 0.0}
 
 
-def user_confidences(history: Iterable[Row], settings: RecsSettings, seen: set[str] | None = None) -> dict[str, float]:
+def user_confidences(
+    history: Iterable[Row], settings: RecsSettings, seen: set[str] | None = None, unique: bool = False
+) -> dict[str, float]:
     """`confidences` with the configured weights and decay: what the agent passes to the recommender."""
-    return confidences(history, settings.weights, half_life_s=settings.history_half_life_s, seen=seen)
+    return confidences(history, settings.weights, half_life_s=settings.history_half_life_s, seen=seen, unique=unique)
