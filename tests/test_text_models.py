@@ -119,6 +119,9 @@ def test_detect_lang() -> None:
     assert detect_lang("what a great video") == "en"
     assert detect_lang("") == "en"
     assert detect_lang("😂😂 123") == "en"
+    assert detect_lang("café naïve ✨") == "en"  # non-ASCII letters that are not ideographs
+    assert detect_lang("a" * 40 + "中文") == "en" and detect_lang("a" * 8 + "中文") == "zh"  # the 1/5 bar
+    assert detect_lang("\U00020000\U0002000b ok") == "zh"  # extension B ideographs count
     assert resolve_langs(["hello", "你好"], ["zh", "fr"]) == ["zh", "zh"]
 
 

@@ -6,6 +6,7 @@ Kept free of torch so that the stream workers and tests can import the contracts
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -64,22 +65,24 @@ def decide(scores: Mapping[str, float], thresholds: Mapping[str, Thresholds]) ->
     return ("review", review) if review else ("allow", [])
 
 
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+_CJK = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002fa1f]")
 
 
 def detect_lang(text: str, sample_chars: int = 500) -> str:
     """"zh" when CJK ideographs make up at least a fifth of the letters in the first chars, else "en".
 
     Chinese comments often mix in Latin words, emoji and digits, so the ratio is over letters only
-    (isalpha is true for CJK ideographs) and the bar is low.
+    (isalpha is true for CJK ideographs) and the bar is low. Counted with C-level scans (map, a regex) rather
+    than a Python loop per character, which took ~6% of `reelstream score` when `lang` is absent.
     """
-    letters = [ch for ch in text[:sample_chars] if ch.isalpha()]
+    sample = text[:sample_chars]
+    if sample.isascii():
+        return "en"  # no ideographs: "en" whatever the letters
+    letters = sum(map(str.isalpha, sample))
     if not letters:
         return "en"
-    cjk = sum(1 for ch in letters if _is_cjk(ch))
-    return "zh" if cjk * 5 >= len(letters) else "en"
+    cjk = sum(map(str.isalpha, _CJK.findall(sample)))  # isalpha: the ranges hold a few unassigned code points
+    return "zh" if cjk * 5 >= letters else "en"
 
 
 def resolve_langs(texts: Sequence[str], langs: Sequence[str | None] | None) -> list[str]:

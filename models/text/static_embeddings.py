@@ -21,6 +21,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,21 @@ _CHUNK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|\S")
 _CACHE_LIMIT = 500_000
 
 
+class _PieceCache(dict):
+    """chunk -> its word-piece ids; a miss asks the tokenizer (`__missing__`), so a hit is a C-level lookup."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def __missing__(self, chunk: str) -> list[int]:
+        ids = self.tokenizer.encode(chunk, add_special_tokens=False).ids
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[chunk] = ids
+        return ids
+
+
 class StaticTokenizer:
     """Word-piece ids of a batch of texts as an EmbeddingBag batch (indices, offsets).
 
@@ -98,23 +114,11 @@ class StaticTokenizer:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self.cache: dict[str, list[int]] = {}
-
-    def _pieces(self, chunk: str) -> list[int]:
-        ids = self.cache.get(chunk)
-        if ids is None:
-            ids = self.tokenizer.encode(chunk, add_special_tokens=False).ids
-            if len(self.cache) >= _CACHE_LIMIT:
-                self.cache.clear()
-            self.cache[chunk] = ids
-        return ids
+        self.cache = _PieceCache(self.tokenizer)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        get = self._pieces
-        ids = []
-        for text in texts:
-            row = [i for c in _CHUNK.findall(text.lower(), 0, 8 * MAX_PIECES) for i in get(c)]
-            ids.append(row[:MAX_PIECES])
+        pieces, chain, findall = self.cache.__getitem__, itertools.chain.from_iterable, _CHUNK.findall
+        ids = [list(chain(map(pieces, findall(text.lower(), 0, 8 * MAX_PIECES))))[:MAX_PIECES] for text in texts]
         lens = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids), dtype=np.int64)
         np.cumsum(lens[:-1], out=offsets[1:])
