@@ -21,6 +21,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         """Run an embedded Kafka-protocol broker (librdkafka mock cluster) with every app topic created.
 
         SIGUSR1 takes the broker down (connections refused) and SIGUSR2 brings it back: outage tests.
+        SIGHUP makes the next two SyncGroup requests fail with INVALID_REQUEST: group-join failure tests.
         """
         from streams.broker import MockCluster, write_addr_file
         from streams.topics import all_topics
@@ -39,6 +40,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         # Fault injection for outage tests: SIGUSR1 takes the broker down, SIGUSR2 brings it back.
         signal.signal(signal.SIGUSR1, lambda *_: cluster.set_down())
         signal.signal(signal.SIGUSR2, lambda *_: cluster.set_up())
+        signal.signal(signal.SIGHUP, lambda *_: cluster.fail_next(api_key=14, error=42, count=2))  # SyncGroup
         while not stop.wait(0.5):
             pass
         typer.echo("broker stopped", err=True)

@@ -46,6 +46,9 @@ def _load_librdkafka() -> ctypes.CDLL:
         "rd_kafka_mock_broker_set_host_port": ([_c, ctypes.c_int32, ctypes.c_char_p, ctypes.c_int], ctypes.c_int),
         "rd_kafka_mock_broker_set_down": ([_c, ctypes.c_int32], ctypes.c_int),
         "rd_kafka_mock_broker_set_up": ([_c, ctypes.c_int32], ctypes.c_int),
+        "rd_kafka_mock_push_request_errors_array": (
+            [_c, ctypes.c_int16, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int)], None
+        ),
         "rd_kafka_version_str": ([], ctypes.c_char_p),
     }
     for name, (args, res) in sig.items():
@@ -145,6 +148,12 @@ class MockCluster:
     def set_up(self) -> None:
         assert self._lib is not None
         self._lib.rd_kafka_mock_broker_set_up(self._handle, 1)
+
+    def fail_next(self, api_key: int, error: int, count: int) -> None:
+        """Fault injection: the next `count` requests of `api_key` (any client) are answered with `error`."""
+        assert self._lib is not None
+        errors = (ctypes.c_int * count)(*([error] * count))
+        self._lib.rd_kafka_mock_push_request_errors_array(self._handle, api_key, count, errors)
 
 
 def write_addr_file(path: str, bootstrap: str) -> None:

@@ -73,7 +73,8 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         wait_for(lambda: uncommitted(stack.bootstrap, settings) == 0, 300, "all input committed",
                  [w.log for w in stack.workers])  # fmt: skip
         seconds = time.perf_counter() - start
-        crashes = sum(1 for w in stack.workers[1 if rebalance else 0:] if w.proc.poll() is not None)
+        exited = [w for w in stack.workers[1 if rebalance else 0:] if w.proc.poll() is not None]
+        crash_logs = [f"{w.log.name} exited with {w.proc.returncode}: {w.log.read_text()[-3000:]}" for w in exited]
         # A scrape can time out while a worker is busy (it then reads as empty): ask until each one answers.
         alive = [w for w in stack.workers if w.proc.poll() is None]
         rebalances = sum(total(wait_for(w.metrics, 60, "metrics", [w.log]), "reelstream_rebalances_total") for w in alive)
@@ -89,8 +90,8 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         "double_counted": result.double_counted,
         "users_without_recs": sum(1 for u in active if u.encode() not in served),
         "rebalances": int(rebalances),
-        "crashes": crashes,
-        "problems": result.problems,
+        "crashes": len(exited),
+        "problems": crash_logs + result.problems,
     }
 
 

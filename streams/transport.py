@@ -194,13 +194,20 @@ def _guard_group_join(coordinator: Any, wait_s: float) -> None:
 
 async def _watch_coordinator(consumer: Any, interval_s: float = 1.0) -> None:
     """aiokafka parks errors of its group coordination routine (a failed assignment, a failed heartbeat
-    task) until the application calls a consumer method that checks them, and stops coordinating until
-    then. Faust only does so while it has partitions (and crashes on them, from its commit). Without
-    partitions, consume them here: logged, then the routine goes on and rejoins the group."""
+    task, an unexpected JoinGroup/SyncGroup answer) until the application calls a consumer method that
+    checks them, and stops coordinating until then. Faust only does so while it has partitions (and crashes
+    on them, from its commit). Consumed here (logged, then the routine goes on and rejoins the group) when
+    the worker has no partitions, or when a rejoin failed half-way: Faust's partitions were revoked for the
+    rejoin, but aiokafka still lists the old assignment, so without this the worker neither consumed nor
+    left the group (seen with a SyncGroup answered INVALID_REQUEST in a rebalance; it then crashed on
+    Faust's next commit)."""
     while not consumer._closed:
         await asyncio.sleep(interval_s)
         coordinator = consumer._coordinator
-        if coordinator is None or coordinator._pending_exception is None or consumer.assignment():
+        if coordinator is None or coordinator._pending_exception is None:
+            continue
+        rejoining = getattr(coordinator, "_performed_join_prepare", False)  # revoked, not yet re-assigned
+        if consumer.assignment() and not rejoining:
             continue
         if coordinator._coordination_task.done():
             return  # the routine itself ended (closing or crashed): aiokafka raises that to Faust
