@@ -1,11 +1,19 @@
 """Several workers in one consumer group on the embedded broker: a rebalance during a replay (a worker
-joins, another leaves) loses nothing, double-counts nothing, and every active user keeps being served."""
+joins, another leaves) loses nothing, double-counts nothing, and every active user keeps being served; a
+rejoin whose SyncGroup fails leaves no zombie member."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
-from streams.scale import run_scale
+from reelstream.settings import Settings
+from streams.chaos import Feeder, audit, uncommitted, valid_events
+from streams.generator import GeneratorConfig, generate
+from streams.local import LocalStack, wait_for
+from streams.recording import read_records
+from streams.scale import owned_partitions, run_scale, wait_balanced
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +31,6 @@ def test_a_rejoin_whose_sync_group_fails_leaves_no_zombie_member():
     joins and leaves overlap; SIGHUP injects it) must not leave the member that had partitions holding its
     old assignment without consuming, nor crash it later: both members rejoin and split the partitions,
     and a replay afterwards is processed in full."""
-    import signal
-
-    from reelstream.settings import Settings
-    from streams.chaos import Feeder, audit, uncommitted, valid_events
-    from streams.generator import GeneratorConfig, generate
-    from streams.local import LocalStack, wait_for
-    from streams.recording import read_records
-    from streams.scale import owned_partitions, wait_balanced
-
     settings = Settings()
     with LocalStack() as stack:
         stack.start_broker()
