@@ -17,6 +17,7 @@ import orjson
 
 from models.recs.item_side import ItemMessage, ItemTrainer
 from streams.pipeline import Message
+from streams.tables import latest_values
 
 class TopicReplica(faust.GlobalTable):
     """A GlobalTable over a compacted topic every worker reads in full (`item-vectors`, `user-gram`); each
@@ -34,10 +35,7 @@ class TopicReplica(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)
-        latest = {
-            orjson.loads(e.message.key): None if e.message.value is None else orjson.loads(e.message.value)
-            for e in batch
-        }
+        latest = latest_values(batch)
         if self.on_batch is not None and latest:
             self.on_batch(latest)
 

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -78,6 +78,11 @@ class MappingStore:
 
     def remove(self, key: str, partition: int) -> None:
         self.data.pop(key, None)
+
+
+def inactive_videos(catalog: Mapping[str, str]) -> set[str]:
+    """Videos whose catalog status is not "active" (removed, blocked): never recommended."""
+    return {v for v, status in catalog.items() if status != "active"}
 
 
 def user_store(users: Any) -> UserStore:
@@ -278,7 +283,7 @@ class Pipeline:
         # streams.tables.CatalogTable keeps this set; a plain mapping (tests, replays) is scanned.
         unavailable = getattr(self.catalog, "inactive", None)
         if unavailable is None:
-            unavailable = {v for v, status in self.catalog.items() if status != "active"}
+            unavailable = inactive_videos(self.catalog)
         requests = [
             ServeRequest(user_id, state.rows, state.msg.partition if state.msg is not None else 0)
             for user_id, state in touched.items()

@@ -18,6 +18,16 @@ import faust
 import orjson
 
 from streams.output import OutputProducer
+from streams.pipeline import inactive_videos
+
+
+def latest_values(batch: Iterable[Any]) -> dict[Any, Any]:
+    """A changelog batch (raw JSON key/value events, in offset order) as {key: its latest value, None for a
+    tombstone}: what a table that keeps derived state beside its data needs from each applied batch."""
+    return {
+        orjson.loads(e.message.key): None if e.message.value is None else orjson.loads(e.message.value)
+        for e in batch
+    }
 
 
 class OutputTable(faust.Table):
@@ -57,7 +67,7 @@ class CatalogTable(faust.GlobalTable):
     @property
     def inactive(self) -> set[str]:
         if self._inactive is None:
-            self._inactive = {v for v, status in self.data.items() if status != "active"}
+            self._inactive = inactive_videos(self.data)
         return self._inactive
 
     def _track(self, key: str, status: Any) -> None:
@@ -77,6 +87,5 @@ class CatalogTable(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)
-        for event in batch:  # in offset order: the latest status of a key wins
-            value = event.message.value
-            self._track(orjson.loads(event.message.key), None if value is None else orjson.loads(value))
+        for key, status in latest_values(batch).items():
+            self._track(key, status)

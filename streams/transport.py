@@ -35,9 +35,9 @@ Per-message hand-off. Faust's fetch loop delivers every message as
 `wait_first(callback(message), suspend_flow.wait())`, so that a delivery blocked on a full stream buffer
 is abandoned when a rebalance suspends the flow. `wait_first` wraps each of those, plus the consumer's
 stopped and crashed events, in a task and then cancels the losers: four tasks per message, about 30% of
-a worker's main-thread CPU per event (measured with and without, on the `bench pipeline` stream). `Consumer.wait_first` runs the
-delivery one step first; when it completes at once (the buffer had room, the usual case) nothing else
-was needed. Otherwise the suspended delivery continues inside Faust's `wait_first`, unchanged.
+a worker's main-thread CPU per event (measured with and without, on the `bench pipeline` stream).
+`Consumer.wait_first` runs the delivery one step first; when it completes at once (the buffer had room,
+the usual case) nothing else was needed. Otherwise the suspended delivery continues inside Faust's `wait_first`, unchanged.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ from aiokafka.consumer import subscription_state as aiokafka_subscriptions
 from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.coordinator.protocol import ConsumerProtocol
 from aiokafka.errors import KafkaConnectionError
-from faust.types import TP
-from mode.services import WaitResults
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode.services import WaitResults
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +278,6 @@ class _Resumed:
                     return done.value
 
 
-async def _resume(coro: Any, pending: Any) -> Any:
-    return await _Resumed(coro, pending)
-
-
 def _is_wait_of(coro: Any, event: asyncio.Event) -> bool:
     frame = getattr(coro, "cr_frame", None)
     return frame is not None and getattr(coro, "cr_code", None) is asyncio.Event.wait.__code__ and (
@@ -313,7 +309,7 @@ class Consumer(faust_aiokafka.Consumer):
         except BaseException:
             flow.close()
             raise
-        return await super().wait_first(_resume(delivery, pending), flow)
+        return await super().wait_first(_Resumed(delivery, pending), flow)
 
 
 class Producer(faust_aiokafka.Producer):
