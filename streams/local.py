@@ -36,8 +36,9 @@ def wait_for(
     what: str,
     logs: Iterable[Path] = (),
     proc: subprocess.Popen | None = None,
+    interval: float = 0.1,
 ) -> Any:
-    """Poll until predicate() is truthy and return it. On timeout, or if `proc` exits first, raise with the
+    """Poll every `interval` seconds until predicate() is truthy and return it. On timeout, or if `proc` exits first, raise with the
     tails of `logs`, so a failure says what the processes saw."""
     def tails() -> str:
         return "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
@@ -49,7 +50,7 @@ def wait_for(
         result = predicate()
         if result:
             return result
-        time.sleep(0.1)
+        time.sleep(interval)
     raise TimeoutError(f"{what}: not after {timeout:.0f} s\n{tails()}")
 
 
@@ -152,8 +153,9 @@ class LocalStack:
                  worker.proc)  # fmt: skip
         return worker
 
-    def wait_consumed(self, expected: int, timeout: float = 120, settle: float = 1.0) -> None:
-        """Until workers have accounted for `expected` input messages and their outputs stopped changing."""
+    def wait_consumed(self, expected: int, timeout: float = 120, settle: float = 1.0, interval: float = 0.1) -> None:
+        """Until workers have accounted for `expected` input messages and their outputs stopped changing.
+        Each poll scrapes every worker's /metrics (~4 ms of its CPU): a bench polls less often."""
         def done() -> bool:
             live = [w.metrics() for w in self.workers if w.proc.poll() is None]
             accounted = sum(consumed(m) for m in live)
@@ -164,7 +166,7 @@ class LocalStack:
             )
             return accounted >= expected and scored >= forwarded
 
-        wait_for(done, timeout, f"processing {expected} messages", [w.log for w in self.workers])
+        wait_for(done, timeout, f"processing {expected} messages", [w.log for w in self.workers], interval=interval)
         last, stable_since = None, time.monotonic()
         while time.monotonic() - stable_since < settle:
             now = [total(w.metrics(), "reelstream_outputs_total") for w in self.workers]
