@@ -5,12 +5,15 @@ Every method is synchronous: a read-modify-write of a user's record never spans 
 
 A user's record is `{"events": [row, ...]}` with one row per interaction, in the field order of
 `models.recs.confidence.Interaction` (event_id, video_id, kind, ts, ratio, sentiment). The same rows
-are the event_id dedup window and the full history the user's factor is recomputed from.
+are the event_id dedup window and the full history the user's factor is recomputed from. Rows are kept in
+time order (a late event is inserted where it belongs) and a stored row is never edited in place (a changed
+row is a new list): models.recs.confidence.FlooredPrefixCache relies on both.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import inspect
 import logging
 import time
@@ -21,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from models.recs.confidence import TIME_ORDER
 from monitoring import metrics
 from reelstream.settings import Settings
 from streams.schemas import (
@@ -256,7 +260,10 @@ class Pipeline:
             else:
                 counts[event.type] += 1
                 row = history_row(event)
-                state.rows.append(row)
+                if state.rows and TIME_ORDER(row) < TIME_ORDER(state.rows[-1]):
+                    bisect.insort(state.rows, row, key=TIME_ORDER)  # a late event
+                else:
+                    state.rows.append(row)
                 state.by_id[row[ID]] = row
                 state.new.append(row)
                 if isinstance(event, Comment):
@@ -387,7 +394,10 @@ class Pipeline:
             for reason in res.reasons:
                 metrics.FLAG_CATEGORIES.labels(reason.split(">=")[0]).inc()
             metrics.LATENCY.labels("moderation_flags").observe(max(0.0, self.clock() - msg.timestamp))
-            row[SENTIMENT] = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
+            # A new row, not an edit: stored rows are values (models.recs.confidence.FlooredPrefixCache).
+            sentiment = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
+            rows = record["events"]
+            rows[rows.index(row)] = [*row[:SENTIMENT], sentiment]
             self.users.put(event.user_id, record, msg.partition)
             self.recommender.learn(event.user_id, record["events"], [])
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))

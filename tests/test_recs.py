@@ -3,6 +3,7 @@ small prequential run and `reelstream train als`."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 
@@ -11,7 +12,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from models.recs.als import StreamingALS
-from models.recs.confidence import Interaction, append, confidences, with_sentiment
+from models.recs.confidence import TIME_ORDER, FlooredPrefixCache, Interaction, append, confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
 from models.recs.evaluate import prequential, synthetic_events
 from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
@@ -73,6 +74,48 @@ def test_confidence_signs_and_idempotence() -> None:
     assert rescored["e"] == W.comment_negative
     decayed = confidences(h, W, half_life_s=1.0)
     assert decayed["d"] == W.share / 4 and decayed["f"] == conf["f"]  # two half-lives old; the latest
+
+
+@pytest.mark.parametrize("unordered", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, unordered: bool) -> None:
+    """A user's history as the worker changes it (batches appended, mostly in time order with long gaps,
+    some late rows, comments scored later as new rows, truncation, a reload from the changelog): after
+    every change the cache's answer equals the full recomputation exactly, key order included. Rows stored
+    out of time order (not the worker's way) give the same answers, with less reuse."""
+    rng = random.Random(seed)
+    cache = FlooredPrefixCache(W, half_life_s=1.0)  # floored after ~30 s
+    rows: list[list] = []
+    t, n = 1000.0, 0
+    for _ in range(300):
+        op = rng.random()
+        if op < 0.6:  # a batch of new events, after a pause that is sometimes long
+            t += rng.choice([0.5, 5.0, 40.0, 400.0])
+            for _ in range(rng.randint(1, 4)):
+                n += 1
+                kind = rng.choice(["watch", "watch", "like", "unlike", "skip", "share", "comment"])
+                ts = t - rng.choice([0.0] * 8 + [3.0, 100.0])  # some late arrivals
+                row = [f"e{n:05d}", f"v{rng.randrange(6)}", kind, ts, round(rng.random(), 4) if kind == "watch" else 0.0, None]
+                if unordered:
+                    rows.append(row)
+                else:  # as streams.pipeline stores them
+                    bisect.insort(rows, row, key=TIME_ORDER)
+                t += rng.random()
+        elif op < 0.75:  # a comment's sentiment arrives: its row is replaced
+            pending = [i for i, r in enumerate(rows) if r[2] == "comment" and r[5] is None]
+            if pending:
+                i = rng.choice(pending)
+                rows[i] = [*rows[i][:5], [round(x, 4) for x in np.random.default_rng(n).dirichlet([1, 1, 1])]]
+        elif op < 0.85:
+            rows = rows[-rng.randint(1, 30):]  # history_max_events
+        elif op < 0.9:
+            rows = json.loads(json.dumps(rows))  # read back from the changelog: equal rows, new objects
+        seen_cached, seen_full = set(), set()
+        got = cache.confidences("u", rows, seen_cached)
+        want = confidences(rows, W, half_life_s=1.0, seen=seen_full, unique=True)
+        assert list(got.items()) == list(want.items())
+        assert seen_cached == seen_full
+    assert cache.reused > (20 if unordered else 150)  # the cache was actually used, not recomputed every time
 
 
 @pytest.mark.parametrize("offset", [0.0, 1.0])  # implicit's raw confidences, and 1 + alpha * c
