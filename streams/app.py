@@ -25,6 +25,7 @@ from monitoring import metrics
 from monitoring.consumer import LAG
 from reelstream.settings import Settings
 from streams import transport
+from streams.batching import micro_batches
 from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
@@ -81,7 +82,7 @@ def _apply_grams(recommender: Any, factors: int):
 
 
 def _bind(msg: Message) -> None:
-    """Make msg's event Faust's current event, as per-event iteration would (take_events does not)."""
+    """Make msg's event Faust's current event, as per-event iteration would (micro_batches does not)."""
     _current_event.set(weakref.ref(msg.handle))
 
 
@@ -127,7 +128,7 @@ def create_app(
         value_serializer="json",
         producer_linger=0.01,
         producer_max_batch_size=512 * 1024,
-        # Measured (bench pipeline): bigger polls and buffers keep take_events' batches full.
+        # Measured (bench pipeline): bigger polls and buffers keep micro-batches full.
         broker_max_poll_records=max(2000, settings.batch_size * 2),
         stream_buffer_maxsize=max(8192, settings.batch_size * 8),
         consumer_max_fetch_size=4 * 1024 * 1024,
@@ -183,19 +184,19 @@ def create_app(
 
     @app.agent(events, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+        async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch("interactions", len(batch)):
                 await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch])
 
     @app.agent(videos, name="catalog")
     async def catalog_agent(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+        async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch("catalog", len(batch)):
                 await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
 
     @app.agent(by_video, name="item-trainer")
     async def item_trainer(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+        async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch("item-trainer", len(batch)):
                 await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
 
@@ -235,7 +236,7 @@ def create_app(
     @app.agent(comments, name="moderation")
     async def moderation(stream: faust.StreamT) -> None:
         mod = settings.moderation
-        async for batch in stream.take_events(mod.batch_size, within=mod.batch_max_wait_s):
+        async for batch in micro_batches(stream, mod.batch_size, mod.batch_max_wait_s):
             with metrics.batch("moderation"):  # its size (comments still owed a score) is recorded in moderate
                 await pipeline.run_batch(moderate, [_message(e) for e in batch])
 
