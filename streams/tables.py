@@ -30,30 +30,80 @@ def latest_values(batch: Iterable[Any]) -> dict[Any, Any]:
     }
 
 
+class HistoryEncoder:
+    """The changelog bytes of `{"events": rows}` records, re-encoding only the rows appended since the last
+    record of the same key: a user's whole history was serialized on every write, ~6% of a worker's main
+    thread (py-spy, `bench pipeline`). The bytes are exactly `orjson.dumps(record)` (tests/test_pipeline.py).
+
+    The previous rows are compared with the new ones by value (identity first, so a C-level pass over
+    pointers when the rows are the same objects, as the worker's are); any other change (a replaced row, a
+    truncated history, another shape of record) is encoded in full. At most `max_keys` keys are kept,
+    the least recently written ones dropped first.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._last: dict[Any, tuple[list[Any], bytes]] = {}
+        self.spliced = 0  # encodings that re-used the previous bytes (tests, profiling)
+
+    def encode(self, key: Any, value: Any) -> bytes:
+        rows = value.get("events") if type(value) is dict and len(value) == 1 else None
+        if type(rows) is not list:
+            return orjson.dumps(value)
+        last = self._last.pop(key, None)
+        n = len(last[0]) if last is not None else -1
+        if last is not None and len(rows) >= n and rows[:n] == last[0]:
+            encoded = last[1]
+            self.spliced += 1
+            if len(rows) > n:
+                tail = orjson.dumps(rows[n:])[1:-1]
+                encoded = encoded[:-2] + (b"," + tail if n else tail) + b"]}"
+        else:
+            encoded = orjson.dumps(value)
+        if len(self._last) >= self.max_keys:
+            del self._last[next(iter(self._last))]
+        self._last[key] = (list(rows), encoded)  # a copy: the caller may change its list later
+        return encoded
+
+    def forget(self, key: Any) -> None:
+        self._last.pop(key, None)
+
+
 class OutputTable(faust.Table):
     """A `streams.pipeline.UserStore`."""
 
     output: OutputProducer | None = None
+    encoder: HistoryEncoder | None = None
 
     def put(self, key: str, value: Any, partition: int) -> None:
         """`table[key] = value` with the changelog partition given: Faust's path reads it from the current
         event (a contextvar the agent must bind per user) and calls sensors per write, ~4% of a worker's
         main-thread CPU (py-spy, `bench pipeline`); key expiry (windowed tables only) does not apply here."""
         self.data[key] = value
-        self.send_changelog(partition, key, value)
+        if self.output is None:
+            self.send_changelog(partition, key, value)
+            return
+        if self.encoder is None:
+            self.encoder = HistoryEncoder()
+        self._emit(partition, key, self.encoder.encode(key, value))
 
     def remove(self, key: str, partition: int) -> None:
         """`del table[key]`, the same way: a tombstone on the changelog."""
         self.data.pop(key, None)
+        if self.encoder is not None:
+            self.encoder.forget(key)
         self.send_changelog(partition, key, None, value_serializer="raw")
+
+    def _emit(self, partition: int | None, key: Any, payload: bytes | None) -> None:
+        assert self.output is not None
+        self.output.emit(self.changelog_topic.get_topic_name(), orjson.dumps(key), payload, None, partition)
 
     def send_changelog(
         self, partition: int | None, key: Any, value: Any, key_serializer: Any = None, value_serializer: Any = None
     ) -> Any:
         if self.output is None:
             return super().send_changelog(partition, key, value, key_serializer, value_serializer)
-        payload = None if value is None else orjson.dumps(value)
-        self.output.emit(self.changelog_topic.get_topic_name(), orjson.dumps(key), payload, None, partition)
+        self._emit(partition, key, None if value is None else orjson.dumps(value))
         # on_key_set/on_key_del only read the partition of the returned future message.
         return SimpleNamespace(message=SimpleNamespace(partition=partition))
 

@@ -172,3 +172,34 @@ def test_a_batch_failing_before_its_writes_loses_no_event_on_retry(settings):
     asyncio.run(pipe.run_batch(pipe.process_events, batch))
     assert failed and "u1" in users.written
     assert ids(users, "u1") == ["e0", "e1"] and ids(users, "u2") == ["c1"]
+
+
+def test_history_encoder_gives_exactly_the_full_encoding() -> None:
+    """Appends are spliced onto the previous bytes; replacements, truncations, removals, other record shapes
+    and evicted keys are encoded in full; every result equals orjson.dumps of the record."""
+    import random
+
+    import orjson
+
+    from streams.tables import HistoryEncoder
+
+    rng = random.Random(7)
+    enc = HistoryEncoder(max_keys=3)
+    histories: dict[str, list] = {}
+    for n in range(600):
+        key = f"u{rng.randrange(5)}"
+        rows = list(histories.get(key, []))  # the worker copies the stored list, then changes the copy
+        op = rng.random()
+        if op < 0.7:
+            rows += [[f"e{n}-{i}", f"v{rng.randrange(9)}", "watch", 1e9 + n, 0.5, None] for i in range(rng.randint(1, 3))]
+        elif op < 0.8 and rows:
+            i = rng.randrange(len(rows))
+            rows[i] = [*rows[i][:5], [0.1, 0.2, 0.7]]  # a comment scored: a new row
+        elif op < 0.9:
+            rows = rows[-rng.randint(0, 4):]
+        elif op < 0.95:
+            enc.forget(key)
+        histories[key] = rows
+        value = {"events": rows} if op < 0.97 else {"events": rows, "other": 1}
+        assert enc.encode(key, value) == orjson.dumps(value)
+    assert enc.spliced > 150  # the splice path ran, not only full encodings
