@@ -158,6 +158,23 @@ def test_item_solve_from_partitioned_grams_equals_full_gram_and_implicit() -> No
     np.testing.assert_allclose(ours, model.recalculate_item(item, _scaled(col, SMALL)), rtol=1e-3, atol=1e-4)
 
 
+def test_the_stacked_item_solve_equals_one_solve_per_video() -> None:
+    rng = np.random.default_rng(3)
+    trainer = ItemTrainer(SMALL)
+    users = {f"u{i}": rng.normal(size=SMALL.factors).astype(np.float32) for i in range(40)}
+    for n in range(300):
+        u = f"u{rng.integers(40)}"
+        trainer.apply(ItemMessage(f"v{rng.integers(25)}", u, users[u].tolist(), float(rng.choice([-1.0, 0.5, 2.0, 4.0]))))
+    g = gram(np.stack(list(users.values())))
+    expected = {
+        vid: solve_item([(trainer.user_factors[u], c) for u, c in trainer.video_users[vid].items()], g, SMALL)
+        for vid in sorted(trainer.dirty)
+    }
+    ids, vectors = trainer.solve_dirty(g)
+    assert ids == sorted(expected) and not trainer.dirty
+    np.testing.assert_allclose(vectors, np.stack([expected[v] for v in ids]), rtol=1e-4, atol=1e-6)
+
+
 def test_new_video_enters_through_item_side_and_removed_leaves() -> None:
     matrix = _random_matrix(seed=2)
     model = _implicit_model(matrix, SMALL)

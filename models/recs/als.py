@@ -21,7 +21,7 @@ import numpy as np
 from models.recs.base import Scored, top_k
 from models.recs.config import RecsSettings
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gram, regularized, scale_confidence, solve_many
+from models.recs.solve import gram, regularized, scale_confidence, solve_stacked
 
 if TYPE_CHECKING:
     from indexer.base import VectorIndex
@@ -150,15 +150,9 @@ class StreamingALS:
                 bounds.append(len(rows))
         out: list[np.ndarray | None] = [None] * len(histories)
         if placed:
-            # The same system as solve.solve_factor, built for all users at once: their observed items and
-            # confidences as one array each, sliced per user (per-call numpy overhead dominated per user).
             scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
-            v = self._items[rows].astype(np.float64)
-            weighted = v * (np.abs(scaled) - 1.0)[:, None]
-            b = np.add.reduceat(v * np.maximum(scaled, 0.0)[:, None], bounds[:-1], axis=0)
-            a = np.stack([weighted[s:e].T @ v[s:e] for s, e in zip(bounds, bounds[1:])])
-            a += self._base
-            for n, x in zip(placed, solve_many(a, b)):
+            solved = solve_stacked(self._items[rows].astype(np.float64), scaled, bounds, self._base)
+            for n, x in zip(placed, solved):
                 out[n] = x
         return out
 

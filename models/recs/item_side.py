@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.recs.config import RecsSettings
-from models.recs.solve import scale_confidence, solve_factor
+from models.recs.solve import regularized, scale_confidence, solve_factor, solve_stacked
 
 
 class ItemMessage(NamedTuple):
@@ -89,14 +89,25 @@ class ItemTrainer:
 
     def solve_dirty(self, gram_users: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Re-solve every video touched since the last call (the cadence step): (ids, vectors) for
-        StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped."""
-        ids, vectors = [], []
+        StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped. One
+        stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
+        ids: list[str] = []
+        factors: list[np.ndarray] = []
+        confidences: list[float] = []
+        bounds = [0]
         for vid in sorted(self.dirty):
-            users = self.video_users.get(vid, {})
-            pairs = [(self.user_factors[u], c) for u, c in users.items() if u in self.user_factors]
-            vec = solve_item(pairs, gram_users, self.settings)
-            if vec is not None:
+            for u, c in self.video_users.get(vid, {}).items():
+                f = self.user_factors.get(u)
+                if f is not None:
+                    factors.append(f)
+                    confidences.append(c)
+            if len(factors) > bounds[-1]:
                 ids.append(vid)
-                vectors.append(vec)
+                bounds.append(len(factors))
         self.dirty.clear()
-        return ids, np.stack(vectors) if vectors else np.zeros((0, self.settings.factors), np.float32)
+        if not ids:
+            return ids, np.zeros((0, self.settings.factors), np.float32)
+        s = self.settings
+        scaled = scale_confidence(confidences, s.alpha, s.confidence_offset)
+        base = regularized(gram_users, s.regularization)
+        return ids, solve_stacked(np.array(factors, dtype=np.float64), scaled, bounds, base)
