@@ -1,5 +1,6 @@
 """The consumer's per-message hand-off (streams/transport.py): no tasks when a delivery completes at once,
-Faust's own race against a suspended flow when it has to wait."""
+Faust's own race against a suspended flow when it has to wait; raw input topics delivered without Faust's
+decoding, as the same events."""
 
 from __future__ import annotations
 
@@ -91,3 +92,33 @@ def test_a_delivery_that_raises_propagates():
 
     with pytest.raises(ValueError, match="bad message"):
         _run(body)
+
+
+def test_raw_single_channel_partitions_get_the_lean_delivery_and_the_same_events_as_faust_s():
+    from faust.transport import conductor as faust_conductor
+    from faust.types import TP, Message
+
+    async def main():
+        settings = Settings(bootstrap_servers="127.0.0.1:1")
+        app = create_app(settings, load_recommender(settings), load_scorer(settings), output=Sink())
+        app.finalize()
+        app.flow_control.resume()
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        channel = aiter(app.topic("t", **raw))
+        tp = TP("t", 0)
+        lean = app.topics._build_handler(tp, {channel})
+        generic = faust_conductor.Conductor._build_handler(app.topics, tp, {channel})
+        assert getattr(lean, "__qualname__", "").startswith("_raw_delivery")
+        json_handler = app.topics._build_handler(TP("j", 0), {aiter(app.topic("j"))})  # Faust's own
+        assert not getattr(json_handler, "__qualname__", "").startswith("_raw_delivery")
+        events = []
+        for deliver in (lean, generic):
+            for key, value in ((b"k", b"v"), (None, None)):
+                message = Message("t", 0, 7, 1.0, 0, [], key, value, None)
+                await deliver(message)
+                event = channel.queue.get_nowait()
+                events.append((event.key, event.value, event.message is message, message.refcount))
+        return events
+
+    events = asyncio.run(main())
+    assert events[:2] == events[2:] == [(b"k", b"v", True, 1), (None, None, True, 1)]
