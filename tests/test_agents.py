@@ -77,6 +77,33 @@ def test_the_catalog_keeps_its_inactive_set_from_changelog_batches_too(app_and_s
     assert catalog.inactive == set()
 
 
+def test_replica_records_applied_together_reach_the_model_in_one_call(app_and_sink):
+    """Faust applies a global table's changelog record by record; the item-vectors replica hands records
+    that arrive within its coalescing window to the model at once (one index upsert per refresh)."""
+    from types import SimpleNamespace
+
+    replica = app_and_sink[0].tables["item-vectors"]
+    calls = []
+    replica.on_batch = calls.append
+
+    def record(key, value):
+        raw = None if value is None else json.dumps(value).encode()
+        return SimpleNamespace(key=key, value=value, message=SimpleNamespace(key=json.dumps(key).encode(), value=raw, partition=0))
+
+    async def run():
+        for n in range(3):
+            replica.apply_changelog_batch([record(f"v{n}", [float(n)] * 2)])
+        replica.apply_changelog_batch([record("v0", None)])
+        seen_before = list(calls)
+        await asyncio.sleep(replica.coalesce_s * 3)
+        return seen_before
+
+    assert asyncio.run(run()) == []
+    assert calls == [{"v0": None, "v1": [1.0, 1.0], "v2": [2.0, 2.0]}]
+    replica.apply_changelog_batch([record("v3", [3.0, 3.0])])  # no running loop: handed over at once
+    assert calls[-1] == {"v3": [3.0, 3.0]}
+
+
 def test_every_table_a_worker_reads_in_full_is_global(app_and_sink):
     """The catalog, item vectors and user Grams must reach every worker whatever the group's size: a
     non-global table gets only a worker's own partitions plus its standby replicas'."""

@@ -49,7 +49,7 @@ class ItemTrainer:
     def __init__(self, settings: RecsSettings) -> None:
         self.settings = settings
         self.video_users: dict[str, dict[str, float]] = {}
-        self.user_factors: dict[str, np.ndarray | list[float]] = {}
+        self.user_factors: dict[str, np.ndarray] = {}
         self.user_videos: dict[str, set[str]] = {}
         self.dirty: set[str] = set()
 
@@ -63,7 +63,8 @@ class ItemTrainer:
             users[msg.user_id] = msg.confidence
             videos.add(msg.video_id)
             if msg.factor is not None:
-                self.user_factors[msg.user_id] = msg.factor  # as received; made an array per solve, in bulk
+                # An array now, once: a user's factor is read by every video they touched at each solve.
+                self.user_factors[msg.user_id] = np.asarray(msg.factor, dtype=np.float32)
         if not videos:
             del self.user_videos[msg.user_id]
             self.user_factors.pop(msg.user_id, None)
@@ -92,7 +93,7 @@ class ItemTrainer:
         StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped. One
         stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
         ids: list[str] = []
-        factors: list[np.ndarray | list[float]] = []
+        factors: list[np.ndarray] = []
         confidences: list[float] = []
         bounds = [0]
         for vid in sorted(self.dirty):
