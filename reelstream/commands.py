@@ -119,13 +119,21 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         seed: Annotated[int, typer.Option()] = 11,
         json_: Annotated[bool, typer.Option("--json")] = False,
         plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of throughput and latency over time.")] = None,
+        backlog_linger_ms: Annotated[
+            int,
+            typer.Option(help="Producer batching of the throughput backlog: the embedded broker returns one "
+                         "batch per partition per fetch, Kafka up to 1 MB (see streams/bench.py)."),
+        ] = 100,
     ) -> None:
         """Whole-pipeline events/s and latency, against a raw consumer on the same broker."""
         import orjson
 
         from streams.bench import bench_pipeline
 
-        result = bench_pipeline(get_settings(), events, latency_events, latency_rate, seed, series=plot is not None)
+        result = bench_pipeline(
+            get_settings(), events, latency_events, latency_rate, seed, series=plot is not None,
+            backlog_linger_ms=backlog_linger_ms,
+        )  # fmt: skip
         if plot is not None:
             from monitoring.plots import bench_timeline
 
