@@ -123,7 +123,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             int,
             typer.Option(help="Producer batching of the throughput backlog: the embedded broker returns one "
                          "batch per partition per fetch, Kafka up to 1 MB (see streams/bench.py)."),
-        ] = 100,
+        ] = 5,
     ) -> None:
         """Whole-pipeline events/s and latency, against a raw consumer on the same broker."""
         import orjson
