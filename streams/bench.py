@@ -16,9 +16,10 @@ partition), so this phase partly measures the mock's fetch; `--backlog-linger-ms
 in batches closer to what Kafka would return (7-14% more events/s on the same code, measured). The result
 states the value used.
 
-Phase 2 (latency): a fresh stream is produced at a fixed rate below capacity, in 5 ms producer batches; an event's latency is the time from its produce timestamp to
-the first recommendation for its user whose source event is that event or a later one of the same user
-(a recommendation reflects every earlier event of its user: same key, same partition, in order).
+Phase 2 (latency): a fresh stream is produced at a fixed rate below capacity, in 5 ms producer batches;
+an event's latency is the time from its produce timestamp to the first recommendation for its user whose
+source event is that event or a later one of the same user (a recommendation reflects every earlier event
+of its user: same key, same partition, in order).
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def test_replica_records_applied_together_reach_the_model_in_one_call(app_and_si
 
     def record(key, value):
         raw = None if value is None else json.dumps(value).encode()
-        return SimpleNamespace(key=key, value=value, message=SimpleNamespace(key=json.dumps(key).encode(), value=raw, partition=0))
+        message = SimpleNamespace(key=json.dumps(key).encode(), value=raw, partition=0)
+        return SimpleNamespace(key=key, value=value, message=message)
 
     async def run():
         for n in range(3):

@@ -191,7 +191,8 @@ def test_history_encoder_gives_exactly_the_full_encoding() -> None:
         rows = list(histories.get(key, []))  # the worker copies the stored list, then changes the copy
         op = rng.random()
         if op < 0.7:
-            rows += [[f"e{n}-{i}", f"v{rng.randrange(9)}", "watch", 1e9 + n, 0.5, None] for i in range(rng.randint(1, 3))]
+            new = range(rng.randint(1, 3))
+            rows += [[f"e{n}-{i}", f"v{rng.randrange(9)}", "watch", 1e9 + n, 0.5, None] for i in new]
         elif op < 0.8 and rows:
             i = rng.randrange(len(rows))
             rows[i] = [*rows[i][:5], [0.1, 0.2, 0.7]]  # a comment scored: a new row

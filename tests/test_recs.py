@@ -95,7 +95,8 @@ def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, 
                 n += 1
                 kind = rng.choice(["watch", "watch", "like", "unlike", "skip", "share", "comment"])
                 ts = t - rng.choice([0.0] * 8 + [3.0, 100.0])  # some late arrivals
-                row = [f"e{n:05d}", f"v{rng.randrange(6)}", kind, ts, round(rng.random(), 4) if kind == "watch" else 0.0, None]
+                ratio = round(rng.random(), 4) if kind == "watch" else 0.0
+                row = [f"e{n:05d}", f"v{rng.randrange(6)}", kind, ts, ratio, None]
                 if unordered:
                     rows.append(row)
                 else:  # as streams.pipeline stores them
@@ -164,7 +165,8 @@ def test_the_stacked_item_solve_equals_one_solve_per_video() -> None:
     users = {f"u{i}": rng.normal(size=SMALL.factors).astype(np.float32) for i in range(40)}
     for n in range(300):
         u = f"u{rng.integers(40)}"
-        trainer.apply(ItemMessage(f"v{rng.integers(25)}", u, users[u].tolist(), float(rng.choice([-1.0, 0.5, 2.0, 4.0]))))
+        confidence = float(rng.choice([-1.0, 0.5, 2.0, 4.0]))
+        trainer.apply(ItemMessage(f"v{rng.integers(25)}", u, users[u].tolist(), confidence))
     g = gram(np.stack(list(users.values())))
     expected = {
         vid: solve_item([(trainer.user_factors[u], c) for u, c in trainer.video_users[vid].items()], g, SMALL)
