@@ -14,7 +14,7 @@ wait, full batches under load. It keeps what Faust's stream iterator guarantees:
   acked only after the caller is done with the batch, so an offset is never committed before its event
   was processed (an abandoned partial batch is neither tracked nor acked: it is delivered again);
 - events from before a rebalance (an older consumer generation) or taken while flow control is suspended
-  are not handed out, only acked, as Faust's iterator skips them;
+  are not handed out, only acked with their batch, as Faust's iterator skips them;
 - errors thrown into the channel are raised, except StopAsyncIteration (how Faust stops an actor), which
   ends the batches;
 - the stream's processors run once per event, when its batch is handed out (a processor that raises
