@@ -186,7 +186,6 @@ class Pipeline:
         self._events = {t: metrics.EVENTS.labels(t) for t in EVENT_TYPES}
         self._out = {o: metrics.OUTPUTS.labels(o) for o in ("recommendations", "moderation_flags", "dlq", "comments")}
         self._rec_latency = metrics.LATENCY.labels("recommendations")
-        self._video_partition: dict[str, int] = {}
 
     # --- dead letters -------------------------------------------------------------------------
     def dead_letter(self, msg: Message, err: InvalidMessage) -> None:
@@ -317,17 +316,10 @@ class Pipeline:
 
         One message per destination partition (the partition of each video_id key) instead of one per
         video: a Faust message costs ~0.1 ms of CPU, which doubled a worker's cost per event (measured).
-        Partitions are remembered per video: murmur2 is pure Python (kafka-python).
         """
         by_partition: dict[int, list[list]] = {}
-        partition_of = self._video_partition
         for m in self.recommender.take_item_messages():
-            p = partition_of.get(m[0])
-            if p is None:
-                if len(partition_of) >= 1_000_000:
-                    partition_of.clear()
-                p = partition_of[m[0]] = partition_for(m[0].encode(), self.s.partitions)
-            by_partition.setdefault(p, []).append(list(m))
+            by_partition.setdefault(partition_for(m[0].encode(), self.s.partitions), []).append(list(m))
         for partition, items in by_partition.items():
             self.emit(self.t.interactions_by_video, None, orjson.dumps(items), None, partition)
 

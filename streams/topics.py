@@ -6,6 +6,8 @@ The librdkafka mock cluster cannot create topics on request, and Faust must not 
 
 from __future__ import annotations
 
+import functools
+
 from kafka.partitioner.default import murmur2
 
 from reelstream.settings import Settings
@@ -40,6 +42,8 @@ def compacted(settings: Settings) -> set[str]:
     return {t.recommendations, t.item_vectors, t.user_gram, *(changelog(settings, name) for name in TABLES)}
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partition of a key (murmur2, as Java clients, librdkafka's murmur2 and aiokafka)."""
+    """Kafka's default partition of a key (murmur2, as Java clients, librdkafka's murmur2 and aiokafka).
+    Remembered per key: kafka-python's murmur2 is pure Python, and the worker asks per item message."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -211,19 +211,11 @@ class FlooredPrefixCache:
         self._prefix: dict[str, _Prefix] = {}
         self.reused = 0  # calls that started from a cached prefix (tests, profiling)
 
-    def __len__(self) -> int:
-        return len(self._prefix)
-
     def forget(self, key: str) -> None:
         self._prefix.pop(key, None)
 
     def clear(self) -> None:
         self._prefix.clear()
-
-    def cached_rows(self, key: str) -> int:
-        """How many of `key`'s oldest rows the next call will not re-read (if the history still starts so)."""
-        p = self._prefix.get(key)
-        return len(p.rows) if p is not None else 0
 
     def confidences(self, key: str, rows: list[Row], seen: set[str] | None = None) -> dict[str, float]:
         """`confidences(rows, w, half_life_s=..., seen=seen, unique=True)` for the user `key`."""
