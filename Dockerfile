@@ -7,6 +7,8 @@ COPY streams streams
 COPY models models
 COPY indexer indexer
 COPY monitoring monitoring
+COPY contracts contracts
+COPY lab lab
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir .
 USER nobody

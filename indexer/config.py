@@ -1,4 +1,4 @@
-"""Settings section for the vector index (read only through reelstream.settings.Settings)."""
+"""Settings section for the vector index (read only through streams.settings.Settings)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from reelstream import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The installed distribution's version (pyproject.toml): read from its metadata, not imported from the CLI
+# package above this one.
+VERSION = version("reelstream")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -78,12 +81,12 @@ REBALANCES = Counter(
 )
 USERS = Gauge("reelstream_users", "Users with stored history on this worker.", registry=REGISTRY)
 BUILD = Info("reelstream_build", "Version of the worker and of the models it serves.", registry=REGISTRY)
-BUILD.info({"version": __version__})
+BUILD.info({"version": VERSION})
 
 
 def set_build(recommender: str, moderation: str) -> None:
     """The served model versions, beside the worker version (Info.info replaces every label at once)."""
-    BUILD.info({"version": __version__, "recommender": recommender, "moderation": moderation})
+    BUILD.info({"version": VERSION, "recommender": recommender, "moderation": moderation})
 
 
 @contextmanager

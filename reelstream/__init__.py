@@ -1,3 +1,5 @@
 """reelstream: streaming recommendations and comment moderation on Kafka + Faust."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("reelstream")

@@ -1,4 +1,4 @@
-"""The `reelstream` command. Each area registers its own commands (see `register` in each module),
+"""The `reelstream` command. Each area's commands live in a module here (see `register` in each),
 so the CLI stays a thin index and heavy imports (torch, faiss) happen only in the command that needs them.
 """
 
@@ -16,14 +16,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register_all() -> None:
-    from indexer import cli as indexer_cli
-    from models.recs import cli as recs_cli
-    from models.text import cli as text_cli
-    from reelstream import commands
-    from streams import chaos, scale
-    from streams import cli as streams_cli
+    from reelstream import commands, index_commands, lab_commands, recs_commands, text_commands
 
-    for module in (commands, streams_cli, chaos, scale, text_cli, recs_cli, indexer_cli):
+    for module in (commands, lab_commands, text_commands, recs_commands, index_commands):
         module.register(app=app, train=train_app, eval_=eval_app, bench=bench_app)
 
 

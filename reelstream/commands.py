@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from reelstream.settings import get_settings
+from streams.settings import get_settings
 
 
 def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         SIGUSR1 takes the broker down (connections refused) and SIGUSR2 brings it back: outage tests.
         SIGHUP makes the next two SyncGroup requests fail with INVALID_REQUEST: group-join failure tests.
         """
-        from streams.broker import MockCluster, write_addr_file
+        from lab.broker import MockCluster, write_addr_file
         from streams.topics import all_topics
 
         topics = all_topics(get_settings())
@@ -57,7 +57,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         """Start the embedded broker and a worker, replay the committed sample, summarise the outputs."""
         import orjson
 
-        from reelstream.demo import print_summary, run_demo
+        from lab.demo import print_summary, run_demo
 
         result = run_demo(get_settings())
         if json_:
@@ -103,7 +103,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         import json
         from pathlib import Path
 
-        from streams.schemas import json_schemas
+        from contracts.events import json_schemas
 
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, schema in json_schemas().items():
@@ -122,13 +122,13 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         backlog_linger_ms: Annotated[
             int,
             typer.Option(help="Producer batching of the throughput backlog: the embedded broker returns one "
-                         "batch per partition per fetch, Kafka up to 1 MB (see streams/bench.py)."),
+                         "batch per partition per fetch, Kafka up to 1 MB (see lab/bench.py)."),
         ] = 5,
     ) -> None:
         """Whole-pipeline events/s and latency, against a raw consumer on the same broker."""
         import orjson
 
-        from streams.bench import bench_pipeline
+        from lab.bench import bench_pipeline
 
         result = bench_pipeline(
             get_settings(), events, latency_events, latency_rate, seed, series=plot is not None,
@@ -144,7 +144,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     @app.command()
     def config() -> None:
         """Print every setting as its environment variable and effective value."""
-        from reelstream.settings import env_reference
+        from streams.settings import env_reference
 
         for var, value in env_reference(get_settings()):
             typer.echo(f"{var}={value}")

@@ -20,15 +20,17 @@ from faust.sensors.monitor import Monitor
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.recs.base import Recommender
 from models.recs.item_side import ItemTrainer
+from models.text.base import CommentScorer
 from monitoring import metrics
 from monitoring.consumer import LAG
-from reelstream.settings import Settings
+from streams.settings import Settings
 from streams import transport
 from streams.batching import micro_batches
 from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
-from streams.pipeline import CommentScorer, Message, Pipeline, Recommender
+from streams.pipeline import Message, Pipeline
 from streams.tables import CatalogTable, OutputTable
 from streams.topics import CATALOG_TABLE, USERS_TABLE
 
@@ -59,7 +61,7 @@ def _retried_next_tick(task: str):
     return wrap
 
 
-def _apply_vectors(recommender: Any):
+def _apply_vectors(recommender: Recommender):
     def apply(latest: dict[str, list[float] | None]) -> None:
         ids = [k for k, v in latest.items() if v is not None]
         if ids:
@@ -70,13 +72,11 @@ def _apply_vectors(recommender: Any):
     return apply
 
 
-def _apply_grams(recommender: Any, factors: int):
+def _apply_grams(recommender: Recommender, factors: int):
     def apply(latest: dict[int, list[float] | None]) -> None:
         for partition, flat in latest.items():
-            if flat is None:
-                recommender.remote.pop(int(partition), None)
-            else:
-                recommender.remote[int(partition)] = np.asarray(flat, dtype=np.float64).reshape(factors, factors)
+            partial = None if flat is None else np.asarray(flat, dtype=np.float64).reshape(factors, factors)
+            recommender.set_partial(int(partition), partial)
 
     return apply
 
@@ -204,9 +204,9 @@ def create_app(
     @_retried_next_tick("swap_model")
     async def swap_model() -> None:
         """A new batch model saved in REELSTREAM_RECS__MODEL_DIR is served without stopping the worker."""
-        als = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model, settings)
-        if als is not None:
-            recommender.swap(als)
+        model = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model)
+        if model is not None:
+            recommender.swap(model)
             metrics.set_build(recommender.model_version, scorer.model_version)
 
     @app.timer(settings.recs.item_refresh_interval_s)
@@ -218,7 +218,7 @@ def create_app(
         for video_id, vector in zip(ids, vectors):
             output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps([round(float(x), 6) for x in vector]))
         metrics.OUTPUTS.labels("item_vectors").inc(len(ids))
-        for partition, partial in list(recommender.partials.items()):
+        for partition, partial in list(recommender.partials().items()):
             output.emit(t.user_gram, orjson.dumps(partition), orjson.dumps(partial.ravel().tolist()), None, partition)
 
     async def moderate(messages: list[Message]) -> None:

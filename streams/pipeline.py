@@ -3,8 +3,8 @@
 Kept free of Faust so it can be unit-tested directly; `streams.app` wires it to topics and tables.
 Every method is synchronous: a read-modify-write of a user's record never spans an `await`.
 
-A user's record is `{"events": [row, ...]}` with one row per interaction, in the field order of
-`models.recs.confidence.Interaction` (event_id, video_id, kind, ts, ratio, sentiment). The same rows
+A user's record is `{"events": [row, ...]}` with one stored `contracts.history.HistoryRow` (a list)
+per interaction. The same rows
 are the event_id dedup window and the full history the user's factor is recomputed from. Rows are kept in
 time order (a late event is inserted where it belongs) and a stored row is never edited in place (a changed
 row is a new list): models.recs.confidence.FlooredPrefixCache relies on both.
@@ -18,23 +18,23 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from models.recs.confidence import TIME_ORDER
+from contracts.history import EVENT_ID, SENTIMENT, TIME_ORDER, HistoryRow, Row, row_with_sentiment
+from models.recs.base import Recommender, ServeRequest
 from monitoring import metrics
-from reelstream.settings import Settings
-from streams.schemas import (
+from streams.settings import Settings
+from contracts.events import (
     EVENT_TYPES,
     Comment,
     DeadLetter,
     InvalidMessage,
     ModerationFlag,
     UserDelete,
-    Watch,
     dumps,
     parse_event,
     parse_video_event,
@@ -42,8 +42,6 @@ from streams.schemas import (
 from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
-Row = list  # [event_id, video_id, kind, ts, ratio, sentiment | None]
-ID, VIDEO, KIND, TS, RATIO, SENTIMENT = range(6)
 # Original bytes kept in a dead letter: base64 (4/3) plus the record fits librdkafka's and Kafka's 1 MB default.
 DLQ_RAW_MAX_BYTES = 512 * 1024
 
@@ -97,57 +95,9 @@ def user_store(users: Any) -> UserStore:
 Emit = Callable[..., None]
 
 
-class ServeRequest(NamedTuple):
-    """One user to serve in a micro-batch: their stored history and `events` partition (their state lives
-    with it)."""
-
-    user_id: str
-    history: list[Row]
-    partition: int
-
-
-class Recommender(Protocol):
-    """What the pipeline needs of a recommender (implementations: streams.models)."""
-
-    model_version: str
-
-    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
-        """The user's full stored history after this batch, and the rows this batch added."""
-
-    def recommend_many(
-        self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
-    ) -> list[tuple[list[tuple[str, float]], str]]:
-        """Per request, top-k (video_id, score), best first, and the model_version that produced them; never
-        a video of the user's history nor one in `exclude`. One call per micro-batch, so a model can solve
-        and search for all its users at once."""
-
-    def forget_user(self, user_id: str, history: list[Row]) -> None: ...
-
-    def remove_video(self, video_id: str) -> None: ...
-
-    def index_size(self) -> int: ...
-
-    def take_item_messages(self) -> list[Any]:
-        """(video_id, user_id, factor, confidence) tuples for the item side, queued since the last call."""
-
-
-class CommentScorer(Protocol):
-    """What the pipeline needs of the comment models (implementations: models/text)."""
-
-    model_version: str
-
-    def score(self, texts: list[str], langs: list[str | None]) -> list[Any]: ...
-
-
 async def _maybe_await(result: Any) -> None:
     if inspect.isawaitable(result):
         await result
-
-
-def history_row(event: Any) -> Row:
-    """A compact, JSON-able record of one interaction, enough to recompute confidence from scratch."""
-    ratio = round(event.ratio, 4) if isinstance(event, Watch) else 0.0
-    return [event.event_id, event.video_id, event.type, event.ts, ratio, None]
 
 
 @dataclass
@@ -248,7 +198,7 @@ class Pipeline:
                 # A copy of the list: the table hands out its stored object, and rows appended to it by a
                 # batch that then fails would look like duplicates on retry and never reach the changelog.
                 rows = list(record["events"]) if record else []
-                state = touched[user] = _Touched(rows, {r[ID]: r for r in rows})
+                state = touched[user] = _Touched(rows, {r[EVENT_ID]: r for r in rows})
             state.msg = msg
             seen = state.by_id.get(event.event_id)
             if seen is not None:
@@ -259,12 +209,12 @@ class Pipeline:
                     self.forward_comment(msg, event)
             else:
                 counts[event.type] += 1
-                row = history_row(event)
+                row = HistoryRow.from_event(event).stored()
                 if state.rows and TIME_ORDER(row) < TIME_ORDER(state.rows[-1]):
                     bisect.insort(state.rows, row, key=TIME_ORDER)  # a late event
                 else:
                     state.rows.append(row)
-                state.by_id[row[ID]] = row
+                state.by_id[row[EVENT_ID]] = row
                 state.new.append(row)
                 if isinstance(event, Comment):
                     self.forward_comment(msg, event)
@@ -355,7 +305,7 @@ class Pipeline:
     # --- comments ---------------------------------------------------------------------------------
     def _pending_row(self, user_id: str, event_id: str) -> tuple[dict | None, Row | None]:
         record = self.users.get(user_id)
-        row = next((r for r in record["events"] if r[ID] == event_id), None) if record else None
+        row = next((r for r in record["events"] if r[EVENT_ID] == event_id), None) if record else None
         return record, row
 
     def comments_batch(self, messages: Iterable[Message]) -> list[tuple[Message, Comment]]:
@@ -394,10 +344,9 @@ class Pipeline:
             for reason in res.reasons:
                 metrics.FLAG_CATEGORIES.labels(reason.split(">=")[0]).inc()
             metrics.LATENCY.labels("moderation_flags").observe(max(0.0, self.clock() - msg.timestamp))
-            # A new row, not an edit: stored rows are values (models.recs.confidence.FlooredPrefixCache).
             sentiment = [round(res.sentiment[k], 4) for k in ("negative", "neutral", "positive")]
             rows = record["events"]
-            rows[rows.index(row)] = [*row[:SENTIMENT], sentiment]
+            rows[rows.index(row)] = row_with_sentiment(row, sentiment)
             self.users.put(event.user_id, record, msg.partition)
             self.recommender.learn(event.user_id, record["events"], [])
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))

@@ -10,7 +10,7 @@ import functools
 
 from kafka.partitioner.default import murmur2
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 
 # Faust tables, by name. Changelog topics are "<app_id>-<table>-changelog".
 USERS_TABLE = "users"

@@ -23,7 +23,7 @@ Start-up inside a broker outage (aiokafka 0.14, faust-streaming 0.15; nothing he
   rejoined instead of stalling.
 
 Offset gaps. When the broker has deleted records a consumer has not read yet (retention, or the embedded
-broker's 5 MiB per-partition log cap, see streams/broker.py), the fetch fails with OFFSET_OUT_OF_RANGE and
+broker's 5 MiB per-partition log cap, see lab/broker.py), the fetch fails with OFFSET_OUT_OF_RANGE and
 aiokafka resets the position to the earliest offset still there, without an error. Faust then either acks
 the skipped range as a "gap" and commits past it (a running worker) or, when it has not yet noted a read
 offset for the partition (a restarted worker), may never commit that partition again.
@@ -140,7 +140,7 @@ aiokafka_subscriptions.TopicPartitionState = _TrackedPartitionState
 def report_gap(topic: str, partition: int, first: int, end: int) -> None:
     """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably."""
     from monitoring import metrics
-    from streams.schemas import DeadLetter, dumps
+    from contracts.events import DeadLetter, dumps
 
     n = end - first
     log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 from streams.app import create_app
 
 # Young-generation size of the cyclic garbage collector (CPython's default: 700). Measured on the 50k-event
@@ -18,9 +18,10 @@ GC_GEN0_THRESHOLD = 20_000
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     import faust
 
-    from streams.models import load_recommender, load_scorer
+    from models.recs.serving import load_recommender
+    from models.text.base import load_comment_models
 
-    app = create_app(settings, load_recommender(settings), load_scorer(settings))
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG, and aiokafka then formats a debug record
     # per produce request: ~6% of a worker's CPU (py-spy). Without it the configured level holds.

@@ -16,6 +16,6 @@ os.environ.setdefault("PYTHONPATH", str(ROOT))
 
 @pytest.fixture
 def settings():
-    from reelstream.settings import Settings
+    from streams.settings import Settings
 
     return Settings()

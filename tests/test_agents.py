@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 from streams.app import create_app
-from streams.models import load_recommender, load_scorer
+from models.recs.serving import load_recommender
+from models.text.base import load_comment_models
 from tests.sinks import Sink
 
 
@@ -17,7 +18,7 @@ from tests.sinks import Sink
 def app_and_sink():
     settings = Settings(bootstrap_servers="127.0.0.1:1")  # nothing is reached: outputs go to the sink
     sink = Sink()
-    app = create_app(settings, load_recommender(settings), load_scorer(settings), output=sink)
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=sink)
     app.finalize()
     return app, sink
 

@@ -9,17 +9,18 @@ import asyncio
 import pytest
 from faust.types import Message
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 from streams.app import create_app
 from streams.batching import micro_batches
-from streams.models import load_recommender, load_scorer
+from models.recs.serving import load_recommender
+from models.text.base import load_comment_models
 from tests.sinks import Sink
 
 
 def test_micro_batches_take_what_is_queued_and_ack_only_after_the_caller_is_done():
     async def main():
         settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
-        app = create_app(settings, load_recommender(settings), load_scorer(settings), output=Sink())
+        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
         app.finalize()
         app.flow_control.resume()
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

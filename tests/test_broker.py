@@ -10,8 +10,8 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from reelstream.settings import Settings
-from streams.local import free_port
+from streams.settings import Settings
+from lab.local import free_port
 from streams.topics import all_topics
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_broker_creates_every_topic_on_a_fixed_port_and_stops_on_sigterm(tmp_pat
 def test_partition_for_matches_librdkafkas_murmur2_partitioner(tmp_path):
     from confluent_kafka import Producer
 
-    from streams.recording import read_topic
+    from lab.recording import read_topic
     from streams.topics import partition_for
 
     port = free_port()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from reelstream.settings import Settings, env_reference
+from streams.settings import Settings, env_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 

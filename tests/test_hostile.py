@@ -7,7 +7,7 @@ with its reason, counts per reason taken from the DLQ topic itself, while valid 
 
 The ~1 MB messages (`mb_text`, `too_large`) go through a real worker too, in a fast stream of their own
 (the 10,000-message stream times throughput). The embedded broker keeps at most 5 MiB per partition and
-deletes older records beyond that (streams/broker.py): a burst of 1 MB messages once made it delete
+deletes older records beyond that (lab/broker.py): a burst of 1 MB messages once made it delete
 records the worker had not read yet, and the worker skipped them and committed past them without a trace.
 The worker now dead-letters such holes (`offset_gap`, streams/transport.py), and a test forces one; the
 1 MB test keeps every partition under the cap, so each of its messages must be processed or dead-lettered
@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from streams.pipeline import DLQ_RAW_MAX_BYTES, Message, Pipeline
-from streams.schemas import InvalidMessage, parse_event
+from contracts.events import InvalidMessage, parse_event
 from tests.sinks import Sink
 
 START_TS = 1_767_225_600
@@ -103,7 +103,7 @@ def make(kind: str, rng: random.Random, n: int, prefix: str) -> tuple[bytes | No
 
 
 def settings_(**env: object):
-    from reelstream.settings import Settings
+    from streams.settings import Settings
 
     return Settings(**env)
 
@@ -132,11 +132,11 @@ def test_the_parser_gives_each_hostile_message_its_reason(m):
 @given(st.lists(messages(), min_size=1, max_size=60), st.data())
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_hostile_batch_never_raises_and_every_message_is_accounted_for(batch, data):
-    from streams.models import load_recommender
+    from models.recs.serving import load_recommender
 
     s = settings_()
     sink, users = Sink(), {}
-    pipe = Pipeline(s, users, {}, load_recommender(s), sink.emit, clock=lambda: START_TS + 1e7)
+    pipe = Pipeline(s, users, {}, load_recommender(s.recs, s.index), sink.emit, clock=lambda: START_TS + 1e7)
     # Redeliveries of earlier messages, anywhere in the batch.
     batch = batch + [data.draw(st.sampled_from(batch)) for _ in range(data.draw(st.integers(0, 5)))]
     msgs = [Message("events", 0, i, START_TS, e["user_id"].encode(), v) for i, (_, v, _, e) in enumerate(batch)]
@@ -154,14 +154,14 @@ def test_a_dead_letter_for_a_message_near_the_size_cap_fits_the_producer():
     event after it, down with it (run_batch's own fallback dead-letters through the same emit)."""
     import asyncio
 
-    from streams.models import load_recommender
+    from models.recs.serving import load_recommender
     from streams.output import OutputProducer
 
     s = settings_()
     # Nothing listens there: produce() still checks sizes synchronously. log_level 0: no reconnect noise.
     out = OutputProducer("127.0.0.1:9", extra={"log_level": 0})
     users: dict = {}
-    pipe = Pipeline(s, users, {}, load_recommender(s), out.emit)
+    pipe = Pipeline(s, users, {}, load_recommender(s.recs, s.index), out.emit)
     rng = random.Random(1)
     big, reason, e = make("mb_text", rng, 1, "t")
     ok = valid_event(rng, 2, "t")
@@ -191,15 +191,15 @@ def hostile_stream(seed: int, n: int, prefix: str) -> list[tuple[bytes | None, b
 
 
 def _records(messages: list[tuple[bytes | None, bytes | None, str | None, str]]):
-    from streams.recording import Record
+    from lab.recording import Record
 
     return [Record("events", -1, -1, None, k, v) for k, v, _, _ in messages]
 
 
 def _feed_and_time(stack, worker, messages, already: float) -> float:
     """Seconds from the first produce until the worker has accounted for every message."""
-    from streams.chaos import Feeder
-    from streams.local import consumed, wait_for
+    from lab.chaos import Feeder
+    from lab.local import consumed, wait_for
 
     started = time.monotonic()
     feeder = Feeder(stack.bootstrap, _records(messages), rate=None)
@@ -212,10 +212,10 @@ def _feed_and_time(stack, worker, messages, already: float) -> float:
 
 @pytest.mark.integration
 def test_a_worker_under_hostile_input_dead_letters_each_message_and_keeps_valid_traffic_flowing():
-    from streams.chaos import audit, uncommitted
-    from streams.local import wait_for
-    from streams.local import LocalStack
-    from streams.recording import read_topic
+    from lab.chaos import audit, uncommitted
+    from lab.local import wait_for
+    from lab.local import LocalStack
+    from lab.recording import read_topic
 
     s = settings_()
     rng = random.Random(1)
@@ -267,7 +267,7 @@ def _user_per_partition(prefix: str, partitions: int) -> dict[int, str]:
 
 
 def _feed(stack, messages, extra=None) -> None:
-    from streams.chaos import Feeder
+    from lab.chaos import Feeder
 
     feeder = Feeder(stack.bootstrap, _records(messages), rate=None, extra=extra)
     feeder.start()
@@ -276,7 +276,7 @@ def _feed(stack, messages, extra=None) -> None:
 
 
 def _dead_letters(bootstrap: str, s) -> dict[tuple[str, int, int], dict]:
-    from streams.recording import read_topic
+    from lab.recording import read_topic
 
     dead = {}
     for rec in read_topic(bootstrap, s.topics.dlq):
@@ -300,9 +300,9 @@ def _offsets(bootstrap: str, s, partition: int) -> tuple[int, int]:
 
 @pytest.mark.integration
 def test_a_worker_dead_letters_1_mb_messages_in_a_fast_stream_and_skips_nothing():
-    from streams.broker import PARTITION_LOG_MAX_BYTES
-    from streams.chaos import audit, uncommitted
-    from streams.local import LocalStack, consumed, total, wait_for
+    from lab.broker import PARTITION_LOG_MAX_BYTES
+    from lab.chaos import audit, uncommitted
+    from lab.local import LocalStack, consumed, total, wait_for
     from streams.topics import partition_for
 
     s = settings_()
@@ -354,8 +354,8 @@ def test_records_the_broker_deleted_before_the_worker_read_them_are_dead_lettere
 
     from confluent_kafka import Producer
 
-    from streams.chaos import audit, uncommitted
-    from streams.local import LocalStack, wait_for
+    from lab.chaos import audit, uncommitted
+    from lab.local import LocalStack, wait_for
 
     s = settings_()
     rng = random.Random(9)
@@ -407,15 +407,15 @@ def test_records_the_broker_deleted_before_the_worker_read_them_are_dead_lettere
 
 @pytest.mark.integration
 def test_the_embedded_broker_deletes_past_5_mib_per_partition_and_clients_skip_silently():
-    """The root cause above, minimal: librdkafka's mock keeps 5 MiB per partition (streams/broker.py) and a
+    """The root cause above, minimal: librdkafka's mock keeps 5 MiB per partition (lab/broker.py) and a
     consumer positioned before the new log start is moved past the deleted records without an error."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer, TopicPartition as AioTP
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from streams.broker import PARTITION_LOG_MAX_BYTES
-    from streams.local import LocalStack
+    from lab.broker import PARTITION_LOG_MAX_BYTES
+    from lab.local import LocalStack
 
     s = settings_()
     with LocalStack() as stack:

@@ -6,7 +6,7 @@ import orjson
 import typer
 from typer.testing import CliRunner
 
-from indexer import cli
+from reelstream import index_commands as cli
 
 
 def test_bench_index_prints_one_json_object() -> None:

@@ -9,10 +9,10 @@ import collections
 import orjson
 import pytest
 
-from reelstream.demo import SAMPLE
-from streams.generator import FAULTS
-from streams.local import LocalStack, total
-from streams.recording import read_records, read_topic, replay
+from lab.demo import SAMPLE
+from lab.generator import FAULTS
+from lab.local import LocalStack, total
+from lab.recording import read_records, read_topic, replay
 from streams.topics import USERS_TABLE, changelog
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def _fault(rec) -> str | None:
 
 @pytest.fixture(scope="module")
 def run():
-    from reelstream.settings import Settings
+    from streams.settings import Settings
 
     settings = Settings()
     t = settings.topics

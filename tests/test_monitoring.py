@@ -275,10 +275,10 @@ def _until(predicate, timeout: float, what: str):
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
 def test_prometheus_scrapes_a_worker_replaying_the_sample(tmp_path):
-    from reelstream.demo import SAMPLE
-    from streams.generator import FAULTS
-    from streams.local import LocalStack, free_port
-    from streams.recording import read_records, replay
+    from lab.demo import SAMPLE
+    from lab.generator import FAULTS
+    from lab.local import LocalStack, free_port
+    from lab.recording import read_records, replay
 
     expected_dlq = collections.Counter(
         FAULTS[v.decode()] for r in read_records(SAMPLE) for k, v in r.headers if k == "x-reelstream-fault"

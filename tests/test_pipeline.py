@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from monitoring import metrics
-from streams.models import load_recommender
+from models.recs.serving import load_recommender
 from streams.pipeline import Message, Pipeline
 from tests.sinks import Sink
 
@@ -28,7 +28,7 @@ def ev(event_id, user="u1", video="v1", type_="like", **extra):
 def world(settings):
     sink = Sink()
     users, catalog = {}, {}
-    pipe = Pipeline(settings, users, catalog, load_recommender(settings), sink.emit, clock=lambda: 101.0)
+    pipe = Pipeline(settings, users, catalog, load_recommender(settings.recs, settings.index), sink.emit, clock=lambda: 101.0)
     return pipe, users, catalog, sink
 
 
@@ -167,7 +167,7 @@ def test_a_batch_failing_before_its_writes_loses_no_event_on_retry(settings):
 
     users["u1"] = {"events": [["e0", "v0", "like", 1.0, 0.0, None]]}
     users.written.clear()
-    pipe = Pipeline(settings, users, {}, load_recommender(settings), emit, clock=lambda: 101.0)
+    pipe = Pipeline(settings, users, {}, load_recommender(settings.recs, settings.index), emit, clock=lambda: 101.0)
     batch = [msg(ev("e1", video="v1")), msg(ev("c1", user="u2", type_="comment", text="hi"), key=b"u2", offset=1)]
     asyncio.run(pipe.run_batch(pipe.process_events, batch))
     assert failed and "u1" in users.written

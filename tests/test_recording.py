@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.recording import Record, read_records, record, replay, write_records
+from lab.recording import Record, read_records, record, replay, write_records
 
 SAMPLES = [
     Record("events", 0, 0, 1_700_000_000_000, b"u1", b'{"type":"watch"}', []),

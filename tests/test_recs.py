@@ -12,7 +12,8 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from models.recs.als import StreamingALS
-from models.recs.confidence import TIME_ORDER, FlooredPrefixCache, Interaction, append, confidences, with_sentiment
+from contracts.history import TIME_ORDER, HistoryRow
+from models.recs.confidence import FlooredPrefixCache, append, confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
 from models.recs.evaluate import prequential, synthetic_events
 from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
@@ -51,14 +52,14 @@ def _random_matrix(users: int = 60, items: int = 40, seed: int = 0) -> csr_matri
 
 def test_confidence_signs_and_idempotence() -> None:
     h = [
-        Interaction("e1", "a", "watch", 1.0, ratio=0.5),
-        Interaction("e2", "a", "like", 2.0),
-        Interaction("e3", "b", "skip", 3.0),
-        Interaction("e4", "c", "like", 4.0),
-        Interaction("e5", "c", "unlike", 5.0),
-        Interaction("e6", "d", "share", 6.0),
-        Interaction("e7", "e", "comment", 7.0, sentiment=(0.0, 0.1, 0.9)),
-        Interaction("e8", "f", "comment", 8.0, sentiment=(0.9, 0.1, 0.0)),
+        HistoryRow("e1", "a", "watch", 1.0, ratio=0.5),
+        HistoryRow("e2", "a", "like", 2.0),
+        HistoryRow("e3", "b", "skip", 3.0),
+        HistoryRow("e4", "c", "like", 4.0),
+        HistoryRow("e5", "c", "unlike", 5.0),
+        HistoryRow("e6", "d", "share", 6.0),
+        HistoryRow("e7", "e", "comment", 7.0, sentiment=(0.0, 0.1, 0.9)),
+        HistoryRow("e8", "f", "comment", 8.0, sentiment=(0.9, 0.1, 0.0)),
     ]
     conf = confidences(h, W)
     assert conf["a"] == pytest.approx(0.5 * W.watch + W.like)
@@ -257,7 +258,7 @@ def test_train_als_from_recorded_file(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from reelstream.cli import app
-    from streams.recording import Record, write_records
+    from lab.recording import Record, write_records
 
     rng = random.Random(0)
     records = []

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.generator import GeneratorConfig, generate
-from streams.local import LocalStack, total, wait_for
-from streams.recording import read_topic, replay
+from lab.generator import GeneratorConfig, generate
+from lab.local import LocalStack, total, wait_for
+from lab.recording import read_topic, replay
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_a_removed_video_is_never_recommended_after_its_removal(stack):
 
 
 def test_a_new_batch_model_is_swapped_in_without_stopping_the_worker(tmp_path):
-    from reelstream.demo import SAMPLE
+    from lab.demo import SAMPLE
 
     def train(source, out):
         import subprocess

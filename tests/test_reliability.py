@@ -1,6 +1,6 @@
 """Reliability: kill -9 during a replay, a broker outage, the right to erasure, and the safety checks.
 
-The integration tests run real worker processes on the embedded broker (streams/chaos.py does the work and
+The integration tests run real worker processes on the embedded broker (lab/chaos.py does the work and
 the audit; `reelstream bench chaos --json` runs the same). Outputs may repeat; the final state may not.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.chaos import audit, fault_points, last_values, reconcile, uncommitted
-from streams.local import wait_for
+from lab.chaos import audit, fault_points, last_values, reconcile, uncommitted
+from lab.local import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- kills and outages ----------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_kill_9_three_times_during_a_replay_loses_nothing_and_counts_nothing_twice():
-    from streams.chaos import run_chaos
+    from lab.chaos import run_chaos
 
     result = run_chaos(kills=3, outage_s=0, events=2500, users=120, seed=11, rate=100)
     assert result.crashes == 0
@@ -34,7 +34,7 @@ def test_kill_9_three_times_during_a_replay_loses_nothing_and_counts_nothing_twi
 
 @pytest.mark.integration
 def test_a_30_s_broker_outage_mid_replay_is_survived_without_a_restart():
-    from streams.chaos import run_chaos
+    from lab.chaos import run_chaos
 
     result = run_chaos(kills=0, outage_s=30, events=1500, users=100, seed=12, rate=100)
     assert result.crashes == 0  # the one worker ran throughout: no kill, no restart, no exit
@@ -51,9 +51,9 @@ def test_a_worker_starting_inside_a_broker_outage_gets_its_partitions_once_the_b
     parked that error for a caller Faust never makes, and the worker stayed idle with no partitions."""
     import signal
 
-    from reelstream.settings import Settings
-    from streams.chaos import Feeder
-    from streams.local import LocalStack
+    from streams.settings import Settings
+    from lab.chaos import Feeder
+    from lab.local import LocalStack
 
     s = Settings()
     kinds = ["watch", "like", "comment", "share", "watch", "skip"]
@@ -121,17 +121,17 @@ def _event(event_id: str, user: str, kind: str, video: str, ts: float, **extra) 
 
 
 def _records(settings, events: list[dict]):
-    from streams.recording import Record
+    from lab.recording import Record
 
     return [Record(settings.topics.events, -1, -1, None, e["user_id"].encode(), orjson.dumps(e)) for e in events]
 
 
 @pytest.mark.integration
 def test_user_delete_leaves_no_trace_in_state_and_no_later_recommendation():
-    from reelstream.settings import Settings
-    from streams.chaos import Feeder
-    from streams.local import LocalStack
-    from streams.recording import Record, read_topic
+    from streams.settings import Settings
+    from lab.chaos import Feeder
+    from lab.local import LocalStack
+    from lab.recording import Record, read_topic
     from streams.topics import CATALOG_TABLE, USERS_TABLE, changelog
 
     s = Settings()
@@ -217,7 +217,7 @@ def test_no_pickle_based_loading_of_files():
 
 
 def test_oversized_texts_and_messages_go_to_the_dlq(settings):
-    from streams.schemas import InvalidMessage, parse_event
+    from contracts.events import InvalidMessage, parse_event
 
     e = _event("e1", "u1", "comment", "v1", 1.0)
     limits = {"max_bytes": settings.max_message_bytes, "max_text_chars": settings.max_text_chars}
@@ -249,7 +249,7 @@ def test_no_credentials_in_repository_files():
 
 
 def test_settings_read_credentials_and_addresses_only_from_the_environment(monkeypatch):
-    from reelstream.settings import Settings
+    from streams.settings import Settings
 
     for var in ("REELSTREAM_WEB_HOST", "REELSTREAM_BOOTSTRAP_SERVERS"):
         monkeypatch.delenv(var, raising=False)

@@ -8,12 +8,12 @@ import signal
 
 import pytest
 
-from reelstream.settings import Settings
-from streams.chaos import Feeder, audit, uncommitted, valid_events
-from streams.generator import GeneratorConfig, generate
-from streams.local import LocalStack, wait_for
-from streams.recording import read_records
-from streams.scale import owned_partitions, run_scale, wait_balanced
+from streams.settings import Settings
+from lab.chaos import Feeder, audit, uncommitted, valid_events
+from lab.generator import GeneratorConfig, generate
+from lab.local import LocalStack, wait_for
+from lab.recording import read_records
+from lab.scale import owned_partitions, run_scale, wait_balanced
 
 pytestmark = pytest.mark.integration
 

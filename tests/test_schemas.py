@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from streams.schemas import REASONS, InvalidMessage, json_schemas, parse_event, parse_video_event
+from contracts.events import REASONS, InvalidMessage, json_schemas, parse_event, parse_video_event
 
 OK = {"schema_version": 1, "event_id": "e1", "user_id": "u1", "video_id": "v1", "ts": 1.7e9}
 

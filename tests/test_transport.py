@@ -8,16 +8,17 @@ import asyncio
 
 import pytest
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 from streams.app import create_app
-from streams.models import load_recommender, load_scorer
+from models.recs.serving import load_recommender
+from models.text.base import load_comment_models
 from tests.sinks import Sink
 
 
 def _consumer():
     """A finalized app's consumer, made inside the running loop so its events and tasks live there."""
     settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
-    app = create_app(settings, load_recommender(settings), load_scorer(settings), output=Sink())
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
     app.finalize()
     return app.consumer
 
@@ -100,7 +101,7 @@ def test_raw_single_channel_partitions_get_the_lean_delivery_and_the_same_events
 
     async def main():
         settings = Settings(bootstrap_servers="127.0.0.1:1")
-        app = create_app(settings, load_recommender(settings), load_scorer(settings), output=Sink())
+        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
         app.finalize()
         app.flow_control.resume()
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -40,7 +40,7 @@ SAVED_SETTINGS = (
 
 
 class StreamingALS:
-    """Implements models.recs.base.Recommender; users it cannot place (no known video) get popularity."""
+    """Implements models.recs.base.Ranker; users it cannot place (no known video) get popularity."""
 
     def __init__(
         self,

@@ -1,21 +1,87 @@
-"""What the interactions agent needs from a recommender, whichever model serves."""
+"""The recommender contracts: `Recommender`, everything the worker's app and pipeline call (implemented by
+models.recs.serving.StreamingRecommender, and driven the same way by the in-process evaluation), and
+`Ranker`, the per-request model underneath it (StreamingALS, PopularityRecommender). One contract suite
+runs over each (tests/contracts/)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
+from contracts.history import Row
+from models.recs.item_side import ItemMessage
 
 Scored = tuple[str, float]  # (video_id, score)
 
 
-class Recommender(Protocol):
-    """A recommender the agent calls once per user per micro-batch.
+class ServeRequest(NamedTuple):
+    """One user to serve in a micro-batch: their stored history and `events` partition (their state lives
+    with it)."""
 
-    `history` is the user's video_id -> confidence (models.recs.confidence.confidences of their stored
-    interactions); seen videos are never recommended, nor those in `exclude` (removed, blocked).
+    user_id: str
+    history: list[Row]
+    partition: int
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """What the worker calls: learning and serving per micro-batch on the user side, the item side's inputs
+    and outputs, the per-partition Gram sums, rebalances, erasure, and a newer saved model swapped in.
+
+    Histories are the users table's stored rows (contracts.history), each event_id once and in time order.
     """
+
+    @property
+    def model_version(self) -> str: ...
+
+    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
+        """The user's full stored history after this batch, and the rows this batch added."""
+
+    def recommend_many(
+        self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
+    ) -> list[tuple[list[Scored], str]]:
+        """Per request, top-k (video_id, score), best first, and the model_version that produced them; never
+        a video of the user's history nor one in `exclude`. One call per micro-batch, so a model can solve
+        and search for all its users at once."""
+
+    def forget_user(self, user_id: str, history: list[Row]) -> None:
+        """Erasure: the user's factor leaves the model, and every video they touched is told to drop them."""
+
+    def remove_video(self, video_id: str) -> None:
+        """A removed or blocked video is never recommended again."""
+
+    def index_size(self) -> int: ...
+
+    def take_item_messages(self) -> list[ItemMessage]:
+        """Messages for the item side (interactions-by-video), queued since the last call."""
+
+    def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """New item vectors (from the item-vectors topic) are served from the next micro-batch on."""
+
+    def partials(self) -> Mapping[int, np.ndarray]:
+        """Per owned `events` partition, X^T X of its users' current factors: published to user-gram."""
+
+    def set_partial(self, partition: int, partial: np.ndarray | None) -> None:
+        """Another owner's published partial Gram of `partition` (None: withdrawn)."""
+
+    def gram(self) -> np.ndarray:
+        """X^T X of all users (own partials plus the others' published ones): the item solve's Gram."""
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Partitions revoked in a rebalance: their users now live on another worker."""
+
+    def newer_model(self) -> object | None:
+        """A newer saved model, loaded and ready for `swap`, or None (slow: call it off the event loop)."""
+
+    def swap(self, model: object) -> None:
+        """Serve `model` (from `newer_model`) from the next micro-batch on, without stopping."""
+
+
+class Ranker(Protocol):
+    """One user's top-k from their video_id -> confidence map (models.recs.confidence); seen videos are never
+    recommended, nor those in `exclude` (removed, blocked)."""
 
     model_version: str
 

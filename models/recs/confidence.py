@@ -9,33 +9,13 @@ with weight |c| (implicit treats negative entries as preference 0 with confidenc
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+from contracts.history import EVENT_ID, KIND, RATIO, SENTIMENT, TIME_ORDER, TS, VIDEO_ID, HistoryRow, Row, Sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
-from streams.schemas import Comment, Like, Share, Skip, Unlike, Watch
 
 _MIN_DECAY = 2.0**-30
-Sentiment = tuple[float, float, float]  # (negative, neutral, positive) probabilities
-
-
-class Interaction(NamedTuple):
-    """One stored user interaction: small and JSON-friendly (a list), so a history fits a table row."""
-
-    event_id: str
-    video_id: str
-    kind: str  # watch | like | unlike | share | skip | comment
-    ts: float
-    ratio: float = 0.0  # watch ratio, capped at 1
-    sentiment: Sentiment | None = None  # comments only; None until moderation has scored it
-
-    @classmethod
-    def from_event(
-        cls, event: Watch | Like | Unlike | Share | Skip | Comment, sentiment: Mapping[str, float] | None = None
-    ) -> Interaction:
-        ratio = event.ratio if isinstance(event, Watch) else 0.0
-        return cls(event.event_id, event.video_id, event.type, event.ts, ratio, _sentiment(sentiment))
 
 
 def _sentiment(s: Mapping[str, float] | None) -> Sentiment | None:
@@ -44,13 +24,13 @@ def _sentiment(s: Mapping[str, float] | None) -> Sentiment | None:
     return (float(s.get("negative", 0.0)), float(s.get("neutral", 0.0)), float(s.get("positive", 0.0)))
 
 
-def with_sentiment(history: Sequence[Interaction], event_id: str, sentiment: Mapping[str, float]) -> list[Interaction]:
+def with_sentiment(history: Sequence[HistoryRow], event_id: str, sentiment: Mapping[str, float]) -> list[HistoryRow]:
     """Attach a comment's sentiment, which arrives later from the moderation agent (idempotent)."""
     s = _sentiment(sentiment)
     return [i._replace(sentiment=s) if i.event_id == event_id else i for i in history]
 
 
-def append(history: Sequence[Interaction], new: Iterable[Interaction], max_events: int) -> list[Interaction]:
+def append(history: Sequence[HistoryRow], new: Iterable[HistoryRow], max_events: int) -> list[HistoryRow]:
     """History plus new interactions, deduplicated on event_id, time-ordered, keeping the latest max_events."""
     seen = {i.event_id for i in history}
     out = list(history)
@@ -62,17 +42,11 @@ def append(history: Sequence[Interaction], new: Iterable[Interaction], max_event
     return out[-max_events:]
 
 
-# Positional fields of a stored interaction: an `Interaction`, or the plain list a table row holds
-# (streams.pipeline), which the worker's hot path reads without building a tuple per row.
-_ID, _VIDEO, _KIND, _TS, _RATIO, _SENTIMENT = range(6)
-Row = Sequence  # Interaction or [event_id, video_id, kind, ts, ratio, sentiment]
-
-
 def event_weight(i: Row, w: ConfidenceWeights) -> float:
     """What one interaction adds to its video's confidence (a like counts once, see `confidences`)."""
-    kind = i[_KIND]
+    kind = i[KIND]
     if kind == "watch":
-        return w.watch * i[_RATIO]
+        return w.watch * i[RATIO]
     if kind == "like":
         return w.like
     if kind == "share":
@@ -80,14 +54,11 @@ def event_weight(i: Row, w: ConfidenceWeights) -> float:
     if kind == "skip":
         return w.skip
     if kind == "comment":
-        if i[_SENTIMENT] is None:
+        if i[SENTIMENT] is None:
             return w.comment_neutral
-        neg, neu, pos = i[_SENTIMENT]
+        neg, neu, pos = i[SENTIMENT]
         return neg * w.comment_negative + neu * w.comment_neutral + pos * w.comment_positive
     return 0.0  # unlike: handled as state, see `confidences`
-
-
-TIME_ORDER = operator.itemgetter(_TS, _ID)  # time order, ties broken by event_id
 
 
 def confidences(
@@ -99,7 +70,7 @@ def confidences(
     seen: set[str] | None = None,
     unique: bool = False,
 ) -> dict[str, float]:
-    """video_id -> confidence from the user's full history (Interactions or table rows).
+    """video_id -> confidence from the user's full history (HistoryRows or their stored lists).
 
     Each contribution decays with age (half_life_s, relative to `now`, default the latest event; None or 0:
     no decay) so that what the user did recently dominates their factor. A like is a state: the latest
@@ -114,10 +85,10 @@ def confidences(
         events = sorted(history, key=TIME_ORDER)
     else:
         history = history if isinstance(history, Sequence) else list(history)
-        events = sorted({i[_ID]: i for i in reversed(history)}.values(), key=TIME_ORDER)  # first of each event_id
+        events = sorted({i[EVENT_ID]: i for i in reversed(history)}.values(), key=TIME_ORDER)  # first of each event_id
     if not events:
         return {}
-    t_now = events[-1][_TS] if now is None else now
+    t_now = events[-1][TS] if now is None else now
     rate = math.log(2.0) / half_life_s if half_life_s else 0.0
     conf: dict[str, float] = {}
     liked_at: dict[str, float | None] = {}
@@ -140,9 +111,9 @@ def _accumulate(
     before it add constants that a later `now` no longer changes (see FlooredPrefixCache)."""
     exp = math.exp
     for n, i in enumerate(events[start:] if start else events, start):
-        vid, kind, ts = i[_VIDEO], i[_KIND], i[_TS]
+        vid, kind, ts = i[VIDEO_ID], i[KIND], i[TS]
         if kind == "watch":
-            x = w.watch * i[_RATIO]
+            x = w.watch * i[RATIO]
         elif kind == "like" or kind == "unlike":
             liked_at[vid] = ts if kind == "like" else None
             if vid not in conf:
@@ -224,13 +195,13 @@ class FlooredPrefixCache:
         p = self._prefix.get(key)
         k = len(p.rows) if p is not None else 0
         events = sorted(rows[k:], key=TIME_ORDER) if p is not None and rows[:k] == p.rows else []
-        if not events or TIME_ORDER(events[0]) <= p.last or events[-1][_TS] < p.floored_at:  # type: ignore[union-attr]
+        if not events or TIME_ORDER(events[0]) <= p.last or events[-1][TS] < p.floored_at:  # type: ignore[union-attr]
             p, k = None, 0
             events = sorted(rows, key=TIME_ORDER)
             if not events:
                 self._prefix.pop(key, None)
                 return {}
-        t_now = events[-1][_TS]
+        t_now = events[-1][TS]
         self.reused += p is not None
         conf = dict(p.conf) if p is not None else {}
         liked_at = dict(p.liked_at) if p is not None else {}

@@ -1,4 +1,4 @@
-"""Settings section for recommendations (read only through reelstream.settings.Settings)."""
+"""Settings section for recommendations (read only through streams.settings.Settings)."""
 
 from __future__ import annotations
 

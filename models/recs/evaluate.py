@@ -25,7 +25,8 @@ import numpy as np
 
 from models.recs.als import StreamingALS
 from models.recs.base import Scored
-from models.recs.confidence import Interaction, append, event_weight, user_confidences
+from contracts.history import HistoryRow
+from models.recs.confidence import append, event_weight, user_confidences
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer
 from models.recs.popularity import PopularityRecommender
@@ -41,7 +42,7 @@ class Group(NamedTuple):
     user_id: str
     video_id: str
     ts: float
-    interactions: tuple[Interaction, ...]
+    interactions: tuple[HistoryRow, ...]
 
 
 @dataclass
@@ -83,9 +84,9 @@ def ml100k_events(path: Path | None = None) -> list[Group]:
     rows.sort()
     out = []
     for ts, n, user, item, rating in rows:
-        acts = [Interaction(f"{n}w", item, "watch", ts, 1.0)]
+        acts = [HistoryRow(f"{n}w", item, "watch", ts, 1.0)]
         if rating >= 4:
-            acts.append(Interaction(f"{n}l", item, "like", ts))
+            acts.append(HistoryRow(f"{n}l", item, "like", ts))
         out.append(Group(user, item, ts, tuple(acts)))
     return out
 
@@ -129,9 +130,9 @@ def synthetic_events(users: int, videos: int, events: int, seed: int, days: floa
     for n in range(events):
         u, v, t = f"u{who[n]}", f"v{vid[n]}", float(ts[n])
         kind = "skip" if ratio[n] < 0.15 else "watch"
-        acts = [Interaction(f"{n}w", v, kind, t, float(ratio[n]))]
+        acts = [HistoryRow(f"{n}w", v, kind, t, float(ratio[n]))]
         if like[n]:
-            acts.append(Interaction(f"{n}l", v, "like", t))
+            acts.append(HistoryRow(f"{n}l", v, "like", t))
         out.append(Group(u, v, t, tuple(acts)))
     return out
 
@@ -140,7 +141,7 @@ def synthetic_events(users: int, videos: int, events: int, seed: int, days: floa
 class _State:
     """Everything the replay has learned so far (what the agents' tables would hold)."""
 
-    histories: dict[str, list[Interaction]] = field(default_factory=dict)
+    histories: dict[str, list[HistoryRow]] = field(default_factory=dict)
     conf: dict[str, dict[str, float]] = field(default_factory=dict)
     user_factors: dict[str, np.ndarray] = field(default_factory=dict)
     user_gram: np.ndarray | None = None

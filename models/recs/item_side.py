@@ -4,7 +4,7 @@ Each message carries the interacting user's current factor and their current (re
 incremental) confidence for the video, so an item solve needs nothing from other partitions except the
 global Gram X^T X of user factors. That Gram is a sum of per-partition partial Grams which the user side
 keeps current (subtract the user's old outer product, add the new one, applied per partition in one product:
-streams.models.StreamingRecommender.partials) and publishes; `StreamingRecommender.gram` adds them up.
+models.recs.serving.StreamingRecommender.partials) and publishes; `StreamingRecommender.gram` adds them up.
 """
 
 from __future__ import annotations

@@ -1,26 +1,25 @@
-"""Batch training from a recorded events file (streams.recording format): the full refit that is published
-as a new model version without stopping the workers."""
+"""Batch training from recorded `events` values (a recorded topic): the full refit that is published as a
+new model version without stopping the workers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
+from contracts.events import InvalidMessage, UserDelete, parse_event
+from contracts.history import HistoryRow
 from models.recs.als import StreamingALS
-from models.recs.confidence import Interaction, append, event_weight, user_confidences
+from models.recs.confidence import append, event_weight, user_confidences
 from models.recs.config import RecsSettings
 from models.recs.popularity import PopularityRecommender
 
 
 def histories_from_values(
     values: Iterable[bytes | None], settings: RecsSettings, *, max_bytes: int, max_text_chars: int
-) -> tuple[dict[str, list[Interaction]], int]:
+) -> tuple[dict[str, list[HistoryRow]], int]:
     """Stored-history equivalent of an event stream: per user their interactions (deduplicated, capped at
     history_max_events like the agent's table); user_delete erases what came before. Returns the
     histories and how many messages were invalid (skipped, as the DLQ would take them)."""
-    from streams.schemas import InvalidMessage, UserDelete, parse_event
-
-    histories: dict[str, list[Interaction]] = {}
+    histories: dict[str, list[HistoryRow]] = {}
     invalid = 0
     for raw in values:
         try:
@@ -32,22 +31,14 @@ def histories_from_values(
             histories.pop(event.user_id, None)
             continue
         h = histories.get(event.user_id, [])
-        histories[event.user_id] = append(h, [Interaction.from_event(event)], settings.history_max_events)
+        histories[event.user_id] = append(h, [HistoryRow.from_event(event)], settings.history_max_events)
     return histories, invalid
 
 
 def train_als(
-    path: str | Path,
-    settings: RecsSettings,
-    *,
-    topic: str = "events",
-    max_bytes: int = 1_000_000,
-    max_text_chars: int = 5000,
+    values: Iterable[bytes | None], settings: RecsSettings, *, max_bytes: int = 1_000_000, max_text_chars: int = 5000
 ) -> tuple[StreamingALS, dict[str, int]]:
-    """Fit a batch model (implicit) on the `topic` records of a recorded file; also returns counts."""
-    from streams.recording import read_records
-
-    values = (r.value for r in read_records(path) if r.topic == topic)
+    """Fit a batch model (implicit) on recorded `events` values; also returns counts."""
     histories, invalid = histories_from_values(values, settings, max_bytes=max_bytes, max_text_chars=max_text_chars)
     popularity = PopularityRecommender(settings.popularity_half_life_s)
     for i in sorted((i for h in histories.values() for i in h), key=lambda i: i.ts):

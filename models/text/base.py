@@ -53,6 +53,16 @@ class CommentScore:
     reasons: list[str]
 
 
+@runtime_checkable
+class CommentScorer(Protocol):
+    """What the worker's moderation agent calls (implementation: models.text.comments.CommentModels): per
+    text a CommentScore, in input order; `langs` entries may be None (detected)."""
+
+    model_version: str
+
+    def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[CommentScore]: ...
+
+
 def decide(scores: Mapping[str, float], thresholds: Mapping[str, Thresholds]) -> tuple[str, list[str]]:
     """Block if any category reaches its block threshold, else review if any reaches review.
 

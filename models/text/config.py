@@ -1,4 +1,4 @@
-"""Settings section for the comment models (read only through reelstream.settings.Settings)."""
+"""Settings section for the comment models (read only through streams.settings.Settings)."""
 
 from __future__ import annotations
 

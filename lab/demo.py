@@ -10,17 +10,17 @@ from typing import Any
 
 import orjson
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 
-SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "demo.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "samples" / "demo.jsonl"
 # Paced so the demo runs long enough for the item side's cadence: later events are served by ALS.
 REPLAY_RATE = 1000.0
 
 
 def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
     """Start broker and worker, replay the sample, read every output topic back, stop everything."""
-    from streams.local import LocalStack
-    from streams.recording import read_topic, replay
+    from lab.local import LocalStack
+    from lab.recording import read_topic, replay
 
     t = settings.topics
     started = time.monotonic()
@@ -98,7 +98,7 @@ def print_summary(result: dict[str, Any]) -> None:
 def _comment_text(event_id: str) -> str:
     """The sample's text for a flagged comment (flags carry ids and scores, not text)."""
     if not _TEXTS:
-        from streams.recording import read_records
+        from lab.recording import read_records
 
         for r in read_records(SAMPLE):
             try:

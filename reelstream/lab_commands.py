@@ -1,4 +1,4 @@
-"""CLI commands of this area, registered on the shared `reelstream` command."""
+"""Commands of the lab: record, replay, generate, bench chaos, bench scale."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
+import orjson
 import typer
 
 Bootstrap = Annotated[
@@ -15,7 +16,7 @@ Bootstrap = Annotated[
 
 
 def _bootstrap(value: str | None) -> str:
-    from reelstream.settings import get_settings
+    from streams.settings import get_settings
 
     return value or get_settings().bootstrap_servers
 
@@ -47,7 +48,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         bootstrap: Bootstrap = None,
     ) -> None:
         """Record a topic to a JSONL file; stops at the end of the topic, at --count, or when idle."""
-        from streams.recording import record
+        from lab.recording import record
 
         with _kafka_errors_exit():
             stats = record(_bootstrap(bootstrap), topic, file, count=count, timeout_s=timeout)
@@ -64,7 +65,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         bootstrap: Bootstrap = None,
     ) -> None:
         """Produce a record file again, keeping keys, values, timestamps and headers."""
-        from streams.recording import replay
+        from lab.recording import replay
 
         with _kafka_errors_exit():
             stats = replay(_bootstrap(bootstrap), file, topic=topic, rate=rate)
@@ -89,10 +90,10 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         with_malformed: Annotated[bool, typer.Option(help="Add a bad message per DLQ reason, a duplicate.")] = False,
     ) -> None:
         """Generate a synthetic event stream with known latent structure, as a replayable record file."""
-        import orjson
 
-        from reelstream.settings import get_settings
-        from streams.generator import GeneratorConfig, generate
+
+        from streams.settings import get_settings
+        from lab.generator import GeneratorConfig, generate
 
         topics = get_settings().topics
         try:
@@ -114,3 +115,41 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             groups.setdefault(group, []).append(f"{name} {n}")
         summary = "; ".join(f"{group}: {', '.join(items)}" for group, items in groups.items())
         typer.echo(f"wrote {out}: {summary}" + (f"; truth in {truth}" if truth else ""))
+
+    @bench.command("chaos")
+    def bench_chaos_cmd(
+        kills: Annotated[int, typer.Option(help="kill -9 of the worker at this many seeded random points.")] = 3,
+        outage_s: Annotated[float, typer.Option(help="Seconds the broker is down mid-replay (0: none).")] = 30.0,
+        events: Annotated[int, typer.Option(help="Generated user events (video events and faults on top).")] = 3000,
+        rate: Annotated[float, typer.Option(help="Messages/s fed to the worker.")] = 100.0,
+        seed: Annotated[int, typer.Option()] = 7,
+        json_: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Kills and a broker outage during a replay; counts lost and double-counted events in final state."""
+        from lab.chaos import run_chaos
+
+        result = run_chaos(kills=kills, outage_s=outage_s, events=events, rate=rate, seed=seed)
+        report = result.report()
+        typer.echo(orjson.dumps(report, option=0 if json_ else orjson.OPT_INDENT_2).decode())
+        if not json_ and result.problems:
+            typer.echo("\n".join(result.problems), err=True)
+        if result.lost or result.double_counted or result.unexpected or result.crashes:
+            raise typer.Exit(1)
+
+    @bench.command("scale")
+    def bench_scale_cmd(
+        workers: Annotated[int, typer.Option(help="Worker processes in the consumer group.")] = 2,
+        events: Annotated[int, typer.Option(help="Generated user events.")] = 20_000,
+        rebalance: Annotated[bool, typer.Option(help="Add a worker at 1/3 of the feed, stop one at 2/3.")] = False,
+        seed: Annotated[int, typer.Option()] = 5,
+        json_: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Throughput of N workers, with lost events and users without recommendations from the final state."""
+        from lab.scale import run_scale
+
+        # With a rebalance the feed is paced, so that the join and the leave fall in the middle of processing.
+        result = run_scale(workers, events, seed, rebalance, rate=1000.0 if rebalance else None)
+        problems = result.pop("problems")
+        typer.echo(orjson.dumps(result, option=0 if json_ else orjson.OPT_INDENT_2).decode())
+        if problems:
+            typer.echo("\n".join(problems), err=True)

@@ -1,4 +1,4 @@
-"""CLI commands of this area, registered on the shared `reelstream` command."""
+"""`reelstream train als` and `reelstream eval recs`: the recommendation models' offline commands."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         """Fit a batch ALS model (implicit) on a recorded events file and save it as a new model version."""
         import orjson
 
+        from lab.recording import read_records
         from models.recs.train import train_als
-        from reelstream.settings import get_settings
+        from streams.settings import get_settings
 
         s = get_settings()
-        model, counts = train_als(
-            from_, s.recs, topic=topic, max_bytes=s.max_message_bytes, max_text_chars=s.max_text_chars
-        )
+        values = (r.value for r in read_records(from_) if r.topic == topic)
+        model, counts = train_als(values, s.recs, max_bytes=s.max_message_bytes, max_text_chars=s.max_text_chars)
         if not model.n_items:
             typer.echo(f"error: no valid interactions on topic {topic!r} in {from_}", err=True)
             raise typer.Exit(2)
@@ -57,7 +57,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         import orjson
 
         from models.recs.evaluate import run
-        from reelstream.settings import get_settings
+        from streams.settings import get_settings
 
         result = run(
             dataset.value,

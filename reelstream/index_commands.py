@@ -1,4 +1,4 @@
-"""CLI commands of this area, registered on the shared `reelstream` command."""
+"""`reelstream bench index`: the FAISS index benchmark."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         import orjson
 
         from indexer.bench import run
-        from reelstream.settings import get_settings
+        from streams.settings import get_settings
 
         overrides = {name: v for name, v in (("nlist", nlist), ("nprobe", nprobe)) if v is not None}
         settings = get_settings().index.model_copy(update=overrides)

@@ -17,15 +17,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-import typer
 
-from reelstream.settings import Settings
-from streams.recording import Record
 
-FAULT_HEADER = "x-reelstream-fault"  # set by streams.generator on malformed or repeated messages
+from streams.settings import Settings
+from lab.recording import Record
+
+FAULT_HEADER = "x-reelstream-fault"  # set by lab.generator on malformed or repeated messages
 
 
 # --- feeding and waiting ------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ class Feeder(threading.Thread):
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "partitioner": "murmur2_random",  # as Faust and streams.recording.replay
+                "partitioner": "murmur2_random",  # as Faust and lab.recording.replay
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "message.timeout.ms": int(timeout_s * 1000),
@@ -65,7 +65,7 @@ class Feeder(threading.Thread):
             self.errors.append(str(err))
 
     def run(self) -> None:
-        from streams.recording import produce_records
+        from lab.recording import produce_records
 
         produce_records(self.producer, self.records, rate=self.rate, on_delivery=self._delivered,
                         on_sent=lambda i, rec, at: setattr(self, "sent", i + 1))  # fmt: skip
@@ -120,7 +120,7 @@ def fault_of(rec: Record) -> str | None:
 
 def valid_events(records: Iterable[Record], settings: Settings) -> list[dict]:
     """Valid user events in feed order (generated faults are tagged; a tagged duplicate is a valid repeat)."""
-    from streams.generator import FAULTS
+    from lab.generator import FAULTS
 
     out = []
     for rec in records:
@@ -132,14 +132,14 @@ def valid_events(records: Iterable[Record], settings: Settings) -> list[dict]:
 
 def last_values(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
     """A compacted topic as its consumers see it: the last value per key (None: a tombstone)."""
-    from streams.recording import read_topic
+    from lab.recording import read_topic
 
     return {rec.key: rec.value for rec in read_topic(bootstrap, topic)}
 
 
 def audit(bootstrap: str, settings: Settings, valid: list[dict]) -> Audit:
     """Read the final state and outputs back from the broker and reconcile them with the valid inputs."""
-    from streams.recording import read_topic
+    from lab.recording import read_topic
     from streams.topics import USERS_TABLE, changelog
 
     t = settings.topics
@@ -250,9 +250,9 @@ def run_chaos(
 ) -> ChaosResult:
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
     random points (restarting it each time), then take the broker down for `outage_s`; audit the result."""
-    from streams.generator import FAULTS, GeneratorConfig, generate
-    from streams.local import LocalStack, consumed, wait_for
-    from streams.recording import read_records
+    from lab.generator import FAULTS, GeneratorConfig, generate
+    from lab.local import LocalStack, consumed, wait_for
+    from lab.recording import read_records
 
     started = time.monotonic()
     settings = Settings()
@@ -307,25 +307,3 @@ def run_chaos(
         dlq_expected=dlq_expected, crashes=crashes, seconds=round(time.monotonic() - started, 1),
         problems=result.problems,
     )  # fmt: skip
-
-
-def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
-    """Add this area's commands. Keep imports of heavy libraries inside the command bodies."""
-
-    @bench.command("chaos")
-    def bench_chaos_cmd(
-        kills: Annotated[int, typer.Option(help="kill -9 of the worker at this many seeded random points.")] = 3,
-        outage_s: Annotated[float, typer.Option(help="Seconds the broker is down mid-replay (0: none).")] = 30.0,
-        events: Annotated[int, typer.Option(help="Generated user events (video events and faults on top).")] = 3000,
-        rate: Annotated[float, typer.Option(help="Messages/s fed to the worker.")] = 100.0,
-        seed: Annotated[int, typer.Option()] = 7,
-        json_: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        """Kills and a broker outage during a replay; counts lost and double-counted events in final state."""
-        result = run_chaos(kills=kills, outage_s=outage_s, events=events, rate=rate, seed=seed)
-        report = result.report()
-        typer.echo(orjson.dumps(report, option=0 if json_ else orjson.OPT_INDENT_2).decode())
-        if not json_ and result.problems:
-            typer.echo("\n".join(result.problems), err=True)
-        if result.lost or result.double_counted or result.unexpected or result.crashes:
-            raise typer.Exit(1)

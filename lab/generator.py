@@ -9,7 +9,7 @@ or spam; trolls and spammers concentrate the abuse). Around the interactions: mo
 during the stream, a few removals and blocks, a few user_delete events.
 
 Only the stdlib `random` drives it, so a seed gives byte-identical output across machines and numpy versions
-(given the same data files). Output is a record file (streams.recording), ready for `reelstream replay`.
+(given the same data files). Output is a record file (lab.recording), ready for `reelstream replay`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.recording import Record, write_records
-from streams.schemas import Comment, Like, Share, Skip, Unlike, UserDelete, VideoEvent, Watch
+from lab.recording import Record, write_records
+from contracts.events import Comment, Like, Share, Skip, Unlike, UserDelete, VideoEvent, Watch
 
 DEFAULT_START_TS = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed clock keeps output independent of when it runs
 MEAN_GAP_MS = 500  # mean time between two sessions of the whole platform
@@ -76,7 +76,7 @@ TOPICS = [
 ADJECTIVES = ["quick", "epic", "daily", "easy", "weird", "best", "first", "late-night", "tiny", "ultimate"]
 
 # Malformed or repeated messages mixed into a stream for DLQ and dedup tests -> the DLQ reason each must
-# get from streams.schemas.parse_event (None: valid, but a duplicate to be dropped by event_id).
+# get from contracts.events.parse_event (None: valid, but a duplicate to be dropped by event_id).
 FAULTS: dict[str, str | None] = {
     "bad_json": "bad_json",
     "tombstone": "bad_json",
@@ -93,7 +93,7 @@ FAULTS: dict[str, str | None] = {
 
 
 def default_data_dir() -> Path:
-    """../shared/data relative to the repository root (this file is <root>/streams/generator.py)."""
+    """../shared/data relative to the repository root (this file is <root>/lab/generator.py)."""
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -1,10 +1,9 @@
-"""The models a worker serves, behind the interfaces `streams.pipeline` needs.
+"""The recommender a worker serves (models.recs.base.Recommender).
 
 Recommendations: streaming ALS (models/recs) with popularity for users it cannot place yet. The user side
 runs here, per micro-batch: a touched user's factor is recomputed from their full stored history against
 the current item factors, then the index is searched. Each new (user, video) confidence is queued, with the
 user's new factor, for the `interactions-by-video` stream where the item side re-solves videos on a cadence.
-Comments: the torch models of models/text.
 """
 
 from __future__ import annotations
@@ -18,13 +17,15 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from contracts.history import TS, VIDEO_ID, Row
+from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
+from models.recs.base import Scored, ServeRequest
+from models.recs.config import RecsSettings
 from models.recs.confidence import FlooredPrefixCache, event_weight
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
 from monitoring.metrics import ALS_UPDATE
-from reelstream.settings import Settings
-from streams.pipeline import Row, ServeRequest
 
 
 def initial_factor(user_id: str, factors: int) -> np.ndarray:
@@ -36,10 +37,11 @@ def initial_factor(user_id: str, factors: int) -> np.ndarray:
 
 
 class StreamingRecommender:
-    """Implements streams.pipeline.Recommender with models.recs.StreamingALS."""
+    """Implements models.recs.base.Recommender with models.recs.StreamingALS."""
 
-    def __init__(self, settings: Settings, als: StreamingALS) -> None:
-        self.s = settings.recs
+    def __init__(self, settings: RecsSettings, index: IndexSettings, als: StreamingALS) -> None:
+        self.s = settings
+        self.index_settings = index
         self.als = als
         self.popularity_version = PopularityRecommender.model_version
         # The item solve needs X^T X over ALL users. Each worker keeps one partial sum per `events` partition
@@ -60,17 +62,17 @@ class StreamingRecommender:
 
     def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
         for row in new:
-            self.als.observe(row[1], max(0.0, event_weight(row, self.s.weights)), row[3])
-        self._new_videos.setdefault(user_id, set()).update(r[1] for r in new)
+            self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS])
+        self._new_videos.setdefault(user_id, set()).update(r[VIDEO_ID] for r in new)
 
     def recommend(
         self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
-    ) -> tuple[list[tuple[str, float]], str]:
+    ) -> tuple[list[Scored], str]:
         return self.recommend_many([ServeRequest(user_id, history, partition)], k, exclude)[0]
 
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
-    ) -> list[tuple[list[tuple[str, float]], str]]:
+    ) -> list[tuple[list[Scored], str]]:
         """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
         seen: list[set[str]] = [set() for _ in requests]
         # Histories are the users table's rows: each event_id once (streams.pipeline dedups on append).
@@ -100,10 +102,9 @@ class StreamingRecommender:
         self._forget_factor(user_id)
         self._confidences.forget(user_id)
         self._new_videos.pop(user_id, None)
-        for video in sorted({r[1] for r in history}):
+        for video in sorted({r[VIDEO_ID] for r in history}):
             self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
 
-    @property
     def partials(self) -> dict[int, np.ndarray]:
         """Per `events` partition, X^T X of its users' current factors. Factor changes are queued per served
         user and applied here, one product per partition (an outer product per user showed in profiles)."""
@@ -132,7 +133,7 @@ class StreamingRecommender:
     def gram(self) -> np.ndarray:
         """X^T X of all users: own partials (freshest) plus the latest published partials of the others."""
         total = np.zeros((self.s.factors, self.s.factors))
-        partials = self.partials
+        partials = self.partials()
         for p in set(partials) | set(self.remote):
             total += partials[p] if p in partials else self.remote[p]
         return total
@@ -140,12 +141,18 @@ class StreamingRecommender:
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
 
-    def newer_model(self, settings: Settings) -> StreamingALS | None:
+    def set_partial(self, partition: int, partial: np.ndarray | None) -> None:
+        if partial is None:
+            self.remote.pop(partition, None)
+        else:
+            self.remote[partition] = partial
+
+    def newer_model(self) -> StreamingALS | None:
         """A new version saved in model_dir, loaded and indexed (slow: call it off the event loop)."""
-        version = saved_version(settings)
+        version = saved_version(self.s)
         if version is None or version == self.als.model_version:
             return None
-        return _load_als(settings)
+        return _load_als(self.s, self.index_settings)
 
     def swap(self, als: StreamingALS) -> None:
         """Serve a new batch model from the next micro-batch on, without stopping. Live popularity and the
@@ -165,36 +172,30 @@ class StreamingRecommender:
         self.als.upsert_items(ids, vectors)
 
 
-def _load_als(settings: Settings) -> StreamingALS:
-    """The saved model in settings.recs.model_dir (with its own index), or a cold streaming model."""
+def _load_als(settings: RecsSettings, index_settings: IndexSettings) -> StreamingALS:
+    """The saved model in settings.model_dir (with its own index), or a cold streaming model."""
     from indexer.factory import make_index
     from monitoring.metered import MeteredIndex
 
-    index = MeteredIndex(make_index(settings.index, settings.recs.factors))
-    if not settings.recs.model_dir:
-        return StreamingALS(settings.recs, model_version="als-streaming", index=index)
-    als = StreamingALS.load(settings.recs.model_dir, settings.recs)
+    index = MeteredIndex(make_index(index_settings, settings.factors))
+    if not settings.model_dir:
+        return StreamingALS(settings, model_version="als-streaming", index=index)
+    als = StreamingALS.load(settings.model_dir, settings)
     als.index = index
     if als.n_items:
         index.upsert(als.item_ids, als.item_vectors())
     return als
 
 
-def saved_version(settings: Settings) -> str | None:
-    """model_version of the model saved in settings.recs.model_dir (meta.json is written last)."""
-    if not settings.recs.model_dir:
+def saved_version(settings: RecsSettings) -> str | None:
+    """model_version of the model saved in settings.model_dir (meta.json is written last)."""
+    if not settings.model_dir:
         return None
     try:
-        return json.loads((Path(settings.recs.model_dir) / "meta.json").read_text())["model_version"]
+        return json.loads((Path(settings.model_dir) / "meta.json").read_text())["model_version"]
     except (OSError, ValueError, KeyError):
         return None
 
 
-def load_recommender(settings: Settings) -> StreamingRecommender:
-    return StreamingRecommender(settings, _load_als(settings))
-
-
-def load_scorer(settings: Settings):
-    from models.text.base import load_comment_models
-
-    return load_comment_models(settings.moderation)
+def load_recommender(settings: RecsSettings, index: IndexSettings) -> StreamingRecommender:
+    return StreamingRecommender(settings, index, _load_als(settings, index))

@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from reelstream.settings import Settings
+from streams.settings import Settings
 
 
 def _produce(bootstrap: str, path: Path, rate: float | None = None, linger_ms: int = 5) -> dict[str, float]:
     """Send a record file with fresh timestamps; returns event_id -> produce time (seconds)."""
     from confluent_kafka import Producer
 
-    from streams.recording import produce_records, read_records
+    from lab.recording import produce_records, read_records
 
     producer = Producer(
         {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": linger_ms, "batch.size": 1 << 20}
@@ -61,7 +61,7 @@ def _produce(bootstrap: str, path: Path, rate: float | None = None, linger_ms: i
 def _raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
     """Messages/s of a plain confluent-kafka consumer over the same messages, timed from the first message
     received (connection and metadata setup excluded, as they are for the warmed-up worker)."""
-    from streams.recording import read_topic
+    from lab.recording import read_topic
 
     n, start = 0, None
     for _ in read_topic(bootstrap, topic, count=count):
@@ -73,7 +73,7 @@ def _raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
 
 def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]) -> list[tuple[float, float]]:
     """(produce time, latency) per event that got a recommendation, both in seconds."""
-    from streams.recording import read_records, read_topic
+    from lab.recording import read_records, read_topic
 
     order: dict[str, list[str]] = {}
     for rec in read_records(path):
@@ -101,7 +101,7 @@ def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]
 
 def _last_output_at(bootstrap: str, topics: list[str]) -> float | None:
     """The latest broker timestamp (seconds) of any message on `topics`: when the worker wrote its last output."""
-    from streams.recording import read_topic
+    from lab.recording import read_topic
 
     stamps = [r.timestamp_ms for t in topics for r in read_topic(bootstrap, t) if r.timestamp_ms is not None]
     return max(stamps) / 1000 if stamps else None
@@ -118,9 +118,9 @@ def bench_pipeline(
 ) -> dict[str, Any]:
     """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot)."""
     from monitoring.sampling import RateSampler
-    from streams.generator import GeneratorConfig, generate
-    from streams.local import LocalStack, total
-    from streams.recording import read_records
+    from lab.generator import GeneratorConfig, generate
+    from lab.local import LocalStack, total
+    from lab.recording import read_records
 
     with LocalStack() as stack:
         stack.start_broker()

@@ -1,4 +1,4 @@
-"""CLI commands of this area, registered on the shared `reelstream` command."""
+"""`reelstream train|eval|score|bench` commands of the comment models (models/text)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: i
 
 
 def _load_models(model_dir: Path | None, batch_size: int | None = None) -> CommentModels:
-    from reelstream.settings import get_settings
+    from streams.settings import get_settings
 
     from models.text.base import load_comment_models
 

@@ -1,20 +1,19 @@
 """Several workers in one consumer group: `reelstream bench scale` and the rebalance experiment.
 
 Workers split the co-partitioned topics; each serves the users of its partitions and keeps a full replica
-of the item index. Correctness is audited from the final state exactly as for crashes (streams.chaos.audit).
+of the item index. Correctness is audited from the final state exactly as for crashes (lab.chaos.audit).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
-import typer
 
-from reelstream.settings import Settings
-from streams.chaos import Feeder, audit, uncommitted, valid_events
-from streams.local import LocalStack, Worker, total, wait_for
+
+from streams.settings import Settings
+from lab.chaos import Feeder, audit, uncommitted, valid_events
+from lab.local import LocalStack, Worker, total, wait_for
 
 
 def owned_partitions(worker: Worker, topic: str) -> set[int]:
@@ -40,8 +39,8 @@ def wait_balanced(stack: LocalStack, settings: Settings, timeout: float = 90) ->
 def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False, rate: float | None = None) -> dict[str, Any]:
     """Feed a generated stream to `workers` workers (with `rebalance`: one more joins at a third of the feed
     and the first leaves at two thirds) and audit the final state."""
-    from streams.generator import GeneratorConfig, generate
-    from streams.recording import read_records
+    from lab.generator import GeneratorConfig, generate
+    from lab.recording import read_records
 
     settings = Settings()
     with LocalStack() as stack:
@@ -96,24 +95,6 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
 
 
 def _recommendation_keys(bootstrap: str, settings: Settings) -> list[Any]:
-    from streams.recording import read_topic
+    from lab.recording import read_topic
 
     return [r for r in read_topic(bootstrap, settings.topics.recommendations) if r.value is not None]
-
-
-def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
-    @bench.command("scale")
-    def bench_scale_cmd(
-        workers: Annotated[int, typer.Option(help="Worker processes in the consumer group.")] = 2,
-        events: Annotated[int, typer.Option(help="Generated user events.")] = 20_000,
-        rebalance: Annotated[bool, typer.Option(help="Add a worker at 1/3 of the feed, stop one at 2/3.")] = False,
-        seed: Annotated[int, typer.Option()] = 5,
-        json_: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        """Throughput of N workers, with lost events and users without recommendations from the final state."""
-        # With a rebalance the feed is paced, so that the join and the leave fall in the middle of processing.
-        result = run_scale(workers, events, seed, rebalance, rate=1000.0 if rebalance else None)
-        problems = result.pop("problems")
-        typer.echo(orjson.dumps(result, option=0 if json_ else orjson.OPT_INDENT_2).decode())
-        if problems:
-            typer.echo("\n".join(problems), err=True)
