@@ -32,17 +32,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams.producer import make_producer
+
 from streams.settings import Settings
 
 
 def _produce(bootstrap: str, path: Path, rate: float | None = None, linger_ms: int = 5) -> dict[str, float]:
     """Send a record file with fresh timestamps; returns event_id -> produce time (seconds)."""
-    from confluent_kafka import Producer
-
     from lab.recording import produce_records, read_records
 
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": linger_ms, "batch.size": 1 << 20}
+    # Without idempotence, as the backlog has always been written (a bench input, not a delivery guarantee).
+    producer = make_producer(
+        bootstrap, **{"enable.idempotence": False, "linger.ms": linger_ms, "batch.size": 1 << 20}
     )
     sent_at: dict[str, float] = {}
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from streams.producer import make_producer
+
 
 from streams.settings import Settings
 from lab.recording import Record
@@ -42,22 +44,17 @@ class Feeder(threading.Thread):
     ) -> None:
         """`extra`: more librdkafka producer settings (e.g. a larger `message.max.bytes`)."""
         super().__init__(daemon=True, name="chaos-feeder")
-        from confluent_kafka import Producer
-
         self.records = records
         self.rate = rate
         self.sent = 0
         self.errors: list[str] = []
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "partitioner": "murmur2_random",  # as Faust and lab.recording.replay
-                "enable.idempotence": True,
-                "linger.ms": 5,
+        self.producer = make_producer(
+            bootstrap,
+            **{
                 "message.timeout.ms": int(timeout_s * 1000),
                 "log_level": 2,  # connection errors during outages are expected; delivery errors are kept
                 **(extra or {}),
-            }
+            },
         )
 
     def _delivered(self, err: Any, msg: Any) -> None:

@@ -7,7 +7,6 @@ broker differs (librdkafka's mock cluster instead of Kafka).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -21,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_METRIC_LINE = re.compile(r"^(reelstream_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN)$")
-
+from prometheus_client.parser import text_string_to_metric_families
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -55,18 +53,27 @@ def wait_for(
 
 
 def scrape(port: int) -> dict[str, float]:
-    """A worker's /metrics as {'name{labels}': value}; empty if it does not answer."""
+    """A worker's reelstream_* samples from /metrics as {'name{labels}': value} (labels as exposed, e.g.
+    'reelstream_events_total{type="watch"}'), parsed by prometheus_client; empty if it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        m = _METRIC_LINE.match(line)
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
+    return {
+        sample_key(s.name, s.labels): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("reelstream_")
+    }
+
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """A sample's name with its labels, in the exposition's syntax (label values escaped as exposed)."""
+    if not labels:
+        return name
+    escaped = (v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in labels.values())
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in zip(labels, escaped)) + "}"
 
 
 def total(metrics: dict[str, float], name: str) -> float:

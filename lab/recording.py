@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import orjson
 
+from streams.producer import make_producer, produce
+
 
 @dataclass(frozen=True)
 class Record:
@@ -253,13 +255,7 @@ def produce_records(
             kwargs["timestamp"] = timestamp
         if rec.headers:
             kwargs["headers"] = rec.headers
-        while True:
-            try:
-                producer.produce(topic or rec.topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
+        produce(producer, topic or rec.topic, **kwargs)
         if on_sent is not None:
             on_sent(i, rec, sent_at)
 
@@ -273,8 +269,6 @@ def replay(
     `rate` caps messages per second. Partitions are chosen from the key with murmur2, as Java clients and
     aiokafka (Faust) do, so replays co-partition with everything else; recorded partitions are not reused.
     """
-    from confluent_kafka import Producer
-
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive")
     by_topic: Counter[str] = Counter()
@@ -293,16 +287,13 @@ def replay(
         else:
             by_topic[msg.topic()] += 1
 
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "partitioner": "murmur2_random",
-            "enable.idempotence": True,
-            "linger.ms": 5,
+    producer = make_producer(
+        bootstrap,
+        **{
             "message.timeout.ms": 30_000,  # an unreachable broker fails the replay instead of hanging it
             "log_level": 2,  # connection errors are reported once, through error_cb, not per retry
             "error_cb": on_error,
-        }
+        },
     )
     started = time.monotonic()
     produce_records(producer, read_records(path), rate=rate, topic=topic, on_delivery=on_delivery)

@@ -27,7 +27,9 @@ from monitoring import metrics
 from monitoring.consumer import LAG
 from streams.settings import Settings
 from streams import transport
+from streams import steps
 from streams.batching import micro_batches
+from streams.catalog import is_available
 from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
@@ -169,7 +171,7 @@ def create_app(
     item_side = ItemSide(
         ItemTrainer(settings.recs),
         gram=recommender.gram,
-        available=lambda video_id: catalog.get(video_id) in (None, "active"),
+        available=lambda video_id: is_available(catalog.get(video_id)),
     )
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
@@ -182,26 +184,26 @@ def create_app(
         """Users of revoked events partitions are served elsewhere now: drop their factors and partials."""
         recommender.drop_partitions({tp.partition for tp in revoked if tp.topic == t.events})
 
-    @app.agent(events, name="interactions")
+    @app.agent(events, name=steps.INTERACTIONS)
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
-            with metrics.batch("interactions", len(batch)):
+            with metrics.batch(steps.INTERACTIONS, len(batch)):
                 await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch])
 
-    @app.agent(videos, name="catalog")
+    @app.agent(videos, name=steps.CATALOG)
     async def catalog_agent(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
-            with metrics.batch("catalog", len(batch)):
+            with metrics.batch(steps.CATALOG, len(batch)):
                 await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
 
-    @app.agent(by_video, name="item-trainer")
+    @app.agent(by_video, name=steps.ITEM_TRAINER)
     async def item_trainer(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
-            with metrics.batch("item-trainer", len(batch)):
+            with metrics.batch(steps.ITEM_TRAINER, len(batch)):
                 await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
 
     @app.timer(settings.model_poll_interval_s)
-    @_retried_next_tick("swap_model")
+    @_retried_next_tick(steps.SWAP_MODEL)
     async def swap_model() -> None:
         """A new batch model saved in REELSTREAM_RECS__MODEL_DIR is served without stopping the worker."""
         model = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model)
@@ -210,7 +212,7 @@ def create_app(
             metrics.set_build(recommender.model_version, scorer.model_version)
 
     @app.timer(settings.recs.item_refresh_interval_s)
-    @_retried_next_tick("refresh_items")
+    @_retried_next_tick(steps.REFRESH_ITEMS)
     async def refresh_items() -> None:
         """The item cadence: re-solved vectors go to item-vectors, and from there to every replica."""
         with metrics.INFERENCE.labels("als_items").time(), metrics.ALS_UPDATE.labels("item").time():
@@ -225,7 +227,7 @@ def create_app(
         pending = pipeline.comments_batch(messages)
         if not pending:
             return
-        metrics.BATCH_SIZE.labels("moderation").observe(len(pending))
+        metrics.BATCH_SIZE.labels(steps.MODERATION).observe(len(pending))
         texts = [c.text for _, c in pending]
         langs = [c.lang for _, c in pending]
         # Off the event loop: other agents keep consuming while the model runs.
@@ -233,11 +235,11 @@ def create_app(
             results = await asyncio.get_running_loop().run_in_executor(executor, scorer.score, texts, langs)
         pipeline.apply_comment_scores(pending, results, scorer.model_version)
 
-    @app.agent(comments, name="moderation")
+    @app.agent(comments, name=steps.MODERATION)
     async def moderation(stream: faust.StreamT) -> None:
         mod = settings.moderation
         async for batch in micro_batches(stream, mod.batch_size, mod.batch_max_wait_s):
-            with metrics.batch("moderation"):  # its size (comments still owed a score) is recorded in moderate
+            with metrics.batch(steps.MODERATION):  # its size (comments still owed a score) is recorded in moderate
                 await pipeline.run_batch(moderate, [_message(e) for e in batch])
 
     @app.page("/metrics")

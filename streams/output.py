@@ -13,6 +13,8 @@ import asyncio
 import threading
 from typing import Any
 
+from streams.producer import make_producer, produce
+
 
 class DeliveryFailed(RuntimeError):
     pass
@@ -21,19 +23,8 @@ class DeliveryFailed(RuntimeError):
 class OutputProducer:
     def __init__(self, bootstrap_servers: str, linger_ms: int = 5, extra: dict[str, Any] | None = None) -> None:
         """`extra`: more librdkafka settings (they win over the defaults here)."""
-        from confluent_kafka import Producer
-
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                # Same partitioner as Java clients and aiokafka, so outputs keyed by user or video
-                # co-partition with Faust's topics and tables.
-                "partitioner": "murmur2_random",
-                "enable.idempotence": True,
-                "linger.ms": linger_ms,
-                "queue.buffering.max.messages": 1_000_000,
-                **(extra or {}),
-            }
+        self._producer = make_producer(
+            bootstrap_servers, **{"linger.ms": linger_ms, "queue.buffering.max.messages": 1_000_000, **(extra or {})}
         )
         self._errors: list[str] = []
         self._lock = threading.Lock()
@@ -51,13 +42,7 @@ class OutputProducer:
             kwargs["timestamp"] = int(timestamp * 1000)
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, value, key, **kwargs)
-                break
-            except BufferError:  # local queue full: let librdkafka drain it
-                self._producer.poll(0.05)
-        self._producer.poll(0)
+        produce(self._producer, topic, value, key, **kwargs)
 
     def flush_blocking(self, timeout_s: float = 60.0) -> None:
         remaining = self._producer.flush(timeout_s)

@@ -18,7 +18,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -39,6 +39,7 @@ from contracts.events import (
     parse_event,
     parse_video_event,
 )
+from streams.catalog import ACTIVE, FINAL, STATUS_OF, inactive_videos
 from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,6 @@ class MappingStore:
 
     def remove(self, key: str, partition: int) -> None:
         self.data.pop(key, None)
-
-
-def inactive_videos(catalog: Mapping[str, str]) -> set[str]:
-    """Videos whose catalog status is not "active" (removed, blocked): never recommended."""
-    return {v for v, status in catalog.items() if status != "active"}
 
 
 def user_store(users: Any) -> UserStore:
@@ -292,12 +288,12 @@ class Pipeline:
                 self.dead_letter(msg, err)
                 continue
             metrics.EVENTS.labels(f"video_{event.type}").inc()
-            status = "active" if event.type == "upload" else "removed" if event.type == "remove" else "blocked"
-            if self.catalog.get(event.video_id) in ("removed", "blocked") and status == "active":
+            status = STATUS_OF[event.type]
+            if status == ACTIVE and self.catalog.get(event.video_id) in FINAL:
                 continue  # a re-upload does not lift a removal or a block
             self.bind(msg)
             self.catalog[event.video_id] = status
-            if status != "active":
+            if status != ACTIVE:
                 self.recommender.remove_video(event.video_id)
                 # Every worker's index replica drops it (the item-vectors topic is compacted).
                 self.emit(self.t.item_vectors, orjson.dumps(event.video_id), None, None)

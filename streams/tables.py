@@ -18,7 +18,7 @@ import faust
 import orjson
 
 from streams.output import OutputProducer
-from streams.pipeline import inactive_videos
+from streams.catalog import inactive_videos, is_available
 
 
 def latest_values(batch: Iterable[Any]) -> dict[Any, Any]:
@@ -109,7 +109,7 @@ class OutputTable(faust.Table):
 
 
 class CatalogTable(faust.GlobalTable):
-    """video_id -> status ("active", "removed", "blocked"), with `inactive` kept up to date on every local
+    """video_id -> status (streams.catalog), with `inactive` kept up to date on every local
     write and every changelog batch applied (other workers' writes, recovery)."""
 
     _inactive: set[str] | None = None
@@ -121,7 +121,7 @@ class CatalogTable(faust.GlobalTable):
         return self._inactive
 
     def _track(self, key: str, status: Any) -> None:
-        if status is None or status == "active":
+        if is_available(status):
             self.inactive.discard(key)
         else:
             self.inactive.add(key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from kafka.partitioner.default import murmur2
+from aiokafka.partitioner import murmur2
 
 from streams.settings import Settings
 
@@ -45,5 +45,5 @@ def compacted(settings: Settings) -> set[str]:
 @functools.lru_cache(maxsize=1 << 20)
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partition of a key (murmur2, as Java clients, librdkafka's murmur2 and aiokafka).
-    Remembered per key: kafka-python's murmur2 is pure Python, and the worker asks per item message."""
+    Remembered per key: aiokafka's murmur2 is pure Python, and the worker asks per item message."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

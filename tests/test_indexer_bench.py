@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from reelstream import index_commands as cli
+
+pytestmark = pytest.mark.slow
 
 
 def test_bench_index_prints_one_json_object() -> None:

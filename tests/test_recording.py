@@ -90,6 +90,7 @@ def _comparable(recs: list[Record]) -> Counter:
     return Counter((r.topic, r.key, r.value, r.timestamp_ms, tuple(r.headers)) for r in recs)
 
 
+@pytest.mark.integration
 def test_replay_then_record_round_trip(broker: str, tmp_path: Path) -> None:
     source = _messages(300)
     write_records(tmp_path / "in.jsonl", source)
@@ -113,6 +114,7 @@ def test_replay_then_record_round_trip(broker: str, tmp_path: Path) -> None:
     assert {r.partition for r in recorded if r.topic == "events"} <= {0, 1, 2, 3}
 
 
+@pytest.mark.integration
 def test_record_stops_by_count_and_on_empty_topic(broker: str, tmp_path: Path) -> None:
     write_records(tmp_path / "in.jsonl", _messages(20))
     assert replay(broker, tmp_path / "in.jsonl", topic="other").by_topic == {"other": 20}
@@ -127,12 +129,14 @@ def test_record_stops_by_count_and_on_empty_topic(broker: str, tmp_path: Path) -
     assert (rs.count, rs.stopped_by) == (20, "idle") and time.monotonic() - started < 5
 
 
+@pytest.mark.integration
 def test_replay_rate_limit(broker: str, tmp_path: Path) -> None:
     write_records(tmp_path / "in.jsonl", _messages(40))
     stats = replay(broker, tmp_path / "in.jsonl", topic="other", rate=100)
     assert stats.sent == 40 and 0.35 <= stats.seconds < 3
 
 
+@pytest.mark.integration
 def test_cli_replay_and_record(broker: str, tmp_path: Path) -> None:
     write_records(tmp_path / "in.jsonl", _messages(10))
     env = {**os.environ, "REELSTREAM_BOOTSTRAP_SERVERS": broker}

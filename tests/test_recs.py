@@ -243,6 +243,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.item_vector("v2") is None
 
 
+@pytest.mark.slow
 def test_prequential_streaming_beats_popularity_on_clustered_data() -> None:
     groups = synthetic_events(users=400, videos=300, events=12_000, seed=0, days=10)
     s = RecsSettings(factors=16, regularization=0.5, alpha=2.0, popularity_half_life_s=86_400.0)

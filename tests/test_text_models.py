@@ -66,9 +66,9 @@ def small(small_run) -> CommentModels:
 # Every implementation of each protocol: (protocol, which weights, how to get it from CommentModels).
 IMPLEMENTATIONS = [
     pytest.param((Moderator, "shipped", lambda m: m.moderator), id="moderator-shipped"),
-    pytest.param((Moderator, "small", lambda m: m.moderator), id="moderator-small"),
+    pytest.param((Moderator, "small", lambda m: m.moderator), id="moderator-small", marks=pytest.mark.slow),
     pytest.param((SentimentModel, "shipped", lambda m: m.sentiment), id="sentiment-shipped"),
-    pytest.param((SentimentModel, "small", lambda m: m.sentiment), id="sentiment-small"),
+    pytest.param((SentimentModel, "small", lambda m: m.sentiment), id="sentiment-small", marks=pytest.mark.slow),
 ]
 
 
@@ -146,6 +146,7 @@ def test_score_shares_one_pass_and_caps_text(shipped: CommentModels) -> None:
     assert sum(res[1].sentiment.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_training_learns_on_small_subset(small_run) -> None:
     result, out = small_run
     assert (out / "comment_net.pt").exists()
@@ -157,6 +158,7 @@ def test_training_learns_on_small_subset(small_run) -> None:
     assert headline(result.report) > 0.55
 
 
+@pytest.mark.slow
 def test_score_cli_round_trip(tmp_path: Path, small_run) -> None:
     from reelstream.cli import app
 

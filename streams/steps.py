@@ -1,0 +1,16 @@
+"""Stable ids of the worker's steps (its agents and periodic tasks), as Bytewax names its steps: one string is
+the Faust agent's name, the `agent` or `task` label of its metrics (monitoring/metrics.py, the Grafana
+dashboard and the alert rules select on them) and the step its log lines name. Changing one renames a
+metric series: dashboards and rules must follow."""
+
+from __future__ import annotations
+
+INTERACTIONS = "interactions"  # events: history, dedup, erasure, user factors, recommendations
+CATALOG = "catalog"  # videos: upload / remove / block
+ITEM_TRAINER = "item-trainer"  # interactions-by-video: the item side's inputs
+MODERATION = "moderation"  # comments: torch models, moderation flags, sentiment fed back
+AGENTS = (INTERACTIONS, CATALOG, ITEM_TRAINER, MODERATION)
+
+SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
+REFRESH_ITEMS = "refresh_items"  # the item cadence: re-solved item vectors and user Gram sums published
+TASKS = (SWAP_MODEL, REFRESH_ITEMS)
