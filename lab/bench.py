@@ -33,7 +33,6 @@ import numpy as np
 import orjson
 
 from streams.producer import make_producer
-
 from streams.settings import Settings
 
 
@@ -118,10 +117,10 @@ def bench_pipeline(
     backlog_linger_ms: int = 5,
 ) -> dict[str, Any]:
     """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot)."""
-    from monitoring.sampling import RateSampler
     from lab.generator import GeneratorConfig, generate
     from lab.local import LocalStack, total
     from lab.recording import read_records
+    from monitoring.sampling import RateSampler
 
     with LocalStack() as stack:
         stack.start_broker()

@@ -21,11 +21,9 @@ from typing import Any
 
 import orjson
 
-from streams.producer import make_producer
-
-
-from streams.settings import Settings
 from lab.recording import Record
+from streams.producer import make_producer
+from streams.settings import Settings
 
 FAULT_HEADER = "x-reelstream-fault"  # set by lab.generator on malformed or repeated messages
 

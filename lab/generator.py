@@ -25,8 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from lab.recording import Record, write_records
 from contracts.events import Comment, Like, Share, Skip, Unlike, UserDelete, VideoEvent, Watch
+from lab.recording import Record, write_records
 
 DEFAULT_START_TS = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed clock keeps output independent of when it runs
 MEAN_GAP_MS = 500  # mean time between two sessions of the whole platform

@@ -9,11 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
-
-from streams.settings import Settings
 from lab.chaos import Feeder, audit, uncommitted, valid_events
 from lab.local import LocalStack, Worker, total, wait_for
+from streams.settings import Settings
 
 
 def owned_partitions(worker: Worker, topic: str) -> set[int]:

@@ -11,7 +11,6 @@ from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-
 REGISTRY = CollectorRegistry(auto_describe=True)
 # The installed distribution's version (pyproject.toml): read from its metadata, not imported from the CLI
 # package above this one.

@@ -92,8 +92,8 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         """Generate a synthetic event stream with known latent structure, as a replayable record file."""
 
 
-        from streams.settings import get_settings
         from lab.generator import GeneratorConfig, generate
+        from streams.settings import get_settings
 
         topics = get_settings().topics
         try:

@@ -56,9 +56,8 @@ def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: i
 
 
 def _load_models(model_dir: Path | None, batch_size: int | None = None) -> CommentModels:
-    from streams.settings import get_settings
-
     from models.text.base import load_comment_models
+    from streams.settings import get_settings
 
     settings = get_settings().moderation
     if model_dir is not None:

@@ -25,14 +25,13 @@ from models.recs.item_side import ItemTrainer
 from models.text.base import CommentScorer
 from monitoring import metrics
 from monitoring.consumer import LAG
-from streams.settings import Settings
-from streams import transport
-from streams import steps
+from streams import steps, transport
 from streams.batching import micro_batches
 from streams.catalog import is_available
 from streams.items import ItemSide, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
+from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
 from streams.topics import CATALOG_TABLE, USERS_TABLE
 

@@ -24,10 +24,6 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from contracts.history import EVENT_ID, SENTIMENT, TIME_ORDER, HistoryRow, Row, row_with_sentiment
-from models.recs.base import Recommender, ServeRequest
-from monitoring import metrics
-from streams.settings import Settings
 from contracts.events import (
     EVENT_TYPES,
     Comment,
@@ -39,7 +35,11 @@ from contracts.events import (
     parse_event,
     parse_video_event,
 )
+from contracts.history import EVENT_ID, SENTIMENT, TIME_ORDER, HistoryRow, Row, row_with_sentiment
+from models.recs.base import Recommender, ServeRequest
+from monitoring import metrics
 from streams.catalog import ACTIVE, FINAL, STATUS_OF, inactive_videos
+from streams.settings import Settings
 from streams.topics import partition_for
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 import faust
 import orjson
 
-from streams.output import OutputProducer
 from streams.catalog import inactive_videos, is_available
+from streams.output import OutputProducer
 
 
 def latest_values(batch: Iterable[Any]) -> dict[Any, Any]:

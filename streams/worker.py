@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from streams.settings import Settings
 from streams.app import create_app
+from streams.settings import Settings
 
 # Young-generation size of the cyclic garbage collector (CPython's default: 700). Measured on the 50k-event
 # `bench pipeline` stream: collections took ~1.4 s of the worker's main thread, each full one a ~100 ms

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from streams.settings import Settings
-from streams.app import create_app
 from models.recs.serving import load_recommender
 from models.text.base import load_comment_models
+from streams.app import create_app
+from streams.settings import Settings
 from tests.sinks import Sink
 
 

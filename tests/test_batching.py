@@ -9,11 +9,11 @@ import asyncio
 import pytest
 from faust.types import Message
 
-from streams.settings import Settings
-from streams.app import create_app
-from streams.batching import micro_batches
 from models.recs.serving import load_recommender
 from models.text.base import load_comment_models
+from streams.app import create_app
+from streams.batching import micro_batches
+from streams.settings import Settings
 from tests.sinks import Sink
 
 

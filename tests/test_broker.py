@@ -10,8 +10,8 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.settings import Settings
 from lab.local import free_port
+from streams.settings import Settings
 from streams.topics import all_topics
 
 pytestmark = pytest.mark.integration

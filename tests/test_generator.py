@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from contracts.events import InvalidMessage, parse_event, parse_video_event
 from lab.generator import FAULT_HEADER, FAULTS, CommentPool, GeneratorConfig, StreamGenerator, generate
 from lab.recording import Record, read_records, write_records
-from contracts.events import InvalidMessage, parse_event, parse_video_event
 
 SAMPLES = Path(__file__).resolve().parents[1] / "lab" / "samples"
 LIMITS = {"max_bytes": 1_000_000, "max_text_chars": 5000}

@@ -25,10 +25,12 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from streams.pipeline import DLQ_RAW_MAX_BYTES, Message, Pipeline
 from contracts.events import InvalidMessage, parse_event
+from streams.pipeline import DLQ_RAW_MAX_BYTES, Message, Pipeline
 from tests.sinks import Sink
 
 START_TS = 1_767_225_600
@@ -213,8 +215,7 @@ def _feed_and_time(stack, worker, messages, already: float) -> float:
 @pytest.mark.integration
 def test_a_worker_under_hostile_input_dead_letters_each_message_and_keeps_valid_traffic_flowing():
     from lab.chaos import audit, uncommitted
-    from lab.local import wait_for
-    from lab.local import LocalStack
+    from lab.local import LocalStack, wait_for
     from lab.recording import read_topic
 
     s = settings_()
@@ -411,7 +412,8 @@ def test_the_embedded_broker_deletes_past_5_mib_per_partition_and_clients_skip_s
     consumer positioned before the new log start is moved past the deleted records without an error."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition as AioTP
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AioTP
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from lab.broker import PARTITION_LOG_MAX_BYTES

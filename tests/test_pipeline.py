@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from monitoring import metrics
 from models.recs.serving import load_recommender
+from monitoring import metrics
 from streams.pipeline import Message, Pipeline
 from tests.sinks import Sink
 

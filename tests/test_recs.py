@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from models.recs.als import StreamingALS
 from contracts.history import TIME_ORDER, HistoryRow
+from models.recs.als import StreamingALS
 from models.recs.confidence import FlooredPrefixCache, append, confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
 from models.recs.evaluate import prequential, synthetic_events
@@ -258,8 +258,8 @@ def test_prequential_streaming_beats_popularity_on_clustered_data() -> None:
 def test_train_als_from_recorded_file(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from reelstream.cli import app
     from lab.recording import Record, write_records
+    from reelstream.cli import app
 
     rng = random.Random(0)
     records = []

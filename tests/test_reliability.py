@@ -51,9 +51,9 @@ def test_a_worker_starting_inside_a_broker_outage_gets_its_partitions_once_the_b
     parked that error for a caller Faust never makes, and the worker stayed idle with no partitions."""
     import signal
 
-    from streams.settings import Settings
     from lab.chaos import Feeder
     from lab.local import LocalStack
+    from streams.settings import Settings
 
     s = Settings()
     kinds = ["watch", "like", "comment", "share", "watch", "skip"]
@@ -128,10 +128,10 @@ def _records(settings, events: list[dict]):
 
 @pytest.mark.integration
 def test_user_delete_leaves_no_trace_in_state_and_no_later_recommendation():
-    from streams.settings import Settings
     from lab.chaos import Feeder
     from lab.local import LocalStack
     from lab.recording import Record, read_topic
+    from streams.settings import Settings
     from streams.topics import CATALOG_TABLE, USERS_TABLE, changelog
 
     s = Settings()

@@ -8,12 +8,12 @@ import signal
 
 import pytest
 
-from streams.settings import Settings
 from lab.chaos import Feeder, audit, uncommitted, valid_events
 from lab.generator import GeneratorConfig, generate
 from lab.local import LocalStack, wait_for
 from lab.recording import read_records
 from lab.scale import owned_partitions, run_scale, wait_balanced
+from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contracts.history import HistoryRow
 from models.recs.als import StreamingALS
 from models.recs.base import Scored
-from contracts.history import HistoryRow
 from models.recs.confidence import append, event_weight, user_confidences
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer

@@ -21,8 +21,8 @@ from contracts.history import TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
 from models.recs.base import Scored, ServeRequest
-from models.recs.config import RecsSettings
 from models.recs.confidence import FlooredPrefixCache, event_weight
+from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
 from monitoring.metrics import ALS_UPDATE
