@@ -21,7 +21,7 @@ import numpy as np
 from models.recs.base import Scored, top_k
 from models.recs.config import RecsSettings
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gram, regularized, scale_confidence, solve_stacked
+from models.recs.solve import gather, gram, regularized, scale_confidence, solve_stacked
 
 if TYPE_CHECKING:
     from indexer.base import VectorIndex
@@ -136,18 +136,7 @@ class StreamingALS:
         """`user_factor` for a micro-batch of users, solved in one stacked call."""
         if self._base is None:
             self._base = regularized(self.item_gram(), self.settings.regularization)
-        rows: list[int] = []
-        conf: list[float] = []
-        placed, bounds = [], [0]
-        for n, history in enumerate(histories):
-            for v, c in history.items():
-                row = self._row.get(v)
-                if row is not None:
-                    rows.append(row)
-                    conf.append(c)
-            if len(rows) > bounds[-1]:
-                placed.append(n)
-                bounds.append(len(rows))
+        placed, rows, conf, bounds = gather(histories, self._row.get)
         out: list[np.ndarray | None] = [None] * len(histories)
         if placed:
             scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)

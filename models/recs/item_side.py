@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.recs.config import RecsSettings
-from models.recs.solve import regularized, scale_confidence, solve_factor, solve_stacked
+from models.recs.solve import gather, regularized, scale_confidence, solve_factor, solve_stacked
 
 
 class ItemMessage(NamedTuple):
@@ -92,19 +92,9 @@ class ItemTrainer:
         """Re-solve every video touched since the last call (the cadence step): (ids, vectors) for
         StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped. One
         stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
-        ids: list[str] = []
-        factors: list[np.ndarray] = []
-        confidences: list[float] = []
-        bounds = [0]
-        for vid in sorted(self.dirty):
-            for u, c in self.video_users.get(vid, {}).items():
-                f = self.user_factors.get(u)
-                if f is not None:
-                    factors.append(f)
-                    confidences.append(c)
-            if len(factors) > bounds[-1]:
-                ids.append(vid)
-                bounds.append(len(factors))
+        dirty = sorted(self.dirty)
+        placed, factors, confidences, bounds = gather((self.video_users.get(v, {}) for v in dirty), self.user_factors.get)
+        ids = [dirty[n] for n in placed]
         self.dirty.clear()
         if not ids:
             return ids, np.zeros((0, self.settings.factors), np.float32)

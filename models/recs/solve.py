@@ -14,9 +14,12 @@ no way to accept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def gram(factors: np.ndarray) -> np.ndarray:
@@ -57,6 +60,28 @@ def solve_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The factors of many rows, A (n, f, f) and b (n, f), in one stacked LAPACK call (the same per-matrix
     solve as `solve_factor`; one call per micro-batch instead of one per row, for the worker's user side)."""
     return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
+
+
+def gather(
+    groups: Iterable[Mapping[str, float]], lookup: Callable[[str], T | None]
+) -> tuple[list[int], list[T], list[float], list[int]]:
+    """The inputs of `solve_stacked` for many rows (users with their video -> confidence, or videos with
+    their user -> confidence): each row's counterparts that `lookup` knows (their item row, or factor) and
+    their confidences, in one flat list. Returns (positions of the rows with at least one counterpart,
+    counterparts, confidences, bounds): rows with none are left out, as they have nothing to solve."""
+    found: list[T] = []
+    conf: list[float] = []
+    placed, bounds = [], [0]
+    for n, group in enumerate(groups):
+        for key, c in group.items():
+            x = lookup(key)
+            if x is not None:
+                found.append(x)
+                conf.append(c)
+        if len(found) > bounds[-1]:
+            placed.append(n)
+            bounds.append(len(found))
+    return placed, found, conf, bounds
 
 
 def solve_stacked(v: np.ndarray, scaled: np.ndarray, bounds: Sequence[int], base: np.ndarray) -> np.ndarray:
