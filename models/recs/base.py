@@ -1,7 +1,7 @@
 """The recommender contracts: `Recommender`, everything the worker's app and pipeline call (implemented by
-models.recs.serving.StreamingRecommender, and driven the same way by the in-process evaluation), and
-`Ranker`, the per-request model underneath it (StreamingALS, PopularityRecommender). One contract suite
-runs over each (tests/contracts/)."""
+models.recs.serving.StreamingRecommender), and `Ranker`, the per-request model underneath it (StreamingALS,
+PopularityRecommender; the in-process evaluation, models/recs/evaluate.py, drives these directly). One
+contract suite runs over the implementations of each (tests/contract_suites/)."""
 
 from __future__ import annotations
 

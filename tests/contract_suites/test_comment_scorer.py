@@ -1,0 +1,163 @@
+"""Contract checks over every models.text.base.CommentScorer implementation, in the style of River's estimator
+checks: each check a plain test function over an implementation built by a factory, run over every
+implementation by parametrization.
+
+Implementations: the shipped CommentModels (load_comment_models) on CPU, and a `variant` of it with
+batch_size 2, whose texts go through the network in many small batches instead of one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from models.text.base import ACTIONS, SENTIMENT_KEYS, CommentScore, CommentScorer, decide, load_comment_models
+from models.text.comments import CommentModels
+from models.text.config import CATEGORIES, ModerationSettings, Thresholds
+
+SETTINGS = ModerationSettings(device="cpu")
+ZH = "这个视频太好看了，谢谢分享"
+TEXTS = [
+    "you are a complete idiot",
+    ZH,
+    "What a lovely video, thanks for sharing!",
+    "subscribe to my channel http://spam.example free $$$ 😂",
+    "I hate you all, go die",
+    "This video 太好看了!! lol 😂😂",
+    "",
+    "🔥🔥🔥",
+    "好看",
+]
+HOSTILE = [
+    "<script>alert(document.cookie)</script><img src=x onerror=alert(1)>",
+    "<b>" * 500 + "&lt;&#x3C;&amp;" + "</b>" * 500,
+    "spam " * (SETTINGS.max_text_chars // 5),  # exactly max_text_chars
+    "😂" * SETTINGS.max_text_chars,
+    "\x00\x01\x02\x07\x08\x1b[31mred\x1b[0m\x7f\x9f",
+    "\u202eevil\u202c \ufeff\u200b\u200d zero-width",
+    "a" + "\u0301" * 1000,  # combining marks
+    "\n\r\t" * 300,
+    "' OR 1=1; DROP TABLE comments; --",
+    "你" * SETTINGS.max_text_chars,
+]
+
+
+@dataclass
+class Subject:
+    scorer: CommentScorer
+    thresholds: Mapping[str, Thresholds]  # what its decisions are made with
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CommentModels:
+    return load_comment_models(SETTINGS)
+
+
+IMPLEMENTATIONS: list = [
+    pytest.param(lambda m: Subject(m, SETTINGS.thresholds), id="comment-models-cpu"),
+    pytest.param(
+        lambda m: Subject(m.variant(torch.device("cpu"), batch_size=2), SETTINGS.thresholds), id="variant-cpu-batch2"
+    ),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def subject(request: pytest.FixtureRequest, shipped: CommentModels) -> Subject:
+    make: Callable[[CommentModels], Subject] = request.param
+    return make(shipped)
+
+
+def _check_score(s: CommentScore, thresholds: Mapping[str, Thresholds]) -> None:
+    assert isinstance(s, CommentScore)
+    assert set(s.scores) == set(CATEGORIES) and len(s.scores) == len(CATEGORIES)
+    assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in s.scores.values()), s.scores
+    assert set(s.sentiment) == set(SENTIMENT_KEYS) and len(s.sentiment) == len(SENTIMENT_KEYS)
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in s.sentiment.values()), s.sentiment
+    assert sum(s.sentiment.values()) == pytest.approx(1.0, abs=1e-5)
+    assert s.lang in ("en", "zh")
+    assert s.action in ACTIONS
+    assert (s.action, s.reasons) == decide(s.scores, thresholds)
+
+
+def _close(a: CommentScore, b: CommentScore, tol: float = 1e-5) -> None:
+    assert a.lang == b.lang
+    assert a.scores == pytest.approx(b.scores, abs=tol)
+    assert a.sentiment == pytest.approx(b.sentiment, abs=tol)
+
+
+# ---- checks ----------------------------------------------------------------------------------------------------
+
+
+def test_is_a_comment_scorer(subject: Subject) -> None:
+    assert isinstance(subject.scorer, CommentScorer)
+    assert isinstance(subject.scorer.model_version, str) and subject.scorer.model_version
+
+
+def test_one_score_per_text_in_input_order(subject: Subject) -> None:
+    out = subject.scorer.score(TEXTS)
+    assert isinstance(out, list) and len(out) == len(TEXTS)
+    assert all(isinstance(s, CommentScore) for s in out)
+    backward = subject.scorer.score(TEXTS[::-1])[::-1]
+    for a, b in zip(out, backward):
+        _close(a, b)
+    assert [s.lang for s in out] == ["en", "zh", "en", "en", "en", "zh", "en", "en", "zh"]
+
+
+def test_category_scores_are_exactly_the_categories_in_unit_interval(subject: Subject) -> None:
+    for s in subject.scorer.score(TEXTS):
+        assert set(s.scores) == set(CATEGORIES) and len(s.scores) == len(CATEGORIES)
+        assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in s.scores.values())
+
+
+def test_sentiment_is_a_distribution_over_negative_neutral_positive(subject: Subject) -> None:
+    for s in subject.scorer.score(TEXTS):
+        assert set(s.sentiment) == {"negative", "neutral", "positive"}
+        assert all(0.0 <= v <= 1.0 for v in s.sentiment.values())
+        assert sum(s.sentiment.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_action_and_reasons_follow_decide(subject: Subject) -> None:
+    out = subject.scorer.score(TEXTS + HOSTILE)
+    for s in out:
+        assert s.action in ACTIONS
+        assert (s.action, s.reasons) == decide(s.scores, subject.thresholds)
+
+
+def test_lang_is_given_or_detected(subject: Subject) -> None:
+    scorer = subject.scorer
+    out = scorer.score([ZH, "what a great video", ZH, "what a great video", ZH], [None, None, "en", "zh", "fr"])
+    # None: detected; en/zh: as given, whatever the text; anything else: detected
+    assert [s.lang for s in out] == ["zh", "en", "en", "zh", "zh"]
+    assert [s.lang for s in scorer.score([ZH, "hello"])] == ["zh", "en"]  # langs absent: all detected
+    _close(scorer.score([ZH])[0], scorer.score([ZH], ["zh"])[0])  # detected zh scores as given zh
+
+
+@pytest.mark.parametrize("n_langs", [0, 1, 3])
+def test_langs_of_another_length_raise_value_error(subject: Subject, n_langs: int) -> None:
+    with pytest.raises(ValueError):
+        subject.scorer.score(["one", "two"], ["en"] * n_langs)
+
+
+def test_batch_equals_one_by_one(subject: Subject) -> None:
+    texts = TEXTS + HOSTILE
+    langs = [None, "zh", "en", None] * (len(texts) // 4) + [None] * (len(texts) % 4)
+    batch = subject.scorer.score(texts, langs)
+    for text, lang, got in zip(texts, langs, batch):
+        _close(got, subject.scorer.score([text], [lang])[0])
+
+
+def test_empty_input_returns_empty_list(subject: Subject) -> None:
+    assert subject.scorer.score([]) == []
+    assert subject.scorer.score([], []) == []
+    assert subject.scorer.score([], None) == []
+
+
+def test_hostile_texts_score_without_error(subject: Subject) -> None:
+    out = subject.scorer.score(HOSTILE)
+    assert len(out) == len(HOSTILE)
+    for s in out:
+        _check_score(s, subject.thresholds)
