@@ -139,7 +139,7 @@ REASONS = (
     "bad_field",
     "text_too_long",
     "processing_error",  # valid input the worker failed on (a bug): kept for replay after the fix
-    "offset_gap",  # records the broker deleted before the worker read them (streams/transport.py)
+    "offset_gap",  # records the broker deleted before the worker read them (streams/transport/offset_gaps.py)
 )
 
 

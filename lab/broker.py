@@ -10,7 +10,7 @@ message sets beyond that (`rd_kafka_mock_partition_init` sets `max_size = 1024 *
 It behaves like a tiny `retention.bytes`: a consumer that falls more than 5 MiB behind on a partition
 (a burst of ~1 MB messages is enough) gets OFFSET_OUT_OF_RANGE and resets past records it never read.
 Real Kafka keeps data by its retention settings (7 days, unbounded size by default). The worker
-dead-letters such holes as `offset_gap` (streams/transport.py); tests feeding large messages must keep
+dead-letters such holes as `offset_gap` (streams/transport/offset_gaps.py); tests feeding large messages must keep
 each partition's unread backlog under PARTITION_LOG_MAX_BYTES.
 """
 

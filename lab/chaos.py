@@ -284,7 +284,7 @@ def run_chaos(
         if outage_s:
             # Only once the (restarted) worker consumes: this scenario is an outage under a running worker.
             # A worker starting, or making its first group join, inside an outage is covered by
-            # tests/test_reliability.py (it used to stay idle with no partitions; streams/transport.py).
+            # tests/test_reliability.py (it used to stay idle with no partitions; streams/transport/group_join.py).
             wait_for(reached(points[-1]), 120, "outage point", logs())
             stack.broker.send_signal(signal.SIGUSR1)
             time.sleep(outage_s)  # the outage itself: a duration, not a condition

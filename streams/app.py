@@ -109,7 +109,6 @@ def create_app(
 ) -> faust.App:
     """The app. `output` defaults to a librdkafka producer on the configured brokers (tests pass a sink)."""
     t = settings.topics
-    transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -141,9 +140,11 @@ def create_app(
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
 
     output = output or OutputProducer(settings.bootstrap_servers)
-    transport.FLUSH_WITH_COMMIT.append(output)
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
-    transport.watch_offset_gaps([t.events, t.videos, t.comments, t.interactions_by_video], output.emit, t.dlq)
+    transport.configure(app, transport.TransportOptions(  # read by the worker's consumer thread and producer
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(output,), gap_emit=output.emit, dlq=t.dlq,
+        gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
+    ))  # fmt: skip
     users = app.tables.add(OutputTable(app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions))
     users.output = output
     def read_by_all(table_type: type[faust.GlobalTable], name: str, partitions: int, **kwargs: Any) -> Any:

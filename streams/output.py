@@ -3,7 +3,7 @@
 Faust's own producer path costs tens of microseconds of Python per message; a worker emits more than one
 output per event (recommendations, changelogs, flags), so that path dominated its CPU (py-spy, measured by
 `reelstream bench pipeline`). librdkafka batches in its own thread. At-least-once holds because Faust
-flushes its producer before it commits offsets, and our transport's producer (streams/transport.py) flushes
+flushes its producer before it commits offsets, and our transport's producer (streams/transport/commit_flush.py) flushes
 this one there too, raising if any message could not be delivered: then nothing is committed.
 """
 

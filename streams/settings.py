@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 0.5
     model_poll_interval_s: float = Field(10.0, gt=0)  # how often a worker looks for a new saved ALS model
-    fetch_max_wait_ms: int = Field(20, ge=1, le=5000)  # see streams/transport.py
+    fetch_max_wait_ms: int = Field(20, ge=1, le=5000)  # see streams/transport/fetch_wait.py
 
     recs: RecsSettings = RecsSettings()
     moderation: ModerationSettings = ModerationSettings()
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        """Faust's broker URL list for the same servers (our aiokafka transport, streams/transport.py)."""
+        """Faust's broker URL list for the same servers (our aiokafka transport, streams/transport/)."""
         return ";".join(f"reelstream://{s.strip()}" for s in self.bootstrap_servers.split(","))
 
 

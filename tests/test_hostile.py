@@ -9,7 +9,7 @@ The ~1 MB messages (`mb_text`, `too_large`) go through a real worker too, in a f
 (the 10,000-message stream times throughput). The embedded broker keeps at most 5 MiB per partition and
 deletes older records beyond that (lab/broker.py): a burst of 1 MB messages once made it delete
 records the worker had not read yet, and the worker skipped them and committed past them without a trace.
-The worker now dead-letters such holes (`offset_gap`, streams/transport.py), and a test forces one; the
+The worker now dead-letters such holes (`offset_gap`, streams/transport/offset_gaps.py), and a test forces one; the
 1 MB test keeps every partition under the cap, so each of its messages must be processed or dead-lettered
 with its own reason.
 """

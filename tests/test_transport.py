@@ -1,4 +1,4 @@
-"""The consumer's per-message hand-off (streams/transport.py): no tasks when a delivery completes at once,
+"""The consumer's per-message hand-off (streams/transport/handoff.py): no tasks when a delivery completes at once,
 Faust's own race against a suspended flow when it has to wait; raw input topics delivered without Faust's
 decoding, as the same events."""
 
@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from streams.settings import Settings
-from streams.app import create_app
 from models.recs.serving import load_recommender
 from models.text.base import load_comment_models
+from streams.app import create_app
+from streams.settings import Settings
 from tests.sinks import Sink
 
 

@@ -1,0 +1,160 @@
+"""Records the broker deleted before they were read: dead-lettered and acked as a gap instead of skipped.
+
+When the broker has deleted records a consumer has not read yet (retention, or the embedded broker's
+5 MiB per-partition log cap, see lab/broker.py), the fetch fails with OFFSET_OUT_OF_RANGE and aiokafka
+resets the position to the earliest offset still there, without an error. Faust then either acks the
+skipped range as a "gap" and commits past it (a running worker) or, when it has not yet noted a read
+offset for the partition (a restarted worker), may never commit that partition again.
+`_TrackedPartitionState` sees the reset itself (position before, position after): on the topics named by
+`TransportOptions.gap_topics` the hole is logged as an error, counted in the DLQ metric (reason
+`offset_gap`, one per missing offset), written to the DLQ as one record naming the range, and handed to
+Faust as a gap so commits go past it. Only a move forward to the earliest offset counts (not a seek, nor
+`seek_to_end`).
+
+Only a consumer that opted in is changed: when its app's options name gap topics, the consumer thread
+gives its new AIOKafkaConsumer a `_GapWatchingSubscriptions` (before the consumer starts, so the fetcher
+and coordinator are built with it). That subscription state, on each assignment, replaces the fresh
+partition states of the watched topics by `_TrackedPartitionState`s holding the thread's `_on_hole`.
+aiokafka's module-level `TopicPartitionState` is not replaced: every other consumer, and every other
+partition, keeps aiokafka's own state.
+
+Upstream: aiokafka 0.14.0 aiokafka/consumer/subscription_state.py `SubscriptionState.assign_from_subscribed`
+(extended), `SubscriptionState._subscription`, `Subscription.assignment`, `Assignment._tp_state` (states
+replaced right after `Assignment.__init__` built them), `TopicPartitionState.__init__(assignment)`,
+`await_reset`, `reset_to`, `seek`, `_position` (overridden / read); aiokafka/consumer/fetcher.py
+`Fetcher._proc_fetch_request` and `_update_fetch_positions` (call `tp_state.await_reset(strategy)` on
+OFFSET_OUT_OF_RANGE or no committed offset, then `reset_to(offset)`), `OffsetResetStrategy.EARLIEST`;
+aiokafka/consumer/consumer.py `AIOKafkaConsumer._subscription` (replaced before `start()`), `_loop`.
+faust-streaming 0.15.3 faust/transport/drivers/aiokafka.py `AIOKafkaConsumerThread._create_worker_consumer`
+(extended) and faust/transport/consumer.py `Consumer._add_gap`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka.consumer import subscription_state as aiokafka_subscriptions
+from aiokafka.consumer.fetcher import OffsetResetStrategy
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.transport.options import TransportOptions, options_of
+
+log = logging.getLogger(__name__)
+
+GAP_REASON = "offset_gap"
+
+RELIES_ON = (
+    ("aiokafka.consumer.subscription_state", "SubscriptionState.__init__"),
+    ("aiokafka.consumer.subscription_state", "SubscriptionState.assign_from_subscribed"),
+    ("aiokafka.consumer.subscription_state", "SubscriptionState._subscription"),
+    ("aiokafka.consumer.subscription_state", "Subscription.assignment"),
+    ("aiokafka.consumer.subscription_state", "Assignment._tp_state"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.__init__"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.await_reset"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.reset_to"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.seek"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState._position"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState._assignment"),
+    ("aiokafka.consumer.fetcher", "OffsetResetStrategy.EARLIEST"),
+    ("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request"),
+    ("aiokafka.consumer.fetcher", "Fetcher._update_fetch_positions"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._subscription"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._loop"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.consumer"),
+    ("faust.transport.consumer", "Consumer._add_gap"),
+    ("faust.transport.consumer", "Consumer.loop"),
+)
+
+OnHole = Callable[[str, int, int, int], None]
+
+
+class _TrackedPartitionState(aiokafka_subscriptions.TopicPartitionState):
+    """aiokafka's per-partition fetch state, noticing a reset that jumps forward: records deleted unread."""
+
+    _lost_from: int | None = None
+
+    def __init__(self, assignment: Any, tp: Any, on_hole: OnHole) -> None:
+        super().__init__(assignment)
+        self._tp, self._on_hole = tp, on_hole
+
+    def await_reset(self, strategy: int) -> None:
+        self._lost_from = None
+        if strategy == OffsetResetStrategy.EARLIEST:
+            # -1: no position at all (no committed offset): any start past 0 is only worth a warning,
+            # since on real Kafka a new group legitimately starts at whatever retention left.
+            self._lost_from = -1 if self._position is None else self._position
+        super().await_reset(strategy)
+
+    def seek(self, position: int) -> None:
+        self._lost_from = None
+        super().seek(position)
+
+    def reset_to(self, position: int) -> None:
+        lost_from, self._lost_from = self._lost_from, None
+        super().reset_to(position)
+        if lost_from is None or position <= max(lost_from, 0):
+            return
+        tp = self._tp
+        if lost_from < 0:
+            log.warning("no committed offset for %s[%d]: starting at the earliest offset the broker still has, "
+                        "%d (offsets before it were deleted before this group read them)",
+                        tp.topic, tp.partition, position)  # fmt: skip
+        else:
+            self._on_hole(tp.topic, tp.partition, lost_from, position)
+
+
+class _GapWatchingSubscriptions(aiokafka_subscriptions.SubscriptionState):
+    """aiokafka's subscription state of one consumer, whose assignments track the partitions of `topics`."""
+
+    def __init__(self, topics: frozenset[str], on_hole: OnHole, loop: Any = None) -> None:
+        super().__init__(loop=loop)
+        self._gap_topics, self._on_hole = topics, on_hole
+
+    def assign_from_subscribed(self, assignment: Any) -> None:
+        super().assign_from_subscribed(assignment)
+        # The new Assignment's states were built a moment ago and nothing has used them yet (this is
+        # synchronous; assignment waiters only wake on the loop's next turn).
+        new = self._subscription.assignment
+        for tp in list(new._tp_state):
+            if tp.topic in self._gap_topics:
+                new._tp_state[tp] = _TrackedPartitionState(new, tp, self._on_hole)
+
+
+def report_gap(options: TransportOptions, topic: str, partition: int, first: int, end: int) -> None:
+    """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably."""
+    from contracts.events import DeadLetter, dumps
+    from monitoring import metrics
+
+    n = end - first
+    log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
+              "them: dead-lettered as %s", first, end - 1, topic, partition, n, GAP_REASON)  # fmt: skip
+    detail = (f"offsets {first}..{end - 1} ({n} messages) were no longer on the broker when this worker "
+              "fetched them (retention or log truncation); their bytes are unavailable")  # fmt: skip
+    record = DeadLetter(reason=GAP_REASON, detail=detail, topic=topic, partition=partition, offset=first, raw="")
+    if options.gap_emit is not None:
+        options.gap_emit(options.dlq, None, dumps(record), None, partition)
+    metrics.DLQ.labels(GAP_REASON).inc(n)
+
+
+class OffsetGapsThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        self._holes_reported: set[tuple[str, int, int, int]] = set()
+        topics = options_of(self.app).gap_topics
+        if topics:  # before start(): the fetcher and coordinator take the consumer's subscription state then
+            consumer._subscription = _GapWatchingSubscriptions(topics, self._on_hole, loop=consumer._loop)
+        return consumer
+
+    def _on_hole(self, topic: str, partition: int, first: int, end: int) -> None:
+        """In this thread's loop (aiokafka's): report, then let Faust's loop ack the range as a gap."""
+        key = (topic, partition, first, end)
+        if key not in self._holes_reported:  # a re-read of the same hole (after a rebalance) is one loss
+            self._holes_reported.add(key)
+            report_gap(options_of(self.app), topic, partition, first, end)
+        consumer = self.consumer
+        asyncio.run_coroutine_threadsafe(consumer._add_gap(TP(topic, partition), first, end - 1), consumer.loop)
