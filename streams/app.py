@@ -54,7 +54,7 @@ def _retried_next_tick(task: str):
             try:
                 await fun()
             except Exception:  # noqa: BLE001 - any failure; the next tick retries
-                log.exception("periodic task %s failed", task)
+                log.exception("step %s: periodic task failed", task)
                 metrics.TASK_ERRORS.labels(task).inc()
 
         return run
@@ -188,19 +188,19 @@ def create_app(
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch(steps.INTERACTIONS, len(batch)):
-                await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch])
+                await pipeline.run_batch(pipeline.process_events, [_message(e) for e in batch], steps.INTERACTIONS)
 
     @app.agent(videos, name=steps.CATALOG)
     async def catalog_agent(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch(steps.CATALOG, len(batch)):
-                await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch])
+                await pipeline.run_batch(pipeline.process_videos, [_message(e) for e in batch], steps.CATALOG)
 
     @app.agent(by_video, name=steps.ITEM_TRAINER)
     async def item_trainer(stream: faust.StreamT) -> None:
         async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
             with metrics.batch(steps.ITEM_TRAINER, len(batch)):
-                await pipeline.run_batch(item_side.apply, [_message(e) for e in batch])
+                await pipeline.run_batch(item_side.apply, [_message(e) for e in batch], steps.ITEM_TRAINER)
 
     @app.timer(settings.model_poll_interval_s)
     @_retried_next_tick(steps.SWAP_MODEL)
@@ -240,7 +240,7 @@ def create_app(
         mod = settings.moderation
         async for batch in micro_batches(stream, mod.batch_size, mod.batch_max_wait_s):
             with metrics.batch(steps.MODERATION):  # its size (comments still owed a score) is recorded in moderate
-                await pipeline.run_batch(moderate, [_message(e) for e in batch])
+                await pipeline.run_batch(moderate, [_message(e) for e in batch], steps.MODERATION)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -154,21 +154,22 @@ class Pipeline:
         self._out["dlq"].inc()
 
     # --- batches that fail ------------------------------------------------------------------------
-    async def run_batch(self, step: Callable[[list[Message]], Any], messages: list[Message]) -> None:
+    async def run_batch(self, apply: Callable[[list[Message]], Any], messages: list[Message], step: str = "-") -> None:
         """Apply a batch; if it raises, apply its messages one by one and dead-letter those that still fail.
 
         Faust acks a batch's events even when the agent raises, so an exception must never escape with
         messages unaccounted for. Re-applying is safe: every state update is idempotent (event_id dedup).
+        `step`: the agent's step id (streams.steps), named in the log lines.
         """
         try:
-            await _maybe_await(step(messages))
+            await _maybe_await(apply(messages))
         except Exception:  # noqa: BLE001 - anything unexpected; each message is retried alone below
-            log.exception("batch of %d failed; retrying one by one", len(messages))
+            log.exception("step %s: batch of %d failed; retrying one by one", step, len(messages))
             for msg in messages:
                 try:
-                    await _maybe_await(step([msg]))
+                    await _maybe_await(apply([msg]))
                 except Exception as exc:  # noqa: BLE001
-                    log.exception("message %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                    log.exception("step %s: message %s[%d]@%d failed", step, msg.topic, msg.partition, msg.offset)
                     self.dead_letter(msg, InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}"))
 
     # --- user events ----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     from models.recs.serving import load_recommender
     from models.text.base import load_comment_models
 
-    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation))
+    recommender = load_recommender(settings.recs, settings.index)
+    app = create_app(settings, recommender, load_comment_models(settings.moderation))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG, and aiokafka then formats a debug record
     # per produce request: ~6% of a worker's CPU (py-spy). Without it the configured level holds.

@@ -93,7 +93,8 @@ class ItemTrainer:
         StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped. One
         stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
         dirty = sorted(self.dirty)
-        placed, factors, confidences, bounds = gather((self.video_users.get(v, {}) for v in dirty), self.user_factors.get)
+        users = (self.video_users.get(v, {}) for v in dirty)
+        placed, factors, confidences, bounds = gather(users, self.user_factors.get)
         ids = [dirty[n] for n in placed]
         self.dirty.clear()
         if not ids:
