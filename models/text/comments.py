@@ -64,10 +64,10 @@ class CommentModels:
             self.pieces = StaticTokenizer(self.static_tokenizer_path)
 
     def variant(self, device: torch.device, batch_size: int) -> CommentModels:
-        """The same weights, text cap and tokenizer on another device or batch size (benchmarks)."""
+        """The same weights, text cap, thresholds and tokenizer on another device or batch size (benchmarks)."""
         return CommentModels(
-            self.net, self.model_version, max_text_chars=self.max_text_chars, device=device, batch_size=batch_size,
-            static_tokenizer=self.static_tokenizer_path,
+            self.net, self.model_version, max_text_chars=self.max_text_chars, thresholds=self.thresholds,
+            device=device, batch_size=batch_size, static_tokenizer=self.static_tokenizer_path,
         )
 
     @classmethod

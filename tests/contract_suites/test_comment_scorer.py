@@ -2,8 +2,9 @@
 checks: each check a plain test function over an implementation built by a factory, run over every
 implementation by parametrization.
 
-Implementations: the shipped CommentModels (load_comment_models) on CPU, and a `variant` of it with
-batch_size 2, whose texts go through the network in many small batches instead of one.
+Implementations: the shipped CommentModels (load_comment_models) on CPU, a `variant` of it with batch_size 2,
+whose texts go through the network in many small batches instead of one, and a variant of the model loaded
+with configured thresholds far from the defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from models.text.comments import CommentModels
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 
 SETTINGS = ModerationSettings(device="cpu")
+# Configured thresholds far from the defaults: a scorer must decide with its own, not the defaults.
+STRICT = ModerationSettings(device="cpu", thresholds={c: Thresholds(review=0.02, block=0.2) for c in CATEGORIES})
 ZH = "这个视频太好看了，谢谢分享"
 TEXTS = [
     "you are a complete idiot",
@@ -57,18 +60,28 @@ def shipped() -> CommentModels:
     return load_comment_models(SETTINGS)
 
 
+@pytest.fixture(scope="module")
+def strict() -> CommentModels:
+    return load_comment_models(STRICT)
+
+
 IMPLEMENTATIONS: list = [
-    pytest.param(lambda m: Subject(m, SETTINGS.thresholds), id="comment-models-cpu"),
+    pytest.param(lambda m, _: Subject(m, SETTINGS.thresholds), id="comment-models-cpu"),
     pytest.param(
-        lambda m: Subject(m.variant(torch.device("cpu"), batch_size=2), SETTINGS.thresholds), id="variant-cpu-batch2"
+        lambda m, _: Subject(m.variant(torch.device("cpu"), batch_size=2), SETTINGS.thresholds),
+        id="variant-cpu-batch2",
+    ),
+    pytest.param(
+        lambda _, strict: Subject(strict.variant(torch.device("cpu"), batch_size=2), STRICT.thresholds),
+        id="variant-of-strict-thresholds",
     ),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def subject(request: pytest.FixtureRequest, shipped: CommentModels) -> Subject:
-    make: Callable[[CommentModels], Subject] = request.param
-    return make(shipped)
+def subject(request: pytest.FixtureRequest, shipped: CommentModels, strict: CommentModels) -> Subject:
+    make: Callable[[CommentModels, CommentModels], Subject] = request.param
+    return make(shipped, strict)
 
 
 def _check_score(s: CommentScore, thresholds: Mapping[str, Thresholds]) -> None:
