@@ -45,12 +45,12 @@ class StreamingRecommender:
         self.als = als
         self.popularity_version = PopularityRecommender.model_version
         # The item solve needs X^T X over ALL users. Each worker keeps one partial sum per `events` partition
-        # it owns (users are co-partitioned with their events) and publishes them; `remote` holds the latest
+        # it owns (users are co-partitioned with their events) and publishes them; `_remote` holds the latest
         # partials of every partition as read back from the user-gram topic (DESIGN.md).
         self.user_factors: dict[str, tuple[int, np.ndarray]] = {}
         self._partials: dict[int, np.ndarray] = {}
         self._gram_changes: dict[int, list[tuple[np.ndarray, float]]] = {}
-        self.remote: dict[int, np.ndarray] = {}
+        self._remote: dict[int, np.ndarray] = {}
         self._new_videos: dict[str, set[str]] = {}
         self.item_messages: list[ItemMessage] = []
         self._confidences = FlooredPrefixCache(self.s.weights, self.s.history_half_life_s)
@@ -134,8 +134,8 @@ class StreamingRecommender:
         """X^T X of all users: own partials (freshest) plus the latest published partials of the others."""
         total = np.zeros((self.s.factors, self.s.factors))
         partials = self.partials()
-        for p in set(partials) | set(self.remote):
-            total += partials[p] if p in partials else self.remote[p]
+        for p in set(partials) | set(self._remote):
+            total += partials[p] if p in partials else self._remote[p]
         return total
 
     def remove_video(self, video_id: str) -> None:
@@ -143,9 +143,9 @@ class StreamingRecommender:
 
     def set_partial(self, partition: int, partial: np.ndarray | None) -> None:
         if partial is None:
-            self.remote.pop(partition, None)
+            self._remote.pop(partition, None)
         else:
-            self.remote[partition] = partial
+            self._remote[partition] = partial
 
     def newer_model(self) -> StreamingALS | None:
         """A new version saved in model_dir, loaded and indexed (slow: call it off the event loop)."""
