@@ -3,11 +3,11 @@
 Kept free of Faust so it can be unit-tested directly; `streams.app` wires it to topics and tables.
 Every method is synchronous: a read-modify-write of a user's record never spans an `await`.
 
-A user's record is `{"events": [row, ...]}` with one stored `contracts.history.HistoryRow` (a list)
-per interaction. The same rows
-are the event_id dedup window and the full history the user's factor is recomputed from. Rows are kept in
-time order (a late event is inserted where it belongs) and a stored row is never edited in place (a changed
-row is a new list): models.recs.confidence.FlooredPrefixCache relies on both.
+A user's record is `{"events": [row, ...]}` with one stored `contracts.history.HistoryRow` (a list) per
+interaction. The same rows are the event_id dedup window and the full history the user's factor is
+recomputed from. Rows are kept in time order (a late event is inserted where it belongs) and a stored row
+is never edited in place (a changed row is a new list): models.recs.confidence.FlooredPrefixCache relies on
+both.
 """
 
 from __future__ import annotations
