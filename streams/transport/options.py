@@ -4,6 +4,7 @@ thread's and the producer's `app`), so two apps in one process never share setti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +31,16 @@ DEFAULT = TransportOptions()
 
 
 def configure(app: Any, options: TransportOptions) -> None:
-    """Attach `options` to `app` (before its worker starts) and warn if the patched libraries' versions or
-    internals are not the ones the patches were written against (pins.py)."""
+    """Attach `options` to `app` (before its worker starts); the first time in a process, warn if the
+    patched libraries' versions are not the ones the patches were written against (pins.py)."""
+    setattr(app, ATTRIBUTE, options)
+    _check_pins_once()
+
+
+@functools.cache
+def _check_pins_once() -> None:
     from streams.transport.pins import check_pins
 
-    setattr(app, ATTRIBUTE, options)
     check_pins()
 
 
