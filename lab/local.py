@@ -62,14 +62,14 @@ def scrape(port: int) -> dict[str, float]:
     except OSError:
         return {}
     return {
-        sample_key(s.name, s.labels): s.value
+        _sample_key(s.name, s.labels): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name.startswith("reelstream_")
     }
 
 
-def sample_key(name: str, labels: dict[str, str]) -> str:
+def _sample_key(name: str, labels: dict[str, str]) -> str:
     """A sample's name with its labels, in the exposition's syntax (label values escaped as exposed)."""
     if not labels:
         return name

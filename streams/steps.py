@@ -9,8 +9,6 @@ INTERACTIONS = "interactions"  # events: history, dedup, erasure, user factors, 
 CATALOG = "catalog"  # videos: upload / remove / block
 ITEM_TRAINER = "item-trainer"  # interactions-by-video: the item side's inputs
 MODERATION = "moderation"  # comments: torch models, moderation flags, sentiment fed back
-AGENTS = (INTERACTIONS, CATALOG, ITEM_TRAINER, MODERATION)
 
 SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
 REFRESH_ITEMS = "refresh_items"  # the item cadence: re-solved item vectors and user Gram sums published
-TASKS = (SWAP_MODEL, REFRESH_ITEMS)
