@@ -13,7 +13,7 @@ from scipy.sparse import csr_matrix
 
 from contracts.history import TIME_ORDER, HistoryRow
 from models.recs.als import StreamingALS
-from models.recs.confidence import FlooredPrefixCache, append, confidences, with_sentiment
+from models.recs.confidence import FlooredPrefixCache, LongTerm, append, confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
 from models.recs.evaluate import prequential, synthetic_events
 from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
@@ -77,15 +77,30 @@ def test_confidence_signs_and_idempotence() -> None:
     assert decayed["d"] == W.share / 4 and decayed["f"] == conf["f"]  # two half-lives old; the latest
 
 
+def test_long_term_share_keeps_earlier_sessions_and_leaves_the_current_one_alone() -> None:
+    day = 86_400.0
+    h = [HistoryRow("e1", "old", "like", 0.0), HistoryRow("e2", "old2", "watch", 10.0, 1.0),
+         HistoryRow("e3", "now", "watch", day, 1.0), HistoryRow("e4", "now2", "watch", day + 600.0, 1.0)]  # fmt: skip
+    short = confidences(h, W, half_life_s=150.0)
+    both = confidences(h, W, half_life_s=150.0, long_term=LongTerm(0.2, 1800.0))
+    assert short["old"] == W.like * 2.0**-30  # a day of 150 s half-lives: only the floor is left
+    assert both["old"] == pytest.approx(W.like * (0.2 + 0.8 * 2.0**-30))  # an earlier session keeps its share
+    assert both["old2"] == pytest.approx(W.watch * (0.2 + 0.8 * 2.0**-30))
+    assert both["now"] == short["now"] == pytest.approx(W.watch * 2.0**-4)  # 600 s old: the current session
+    assert both["now2"] == short["now2"] == W.watch
+    assert confidences(h, W, half_life_s=150.0, long_term=LongTerm(0.0, 1800.0)) == short  # weight 0: one scale
+
+
+@pytest.mark.parametrize("long_term", [LongTerm(), LongTerm(0.3, 5.0)])
 @pytest.mark.parametrize("unordered", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, unordered: bool) -> None:
+def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, unordered: bool, long_term) -> None:
     """A user's history as the worker changes it (batches appended, mostly in time order with long gaps,
     some late rows, comments scored later as new rows, truncation, a reload from the changelog): after
     every change the cache's answer equals the full recomputation exactly, key order included. Rows stored
     out of time order (not the worker's way) give the same answers, with less reuse."""
     rng = random.Random(seed)
-    cache = FlooredPrefixCache(W, half_life_s=1.0)  # floored after ~30 s
+    cache = FlooredPrefixCache(W, half_life_s=1.0, long_term=long_term)  # floored after ~30 s
     rows: list[list] = []
     t, n = 1000.0, 0
     for _ in range(300):
@@ -114,7 +129,7 @@ def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, 
             rows = json.loads(json.dumps(rows))  # read back from the changelog: equal rows, new objects
         seen_cached, seen_full = set(), set()
         got = cache.confidences("u", rows, seen_cached)
-        want = confidences(rows, W, half_life_s=1.0, seen=seen_full, unique=True)
+        want = confidences(rows, W, half_life_s=1.0, long_term=long_term, seen=seen_full, unique=True)
         assert list(got.items()) == list(want.items())
         assert seen_cached == seen_full
     assert cache.reused > (20 if unordered else 150)  # the cache was actually used, not recomputed every time
@@ -246,8 +261,8 @@ def test_save_load_round_trip(tmp_path) -> None:
 @pytest.mark.slow
 def test_prequential_streaming_beats_popularity_on_clustered_data() -> None:
     groups = synthetic_events(users=400, videos=300, events=12_000, seed=0, days=10)
-    s = RecsSettings(factors=16, regularization=0.5, alpha=2.0, popularity_half_life_s=86_400.0)
-    result = prequential(groups, s, warmup=0.3, item_every=200, refit_iterations=5, batch_size=50)
+    s = RecsSettings(factors=16, regularization=0.5, alpha=2.0, popularity_half_life_s=86_400.0, refit_interval_s=86_400.0)
+    result = prequential(groups, s, warmup=0.3, item_every=200, batch_size=50)
     assert result["events"] > 3000
     best_popularity = max(result["popularity"]["hr@10"], result["popularity_decayed"]["hr@10"])
     assert result["streaming"]["hr@10"] > 2 * best_popularity  # measured 0.42 vs 0.14

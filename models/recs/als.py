@@ -35,6 +35,8 @@ SAVED_SETTINGS = (
     "confidence_offset",
     "iterations",
     "history_half_life_s",
+    "history_long_term_weight",
+    "history_session_gap_s",
     "popularity_half_life_s",
 )
 
@@ -298,7 +300,7 @@ class StreamingALS:
         meta = json.loads((d / "meta.json").read_text())
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model format {meta.get('format')!r} in {d}")
-        settings = settings.model_copy(update={k: meta[k] for k in SAVED_SETTINGS})
+        settings = settings.model_copy(update={k: meta[k] for k in SAVED_SETTINGS if k in meta})
         with np.load(d / "model.npz") as z:
             arrays = {k: z[k] for k in z.files}
         out = cls(settings, PopularityRecommender.from_state(settings.popularity_half_life_s, arrays))

@@ -18,6 +18,17 @@ from models.recs.config import ConfidenceWeights, RecsSettings
 _MIN_DECAY = 2.0**-30
 
 
+class LongTerm(NamedTuple):
+    """The slow scale of a user's taste: from `after_s` of age on (an earlier session), a feedback keeps at
+    least `weight` of its value for good, whatever the session decay has left of it."""
+
+    weight: float = 0.0
+    after_s: float = 0.0
+
+
+ONE_SCALE = LongTerm()  # nothing kept for good: the session decay alone
+
+
 def _sentiment(s: Mapping[str, float] | None) -> Sentiment | None:
     if s is None:
         return None
@@ -67,14 +78,17 @@ def confidences(
     *,
     now: float | None = None,
     half_life_s: float | None = None,
+    long_term: LongTerm = ONE_SCALE,
     seen: set[str] | None = None,
     unique: bool = False,
 ) -> dict[str, float]:
     """video_id -> confidence from the user's full history (HistoryRows or their stored lists).
 
-    Each contribution decays with age (half_life_s, relative to `now`, default the latest event; None or 0:
-    no decay) so that what the user did recently dominates their factor. A like is a state: the latest
-    like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
+    Two time scales. Each contribution decays with age (half_life_s, relative to `now`, default the latest
+    event; None or 0: no decay) so that what the user did in this session dominates their factor; and once
+    older than `long_term.after_s` (an earlier session) it keeps `long_term.weight` of its value for good
+    (weight + (1 - weight) * decay): a user who comes back tomorrow is not a stranger. A like is a state: the
+    latest like/unlike wins. Duplicate event_ids count once. Videos whose confidence sums to exactly zero (a like
     taken back) are left out. Runs once per served user per micro-batch: one pass, no per-row objects.
     `seen`, if given, receives every video of the history (those left out too): the exclusion set a caller
     needs anyway, from the same pass. `unique`: the caller's history has each event_id once already (the
@@ -92,8 +106,8 @@ def confidences(
     rate = math.log(2.0) / half_life_s if half_life_s else 0.0
     conf: dict[str, float] = {}
     liked_at: dict[str, float | None] = {}
-    _accumulate(events, 0, t_now, rate, w, conf, liked_at)
-    return _finish(conf, liked_at, t_now, rate, w, seen)
+    _accumulate(events, 0, t_now, rate, long_term, w, conf, liked_at)
+    return _finish(conf, liked_at, t_now, rate, long_term, w, seen)
 
 
 def _accumulate(
@@ -101,6 +115,7 @@ def _accumulate(
     start: int,
     t_now: float,
     rate: float,
+    long_term: LongTerm,
     w: ConfidenceWeights,
     conf: dict[str, float],
     liked_at: dict[str, float | None],
@@ -110,6 +125,8 @@ def _accumulate(
     `until_unfloored` it stops before the first row whose decayed contribution is above the floor: the rows
     before it add constants that a later `now` no longer changes (see FlooredPrefixCache)."""
     exp = math.exp
+    keep, after = long_term
+    fade = 1.0 - keep
     for n, i in enumerate(events[start:] if start else events, start):
         vid, kind, ts = i[VIDEO_ID], i[KIND], i[TS]
         if kind == "watch":
@@ -122,13 +139,14 @@ def _accumulate(
         else:
             x = event_weight(i, w)
         if rate and ts < t_now:
-            decay = exp(-rate * (t_now - ts))
-            if decay > _MIN_DECAY:
+            age = t_now - ts
+            decay = exp(-rate * age)
+            if decay > _MIN_DECAY or age < after:
                 if until_unfloored:
                     return n
-                x *= decay
+                x *= keep + fade * decay if age >= after else max(decay, _MIN_DECAY)
             else:
-                x *= _MIN_DECAY  # floored: an old video stays in the history
+                x *= keep + fade * _MIN_DECAY  # floored: an old video stays in the history
         elif until_unfloored:
             return n
         conf[vid] = conf.get(vid, 0.0) + x
@@ -140,14 +158,20 @@ def _finish(
     liked_at: dict[str, float | None],
     t_now: float,
     rate: float,
+    long_term: LongTerm,
     w: ConfidenceWeights,
     seen: set[str] | None,
 ) -> dict[str, float]:
     """Add each video's like state (decayed to t_now) and leave out the zeros; `conf` is consumed."""
     exp = math.exp
+    keep, after = long_term
     for vid, ts in liked_at.items():
         if ts is not None:
-            conf[vid] += w.like * (max(_MIN_DECAY, exp(-rate * (t_now - ts))) if rate and ts < t_now else 1.0)
+            if rate and ts < t_now:
+                decay = max(_MIN_DECAY, exp(-rate * (t_now - ts)))
+                conf[vid] += w.like * (keep + (1.0 - keep) * decay if t_now - ts >= after else decay)
+            else:
+                conf[vid] += w.like
     if seen is not None:
         seen.update(conf)
     return {vid: c for vid, c in conf.items() if c != 0.0}
@@ -176,9 +200,10 @@ class FlooredPrefixCache:
     A prefix grows only over rows stored in TIME_ORDER, which is how the worker stores them.
     """
 
-    def __init__(self, w: ConfidenceWeights, half_life_s: float | None) -> None:
+    def __init__(self, w: ConfidenceWeights, half_life_s: float | None, long_term: LongTerm = ONE_SCALE) -> None:
         self.w = w
         self.rate = math.log(2.0) / half_life_s if half_life_s else 0.0
+        self.long_term = long_term
         self._prefix: dict[str, _Prefix] = {}
         self.reused = 0  # calls that started from a cached prefix (tests, profiling)
 
@@ -189,7 +214,7 @@ class FlooredPrefixCache:
         self._prefix.clear()
 
     def confidences(self, key: str, rows: list[Row], seen: set[str] | None = None) -> dict[str, float]:
-        """`confidences(rows, w, half_life_s=..., seen=seen, unique=True)` for the user `key`."""
+        """`confidences(rows, w, half_life_s=..., long_term=..., seen=seen, unique=True)` for the user `key`."""
         if not self.rate:  # no decay, no floor: nothing to keep
             return confidences(rows, self.w, seen=seen, unique=True)
         p = self._prefix.get(key)
@@ -205,19 +230,30 @@ class FlooredPrefixCache:
         self.reused += p is not None
         conf = dict(p.conf) if p is not None else {}
         liked_at = dict(p.liked_at) if p is not None else {}
-        m = _accumulate(events, 0, t_now, self.rate, self.w, conf, liked_at, until_unfloored=True)
+        m = _accumulate(events, 0, t_now, self.rate, self.long_term, self.w, conf, liked_at, until_unfloored=True)
         # Rows are usually stored in time order; if not, the new floored rows may not be the next stored
         # ones, and the prefix stays as it was.
         if m and rows[k : k + m] == events[:m]:
             self._prefix[key] = _Prefix(rows[: k + m], TIME_ORDER(events[m - 1]), t_now, dict(conf), dict(liked_at))
         elif p is None:
             self._prefix.pop(key, None)
-        _accumulate(events, m, t_now, self.rate, self.w, conf, liked_at)
-        return _finish(conf, liked_at, t_now, self.rate, self.w, seen)
+        _accumulate(events, m, t_now, self.rate, self.long_term, self.w, conf, liked_at)
+        return _finish(conf, liked_at, t_now, self.rate, self.long_term, self.w, seen)
 
 
 def user_confidences(
     history: Iterable[Row], settings: RecsSettings, seen: set[str] | None = None, unique: bool = False
 ) -> dict[str, float]:
     """`confidences` with the configured weights and decay: what the agent passes to the recommender."""
-    return confidences(history, settings.weights, half_life_s=settings.history_half_life_s, seen=seen, unique=unique)
+    return confidences(
+        history,
+        settings.weights,
+        half_life_s=settings.history_half_life_s,
+        long_term=long_term_of(settings),
+        seen=seen,
+        unique=unique,
+    )
+
+
+def long_term_of(settings: RecsSettings) -> LongTerm:
+    return LongTerm(settings.history_long_term_weight, settings.history_session_gap_s)

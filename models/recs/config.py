@@ -33,8 +33,20 @@ class RecsSettings(BaseModel):
     iterations: int = 15
     history_max_events: int = Field(500, ge=1)  # per user; also the event_id dedup window
     popularity_half_life_s: float = Field(3600.0, gt=0)
-    # Age (vs the user's latest event) at which a feedback's confidence halves; 0 = no decay.
+    # Two time scales of a user's taste (models/recs/confidence.py): a feedback's confidence halves every
+    # history_half_life_s of age (vs the user's latest event; 0 = no decay): the session leads; once older
+    # than history_session_gap_s it keeps history_long_term_weight of its value for good: long-term taste.
+    # Chosen on MovieLens-100K and the synthetic stream (README, Recommendations).
     history_half_life_s: float = Field(150.0, ge=0)
+    history_long_term_weight: float = Field(0.1, ge=0, le=1)
+    history_session_gap_s: float = Field(1800.0, ge=0)
     item_refresh_interval_s: float = Field(2.0, gt=0)
+    # The batch refit (models/recs/refit.py; the `reelstream trainer` process): none before
+    # refit_min_interactions stored interactions, then whenever they changed by refit_growth times those of
+    # the last fit, or refit_interval_s of event time after it. Warm-started refits run refit_iterations.
+    refit_min_interactions: int = Field(100, ge=1)
+    refit_growth: float = Field(0.25, gt=0)
+    refit_interval_s: float = Field(3600.0, gt=0)
+    refit_iterations: int = Field(5, ge=1)
     model_dir: str = ""  # a saved batch model to bootstrap from; empty = start cold
     weights: ConfidenceWeights = ConfidenceWeights()

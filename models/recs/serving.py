@@ -21,7 +21,7 @@ from contracts.history import TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
 from models.recs.base import Scored, ServeRequest
-from models.recs.confidence import FlooredPrefixCache, event_weight
+from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
@@ -51,9 +51,12 @@ class StreamingRecommender:
         self._partials: dict[int, np.ndarray] = {}
         self._gram_changes: dict[int, list[tuple[np.ndarray, float]]] = {}
         self._remote: dict[int, np.ndarray] = {}
+        self._batch_gram: np.ndarray | None = None
         self._new_videos: dict[str, set[str]] = {}
         self.item_messages: list[ItemMessage] = []
-        self._confidences = FlooredPrefixCache(self.s.weights, self.s.history_half_life_s)
+        self._confidences = FlooredPrefixCache(
+            self.s.weights, self.s.history_half_life_s, long_term_of(self.s)
+        )
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
@@ -131,15 +134,23 @@ class StreamingRecommender:
             self._gram_changes.pop(p, None)
 
     def gram(self) -> np.ndarray:
-        """X^T X of all users: own partials (freshest) plus the latest published partials of the others."""
-        total = np.zeros((self.s.factors, self.s.factors))
+        """X^T X of all users: the latest batch model's once there is one (its users' factors are in the same
+        space as its item vectors, which the served factors of a mixed population are not right after a
+        refit); before that, own partials (freshest) plus the latest published partials of the others."""
         partials = self.partials()
+        if self._batch_gram is not None:
+            return self._batch_gram
+        total = np.zeros((self.s.factors, self.s.factors))
         for p in set(partials) | set(self._remote):
             total += partials[p] if p in partials else self._remote[p]
         return total
 
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
+
+    def use_model(self, model_version: str, gram: np.ndarray) -> None:
+        self.als.model_version = model_version
+        self._batch_gram = np.asarray(gram, dtype=np.float64)
 
     def set_partial(self, partition: int, partial: np.ndarray | None) -> None:
         if partial is None:
