@@ -121,6 +121,7 @@ class LocalStack:
     bootstrap: str = ""
     broker: subprocess.Popen | None = None
     workers: list[Worker] = field(default_factory=list)
+    trainers: list[Worker] = field(default_factory=list)
 
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "reelstream.cli", *args]
@@ -155,6 +156,21 @@ class LocalStack:
         self.workers.append(worker)
         return worker
 
+    def start_trainer(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
+        """Start a trainer process (`reelstream trainer`) and wait until it serves /metrics."""
+        port = free_port()
+        log = self.workdir / f"trainer-{len(self.trainers)}.log"
+        proc = subprocess.Popen(
+            self._cmd("trainer", "--loglevel", loglevel),
+            env=self._env(REELSTREAM_WEB_PORT=str(port)),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        trainer = Worker(proc, port, log)
+        self.trainers.append(trainer)
+        wait_for(lambda: "reelstream_trainer_active" in "".join(trainer.metrics()), timeout, "trainer", [log], proc)
+        return trainer
+
     def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
         worker = self.launch_worker(loglevel)
         wait_for(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", [worker.log],
@@ -183,7 +199,7 @@ class LocalStack:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        for w in self.workers:
+        for w in self.workers + self.trainers:
             w.stop()
         if self.broker is not None and self.broker.poll() is None:
             self.broker.terminate()

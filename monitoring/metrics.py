@@ -53,6 +53,14 @@ TASK_ERRORS = Counter(
     "reelstream_task_errors_total", "Failed runs of periodic tasks (retried at their next tick), by task.",
     ["task"], registry=REGISTRY,
 )
+REFRESHED = Counter(
+    "reelstream_recommendations_refreshed_total", "Users served again because a new model version arrived.",
+    registry=REGISTRY,
+)
+REFRESH_PENDING = Gauge(
+    "reelstream_refresh_pending_users", "Users still to be served again with the newest model version.",
+    registry=REGISTRY,
+)
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
 INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
 INDEX_OPS = Counter(
@@ -99,3 +107,25 @@ def batch(agent: str, size: int | None = None) -> Iterator[None]:
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
+
+
+# The trainer process (streams/trainer.py): its own /metrics, same registry module, disjoint names.
+TRAINER_ACTIVE = Gauge(
+    "reelstream_trainer_active", "1 while this trainer holds the lease (one active trainer per app).", registry=REGISTRY
+)
+TRAINER_BUSY = Gauge(
+    "reelstream_trainer_busy", "1 while a refit is due or running on what has been read so far.", registry=REGISTRY
+)
+TRAINER_OFFSET = Gauge(
+    "reelstream_trainer_changelog_offset", "Next offset the trainer reads of each users changelog partition.",
+    ["partition"], registry=REGISTRY,
+)
+TRAINER_REFITS = Counter("reelstream_trainer_refits_total", "Batch refits published.", registry=REGISTRY)
+TRAINER_FIT_SECONDS = Histogram(
+    "reelstream_trainer_fit_seconds", "Duration of one refit (fit and publish).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0), registry=REGISTRY,
+)
+TRAINER_INTERACTIONS = Gauge(
+    "reelstream_trainer_interactions", "Stored interactions (users table rows) the trainer holds.", registry=REGISTRY
+)
+TRAINER_MODEL = Info("reelstream_trainer_model", "The model version this trainer published last.", registry=REGISTRY)

@@ -53,6 +53,20 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         run_worker(get_settings(), loglevel=loglevel.upper())
 
     @app.command()
+    def trainer(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
+        """Run the trainer: re-fits ALS from the users table's changelog and publishes new model versions
+        (one active trainer per app; more stand by). Serves /metrics on REELSTREAM_WEB_PORT."""
+        import logging
+
+        from streams.trainer import run_trainer
+
+        logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        run_trainer(get_settings(), stop)
+
+    @app.command()
     def demo(json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False) -> None:
         """Start the embedded broker and a worker, replay the committed sample, summarise the outputs."""
         import orjson

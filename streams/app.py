@@ -20,6 +20,7 @@ from faust.sensors.monitor import Monitor
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from contracts.models import MODEL_KEY, parse_model_record, parse_vector_record, vector_record
 from models.recs.base import Recommender
 from models.recs.item_side import ItemTrainer
 from models.text.base import CommentScorer
@@ -33,7 +34,7 @@ from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
-from streams.topics import CATALOG_TABLE, USERS_TABLE
+from streams.topics import CATALOG_TABLE, USERS_TABLE, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,46 @@ def _retried_next_tick(task: str):
     return wrap
 
 
-def _apply_vectors(recommender: Recommender):
-    def apply(latest: dict[str, list[float] | None]) -> None:
-        ids = [k for k, v in latest.items() if v is not None]
+def _apply_vectors(recommender: Recommender, trainer: ItemTrainer, factors: int):
+    """item-vectors records: served at once; the item side leaves a batch fit's videos alone until the next."""
+
+    def apply(latest: dict[str, Any]) -> None:
+        ids, vectors = [], []
+        for video_id, value in latest.items():
+            if value is None:
+                recommender.remove_video(video_id)
+                continue
+            parsed = parse_vector_record(value)
+            if parsed is None or len(parsed[0]) != factors:
+                log.error("item-vectors: record of %r not applied (not a %d-vector record)", video_id, factors)
+                metrics.DLQ.labels("invalid_item_vector").inc()
+                continue
+            ids.append(video_id)
+            vectors.append(parsed[0])
+            trainer.own(video_id, parsed[1])
         if ids:
-            recommender.upsert_items(ids, np.asarray([latest[k] for k in ids], dtype=np.float32))
-        for video_id in (k for k, v in latest.items() if v is None):
-            recommender.remove_video(video_id)
+            recommender.upsert_items(ids, np.asarray(vectors, dtype=np.float32))
+
+    return apply
+
+
+def _apply_models(recommender: Recommender, trainer: ItemTrainer, factors: int, on_version: Any):
+    """`models` records: a new batch version is stamped on outputs and its users' Gram feeds the item side."""
+
+    def apply(latest: dict[str, Any]) -> None:
+        value = latest.get(MODEL_KEY)
+        if value is None:
+            return
+        try:
+            record = parse_model_record(value, factors)
+        except ValueError as exc:
+            log.error("models: record not applied: %s", exc)
+            metrics.DLQ.labels("invalid_model_record").inc()
+            return
+        if record.model_version != recommender.model_version:
+            recommender.use_model(record.model_version, np.asarray(record.gram, dtype=np.float64).reshape(factors, factors))
+            trainer.new_model()
+            on_version()
 
     return apply
 
@@ -139,7 +173,7 @@ def create_app(
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
 
-    output = output or OutputProducer(settings.bootstrap_servers)
+    output = output or OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
     transport.configure(app, transport.TransportOptions(  # read by the worker's consumer thread and producer
         fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(output,), gap_emit=output.emit, dlq=t.dlq,
@@ -160,16 +194,55 @@ def create_app(
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
-    def replica(name: str, topic: str, on_batch: Any) -> TopicReplica:
-        changelog = app.topic(topic, partitions=settings.partitions, key_type=str)
-        table = read_by_all(TopicReplica, name, settings.partitions, changelog_topic=changelog)
+    def replica(name: str, topic: str, on_batch: Any, partitions: int = settings.partitions) -> TopicReplica:
+        changelog = app.topic(topic, partitions=partitions, key_type=str)
+        table = read_by_all(TopicReplica, name, partitions, changelog_topic=changelog)
         table.on_batch = on_batch
         return table
 
-    replica("item-vectors", t.item_vectors, _apply_vectors(recommender))
-    replica("user-gram", t.user_gram, _apply_grams(recommender, settings.recs.factors))
+    item_trainer = ItemTrainer(settings.recs)
+    factors = settings.recs.factors
+    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_trainer, factors))
+    replica("user-gram", t.user_gram, _apply_grams(recommender, factors))
+    refreshing: list[asyncio.Task] = []
+
+    def on_version() -> None:
+        """A new batch version: stamped from now on, and this worker's users are served again with it;
+        not while tables recover (a restart replays the version the lists were already made with)."""
+        metrics.set_build(recommender.model_version, scorer.model_version)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # applied outside a running worker (tests, tools): nobody to serve
+            return
+        if getattr(app, "in_recovery", False):
+            return
+        for task in refreshing:
+            task.cancel()
+        refreshing[:] = [loop.create_task(refresh_users())]
+
+    async def refresh_users() -> None:
+        """Every user of this worker's active `events` partitions, a micro-batch at a time, yielding between
+        batches so that the agents keep up."""
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
+        keys = [u for u in list(users.data) if partition_for(u.encode(), settings.partitions) in active]
+        metrics.REFRESH_PENDING.set(len(keys))
+        step = settings.batch_size
+        try:
+            for start in range(0, len(keys), step):
+                pipeline.refresh(keys[start : start + step], lambda u: partition_for(u.encode(), settings.partitions))
+                metrics.REFRESH_PENDING.set(max(0, len(keys) - start - step))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged and counted; the next version refreshes again
+            log.exception("step %s: refreshing recommendations failed", steps.REFRESH_RECS)
+            metrics.TASK_ERRORS.labels(steps.REFRESH_RECS).inc()
+        finally:
+            metrics.REFRESH_PENDING.set(0)
+
+    replica("models", t.models, _apply_models(recommender, item_trainer, factors, on_version), partitions=1)
     item_side = ItemSide(
-        ItemTrainer(settings.recs),
+        item_trainer,
         gram=recommender.gram,
         available=lambda video_id: is_available(catalog.get(video_id)),
     )
@@ -217,8 +290,9 @@ def create_app(
         """The item cadence: re-solved vectors go to item-vectors, and from there to every replica."""
         with metrics.INFERENCE.labels("als_items").time(), metrics.ALS_UPDATE.labels("item").time():
             ids, vectors = item_side.tick()
+        version = recommender.model_version
         for video_id, vector in zip(ids, vectors):
-            output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps([round(float(x), 6) for x in vector]))
+            output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps(vector_record(vector, version, batch=False)))
         metrics.OUTPUTS.labels("item_vectors").inc(len(ids))
         for partition, partial in list(recommender.partials().items()):
             output.emit(t.user_gram, orjson.dumps(partition), orjson.dumps(partial.ravel().tolist()), None, partition)

@@ -106,6 +106,7 @@ class _Touched:
     new: list[Row] = field(default_factory=list)
     source_event_id: str = ""
     stamps: list[float] = field(default_factory=list)
+    partition: int = 0  # of the user's events, when no message of theirs is in the batch (a refresh)
 
 
 class Pipeline:
@@ -239,7 +240,7 @@ class Pipeline:
         if unavailable is None:
             unavailable = inactive_videos(self.catalog)
         requests = [
-            ServeRequest(user_id, state.rows, state.msg.partition if state.msg is not None else 0)
+            ServeRequest(user_id, state.rows, state.msg.partition if state.msg is not None else state.partition)
             for user_id, state in touched.items()
         ]
         served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
@@ -257,6 +258,20 @@ class Pipeline:
             for ts in state.stamps:
                 self._rec_latency.observe(max(0.0, now - ts))
         self.send_item_messages()
+
+    def refresh(self, user_ids: Iterable[str], partition_of: Callable[[str], int]) -> int:
+        """Serve users again with the current model, events or not: after a new batch version their lists
+        would otherwise stay those of the model they last acted under (a user back tomorrow would get
+        yesterday's list). Their latest event stays the source. Returns how many were served."""
+        touched = {}
+        for user_id in user_ids:
+            record = self.users.get(user_id)
+            rows = record["events"] if record else None
+            if rows:
+                touched[user_id] = _Touched(rows, {}, source_event_id=rows[-1][EVENT_ID], partition=partition_of(user_id))
+        self.serve_all(touched)
+        metrics.REFRESHED.inc(len(touched))
+        return len(touched)
 
     def send_item_messages(self) -> None:
         """New (user factor, confidence) per video, to the item side on the video_id-partitioned stream.

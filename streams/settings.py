@@ -6,6 +6,7 @@ Nested sections use a double underscore: REELSTREAM_MODERATION__BATCH_SIZE=128.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,7 @@ class TopicSettings(BaseModel):
     interactions_by_video: str = "interactions-by-video"
     item_vectors: str = "item-vectors"
     user_gram: str = "user-gram"
+    models: str = "models"  # batch model versions published by the trainer (one partition)
 
 
 class Settings(BaseSettings):
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
     commit_interval_s: float = 0.5
     model_poll_interval_s: float = Field(10.0, gt=0)  # how often a worker looks for a new saved ALS model
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)  # see streams/transport/fetch_wait.py
+    # librdkafka compression of the worker's and trainer's outputs, changelogs included (a user's record is
+    # their whole history: gzip shrinks it several times). gzip: the one codec aiokafka (Faust's table
+    # recovery) reads without extra libraries.
+    output_compression: Literal["none", "gzip"] = "none"
 
     recs: RecsSettings = RecsSettings()
     moderation: ModerationSettings = ModerationSettings()

@@ -33,13 +33,14 @@ def all_topics(settings: Settings) -> dict[str, int]:
     ]
     topics = {name: settings.partitions for name in names}
     topics[t.videos] = topics[changelog(settings, CATALOG_TABLE)] = settings.videos_partitions
+    topics[t.models] = 1  # one version record; its one partition is also the trainers' lease (streams/trainer.py)
     return topics
 
 
 def compacted(settings: Settings) -> set[str]:
     """Topics keyed by entity whose latest value is the state: compacted on real Kafka."""
     t = settings.topics
-    return {t.recommendations, t.item_vectors, t.user_gram, *(changelog(settings, name) for name in TABLES)}
+    return {t.recommendations, t.item_vectors, t.user_gram, t.models, *(changelog(settings, name) for name in TABLES)}
 
 
 @functools.lru_cache(maxsize=1 << 20)

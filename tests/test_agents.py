@@ -110,4 +110,4 @@ def test_every_table_a_worker_reads_in_full_is_global(app_and_sink):
     """The catalog, item vectors and user Grams must reach every worker whatever the group's size: a
     non-global table gets only a worker's own partitions plus its standby replicas'."""
     tables = app_and_sink[0].tables
-    assert {name for name, t in tables.items() if t.is_global} == {"catalog", "item-vectors", "user-gram"}
+    assert {name for name, t in tables.items() if t.is_global} == {"catalog", "item-vectors", "user-gram", "models"}

@@ -18,11 +18,13 @@ def compose() -> dict:
 
 def test_services_and_structure():
     services = compose()["services"]
-    assert {"kafka", "topics", "worker", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "topics", "worker", "trainer", "prometheus", "grafana"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert services["worker"]["command"] == ["reelstream", "worker"]
     assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert services["trainer"]["command"] == ["reelstream", "trainer"]  # the refit is part of the deployment
+    assert services["trainer"]["environment"] == services["worker"]["environment"]
 
 
 def test_worker_environment_names_real_settings():
@@ -39,7 +41,7 @@ def test_prometheus_scrapes_the_worker_port():
     prom = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
     [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "reelstream"]
     assert job["dns_sd_configs"][0]["port"] == int(env["REELSTREAM_WEB_PORT"])
-    assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    assert job["dns_sd_configs"][0]["names"] == ["worker", "trainer"]
 
 
 def test_grafana_provisioning_and_no_default_passwords():

@@ -179,7 +179,7 @@ def test_alert_rules_are_valid_and_cover_the_runbook():
     alerts = {r["alert"] for g in yaml.safe_load((MON / "rules.yml").read_text())["groups"] for r in g["rules"] if "alert" in r}
     assert alerts == {
         "ReelstreamWorkerDown", "ReelstreamConsumerLagGrowing", "ReelstreamDLQRate",
-        "ReelstreamLatencyP99OverBudget", "ReelstreamBlockRateAnomaly",
+        "ReelstreamLatencyP99OverBudget", "ReelstreamBlockRateAnomaly", "ReelstreamNoActiveTrainer",
     }  # fmt: skip
 
 

