@@ -45,31 +45,55 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     def eval_recs_cmd(
         dataset: Annotated[Dataset, typer.Option(help="ml100k: MovieLens-100K replay; synthetic: generated.")],
         json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-        users: Annotated[int, typer.Option(help="Synthetic users.")] = 100_000,
-        videos: Annotated[int, typer.Option(help="Synthetic videos.")] = 10_000,
-        events: Annotated[int, typer.Option(help="Synthetic events.")] = 400_000,
+        users: Annotated[Optional[int], typer.Option(help="Synthetic users [100000; --via-kafka: 300].")] = None,
+        videos: Annotated[Optional[int], typer.Option(help="Synthetic videos [10000; --via-kafka: 200].")] = None,
+        events: Annotated[Optional[int], typer.Option(help="Synthetic events [400000; --via-kafka: 3000].")] = None,
         seed: int = 0,
         warmup: Annotated[float, typer.Option(help="Leading fraction learned but not evaluated.")] = 0.2,
         eval_fraction: Annotated[Optional[float], typer.Option(help="Share of events evaluated.")] = None,
         plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG of HR@10 along the replay per model.")] = None,
+        via_kafka: Annotated[bool, typer.Option(
+            "--via-kafka", help="Replay through the embedded broker into real worker and trainer processes, with "
+            "worker kills (lab/recs_replay.py); scores what the workers emitted.")] = False,
+        workers: Annotated[int, typer.Option(help="--via-kafka: worker processes.", min=1)] = 1,
+        restarts: Annotated[int, typer.Option(help="--via-kafka: kill -9 and replace a worker this many times.",
+                                              min=0)] = 1,
+        partitions: Annotated[int, typer.Option(
+            help="--via-kafka: partitions per topic (the embedded broker keeps 5 MiB per partition).", min=1)] = 4,
     ) -> None:
         """Prequential replay: streaming ALS vs daily batch refit vs popularity, HR@10 and NDCG@10."""
         import orjson
 
-        from models.recs.evaluate import run
-        from streams.settings import get_settings
+        if via_kafka:
+            import sys
 
-        result = run(
-            dataset.value,
-            get_settings().recs,
-            users=users,
-            videos=videos,
-            events=events,
-            seed=seed,
-            warmup=warmup,
-            eval_fraction=eval_fraction,
-            curve_every=PLOT_EVERY if plot is not None else 0,
-        )
+            from lab.recs_replay import SYNTHETIC_SMALL, run_via_kafka
+
+            if eval_fraction is not None or plot is not None:
+                typer.echo("error: --eval-fraction and --plot are in-process options (not with --via-kafka)", err=True)
+                raise typer.Exit(2)
+            sizes = {k: v for k, v in {"users": users, "videos": videos, "events": events}.items() if v is not None}
+            result = run_via_kafka(
+                dataset.value, **{**SYNTHETIC_SMALL, **sizes}, seed=seed, warmup=warmup, workers=workers,
+                restarts=restarts, partitions=partitions, progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )  # fmt: skip
+            names: tuple[str, ...] = ("streaming", "popularity", "popularity_decayed")
+        else:
+            from models.recs.evaluate import run
+            from streams.settings import get_settings
+
+            result = run(
+                dataset.value,
+                get_settings().recs,
+                users=100_000 if users is None else users,
+                videos=10_000 if videos is None else videos,
+                events=400_000 if events is None else events,
+                seed=seed,
+                warmup=warmup,
+                eval_fraction=eval_fraction,
+                curve_every=PLOT_EVERY if plot is not None else 0,
+            )
+            names = ("streaming", "batch_periodic", "popularity", "popularity_decayed")
         if plot is not None:
             from monitoring.plots import hit_rate_curves
 
@@ -77,8 +101,11 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         if json_:
             typer.echo(orjson.dumps(result).decode())
             return
-        for name in ("streaming", "batch_periodic", "popularity", "popularity_decayed"):
+        for name in names:
             r = result[name]
             hr, ndcg, unknown = r["hr@10"], r["ndcg@10"], r["unknown_user_events"]
             typer.echo(f"{name:20s} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}  unknown-user events {unknown}")
         typer.echo(f"{result['events']} evaluated events in {result['seconds']} s")
+        if via_kafka:
+            keys = ("restarts", "refits", "model_versions", "stale_recs", "offset_gaps", "dead_letters")
+            typer.echo(", ".join(f"{k} {result[k]}" for k in keys))

@@ -1,39 +1,48 @@
-"""Prequential (test-then-train) evaluation: a time-ordered replay through the same model code the agent
-runs. Before an interaction is learned: is its video in the user's current top-10 (seen videos excluded)?
+"""Prequential (test-then-train) evaluation, in process: a time-ordered replay through the code a worker and
+the trainer run. Before an interaction is learned: was its video in the user's latest recommendation? A user
+with no event yet has none: every model is then scored on decayed popularity (what a product shows a user
+without a list of their own), counted as `unknown_user_events`.
 
-Three contenders in one run, over the same events:
-- streaming: StreamingALS items from the latest daily refit, re-solved by the item side (ItemTrainer, fed
-  the same messages the agent sends) every `item_every` events; user factors recomputed from the full
-  history on every event; users with no known video get decayed popularity.
-- batch_periodic: the daily implicit refit serving its own user and item factors until the next refit;
-  users the refit has not seen get decayed popularity.
-- popularity: all-time interaction counts; popularity_decayed: popularity-v1 (confidence-weighted, with
-  the configured half-life), the cold-start answer of the other two.
-The first `warmup` fraction of events is learned but not evaluated.
+The same code and policies as the deployment, called directly instead of through Kafka:
+- streaming: `StreamingRecommender` (the worker's recommender): per micro-batch, learn and serve every
+  touched user (their latest recommendation is what is scored, as a worker would have emitted it); the item
+  side (`ItemTrainer`) fed the recommender's own item messages and solved every `item_every` events; and the
+  trainer's refit (`Refitter`, models/recs/refit.py, on the stored histories) whose vectors, version and Gram
+  the recommender and item side receive as a worker receives them from item-vectors and models, after
+  which every user is served again (as a worker does when a version arrives).
+- batch_periodic: a batch ALS refit once per day of event time (the same Refitter, growth off), serving its
+  own user and item factors until the next; users it has not seen get decayed popularity.
+- popularity: all-time interaction counts; popularity_decayed: popularity-v1 (confidence-weighted, with the
+  configured half-life), the worker's answer for users it cannot place yet.
+The first `warmup` fraction of events is learned but not evaluated. `reelstream eval recs --via-kafka`
+(lab/recs_replay.py) runs the same replay through the embedded broker, real workers and the trainer.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from contracts.history import HistoryRow
+from contracts.history import TIME_ORDER, HistoryRow
+from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
-from models.recs.base import Scored
-from models.recs.confidence import append, event_weight, user_confidences
+from models.recs.base import Scored, ServeRequest
 from models.recs.config import RecsSettings
-from models.recs.item_side import ItemMessage, ItemTrainer
+from models.recs.item_side import ItemTrainer
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gram, gram_update
+from models.recs.refit import Refitter
+from models.recs.serving import StreamingRecommender
+from models.recs.solve import gram
 
 DAY_S = 86_400.0
 K = 10
+REFRESH_BATCH = 1000  # users served together when a new version arrives (a worker: its micro-batch size)
 
 
 class Group(NamedTuple):
@@ -137,19 +146,17 @@ def synthetic_events(users: int, videos: int, events: int, seed: int, days: floa
     return out
 
 
-@dataclass
-class _State:
-    """Everything the replay has learned so far (what the agents' tables would hold)."""
-
-    histories: dict[str, list[HistoryRow]] = field(default_factory=dict)
-    conf: dict[str, dict[str, float]] = field(default_factory=dict)
-    user_factors: dict[str, np.ndarray] = field(default_factory=dict)
-    user_gram: np.ndarray | None = None
-
-
 def _micro_batches(groups: Sequence[Group], size: int) -> Iterator[Sequence[Group]]:
     for i in range(0, len(groups), size):
         yield groups[i : i + size]
+
+
+def serve_batch_model(recommender: StreamingRecommender, items: ItemTrainer, model: StreamingALS) -> None:
+    """What a worker does with a published refit: its vectors (item-vectors), then its version and Gram
+    (models); streams/app.py applies the same calls record by record."""
+    recommender.upsert_items(model.item_ids, model.item_vectors())
+    items.new_model(model.item_ids)
+    recommender.use_model(model.model_version, gram(model.user_factors))
 
 
 def prequential(
@@ -157,11 +164,9 @@ def prequential(
     settings: RecsSettings,
     *,
     warmup: float = 0.2,
-    refit_every_s: float = DAY_S,
     item_every: int = 200,
     batch_size: int = 1,
     eval_fraction: float = 1.0,
-    refit_iterations: int | None = None,
     seed: int = 0,
     curve_every: int = 0,
 ) -> dict:
@@ -174,66 +179,83 @@ def prequential(
     warm_n = int(len(groups) * warmup)
     tallies = {name: Tally() for name in ("streaming", "batch_periodic", "popularity", "popularity_decayed")}
     curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
-    state = _State()
     pop_all = PopularityRecommender(math.inf)
-    pop_decayed = PopularityRecommender(settings.popularity_half_life_s)
-    streaming = StreamingALS(settings, pop_decayed)
+    recommender = StreamingRecommender(settings, IndexSettings(), StreamingALS(settings, model_version="als-streaming"))
+    pop_decayed = recommender.als.popularity  # learns through recommender.learn, as in a worker
+    items = ItemTrainer(settings)
+    refitter = Refitter(settings, seed=seed)
+    daily = Refitter(settings.model_copy(update={"refit_growth": math.inf, "refit_interval_s": DAY_S}), seed=seed)
     batch: StreamingALS | None = None
     batch_rows: dict[str, int] = {}
-    trainer = ItemTrainer(settings)
-    next_refit = math.inf
-    since_items = 0
-    refits = 0
+    histories: dict[str, list[list]] = {}
+    seen: dict[str, dict[str, float]] = {}  # per user, their videos (values unused: the exclusion mapping)
+    latest: dict[str, tuple[list[Scored] | None, bool]] = {}  # per user: their latest recommendation, from ALS?
+    interactions = since_items = 0
 
-    def refit(now: float) -> None:
-        nonlocal batch, batch_rows, streaming, next_refit, refits
-        iterations = None if batch is None else refit_iterations
-        batch = StreamingALS.fit(
-            state.conf, settings, pop_decayed, iterations=iterations, random_state=seed, warm_start=batch
-        )
-        batch_rows = {u: i for i, u in enumerate(batch.user_ids)}
-        streaming = StreamingALS(settings, pop_decayed, model_version=batch.model_version)
-        streaming.upsert_items(batch.item_ids, batch.item_vectors())
-        state.user_factors = dict(zip(batch.user_ids, batch.user_factors))
-        state.user_gram = gram(batch.user_factors)
-        trainer.load(state.conf, state.user_factors)
-        next_refit = now + refit_every_s
-        refits += 1
+    def serve(users: Iterable[str]) -> None:
+        requests = [ServeRequest(user, histories[user], 0) for user in users]
+        for r, (recs, version) in zip(requests, recommender.recommend_many(requests, K)):
+            latest[r.user_id] = (recs, version != recommender.popularity_version)
 
     with threadpool_limits(1, "blas"):
         for n0, mb in zip(range(0, len(groups), batch_size), _micro_batches(groups, batch_size)):
             if n0 >= warm_n:
-                if next_refit == math.inf or mb[0].ts >= next_refit:
-                    refit(mb[0].ts)
                 for g in mb:
-                    seen = state.conf.get(g.user_id, {})
-                    if g.video_id in seen or rng.random() >= eval_fraction:
+                    mine = seen.get(g.user_id, {})
+                    if g.video_id in mine or rng.random() >= eval_fraction:
                         continue
-                    x, recs = streaming.serve(seen, K)
-                    tallies["streaming"].add(recs, g.video_id, x is None)
+                    recs, placed = latest.get(g.user_id, (None, False))
+                    if recs is None:  # no event yet, so no list: what a product shows then, for every model
+                        recs = pop_decayed.recommend(mine, K)
+                    tallies["streaming"].add(recs, g.video_id, not placed)
                     row = batch_rows.get(g.user_id)
-                    if row is None:
-                        recs = pop_decayed.recommend(seen, K)
+                    if row is None or batch is None:
+                        recs = pop_decayed.recommend(mine, K)
                     else:
-                        recs = batch.search(batch.user_factors[row], seen, K, ())
+                        recs = batch.search(batch.user_factors[row], mine, K, ())
                     tallies["batch_periodic"].add(recs, g.video_id, row is None)
-                    tallies["popularity"].add(pop_all.recommend(seen, K), g.video_id, False)
-                    tallies["popularity_decayed"].add(pop_decayed.recommend(seen, K), g.video_id, False)
+                    tallies["popularity"].add(pop_all.recommend(mine, K), g.video_id, False)
+                    tallies["popularity_decayed"].add(pop_decayed.recommend(mine, K), g.video_id, False)
                     if curve_every and tallies["streaming"].n % curve_every == 0:
                         for name, t in tallies.items():
                             curves[name].append([t.n, t.hits])
-            _learn(mb, state, streaming, trainer, settings, pop_all)
-            if streaming.n_items:
-                since_items += len(mb)
-                if since_items >= item_every:
-                    ids, vecs = trainer.solve_dirty(state.user_gram)
-                    streaming.upsert_items(ids, vecs)
-                    since_items = 0
+            # Learn, as the interactions agent does per micro-batch: store, learn, serve every touched user.
+            touched: dict[str, list[list]] = {}
+            for g in mb:
+                new = [i.stored() for i in g.interactions]
+                rows = histories.setdefault(g.user_id, [])
+                rows.extend(new)
+                rows.sort(key=TIME_ORDER)
+                del rows[: -settings.history_max_events]
+                touched.setdefault(g.user_id, []).extend(new)
+                seen.setdefault(g.user_id, {})[g.video_id] = 1.0
+                pop_all.observe(g.video_id, 1.0, g.ts)
+                interactions += len(new)
+                refitter.note(len(new), g.ts)
+                daily.note(len(new), g.ts)
+            for user, new in touched.items():
+                recommender.learn(user, histories[user], new)
+            serve(touched)
+            for msg in recommender.take_item_messages():
+                items.apply(msg)
+            since_items += len(mb)
+            if since_items >= item_every:
+                recommender.upsert_items(*items.solve_dirty(recommender.gram()))
+                since_items = 0
+            # The trainer, after the batch is stored (it reads the users changelog).
+            if refitter.due(interactions):
+                serve_batch_model(recommender, items, refitter.fit(histories))
+                for start in range(0, len(histories), REFRESH_BATCH):  # a worker serves its users again
+                    serve(list(histories)[start : start + REFRESH_BATCH])
+            if daily.due(interactions):
+                batch = daily.fit(histories, pop_decayed)
+                batch_rows = {u: i for i, u in enumerate(batch.user_ids)}
     result = {name: t.as_dict() for name, t in tallies.items()}
     result.update(
         events=tallies["streaming"].n,
         replayed=len(groups),
-        refits=refits,
+        refits=refitter.fits,
+        batch_refits=daily.fits,
         seconds=round(time.perf_counter() - started, 1),
     )
     if curve_every:
@@ -241,47 +263,22 @@ def prequential(
     return result
 
 
-def _learn(
-    mb: Sequence[Group],
-    state: _State,
-    streaming: StreamingALS,
-    trainer: ItemTrainer,
-    settings: RecsSettings,
-    pop_all: PopularityRecommender,
-) -> None:
-    """What the agent does per micro-batch: append to histories, recompute confidences and (once items
-    exist) user factors, keep the users' Gram current, and send the item side its messages."""
-    touched: dict[str, list[str]] = {}
-    for g in mb:
-        h = state.histories.get(g.user_id, [])
-        state.histories[g.user_id] = append(h, g.interactions, settings.history_max_events)
-        touched.setdefault(g.user_id, []).append(g.video_id)
-        for i in g.interactions:
-            streaming.observe(i.video_id, max(0.0, event_weight(i, settings.weights)), i.ts)
-        pop_all.observe(g.video_id, 1.0, g.ts)
-    for user, videos in touched.items():
-        conf = state.conf[user] = user_confidences(state.histories[user], settings)
-        if not streaming.n_items:
-            continue
-        x = streaming.user_factor(conf)
-        if x is None:
-            continue
-        state.user_gram = gram_update(state.user_gram, state.user_factors.get(user), x)
-        state.user_factors[user] = x
-        for vid in videos:
-            trainer.apply(ItemMessage(vid, user, x, conf.get(vid, 0.0)))
-
-
 # Time scales differ from a live short-video platform (MovieLens spans 7 months), so each dataset replays
 # with these settings on top of the configured ones; the JSON reports the effective values.
 DATASET_OVERRIDES: dict[str, dict] = {
-    "ml100k": {"popularity_half_life_s": 30 * DAY_S},
-    "synthetic": {"popularity_half_life_s": 3 * DAY_S},
+    "ml100k": {"popularity_half_life_s": 30 * DAY_S, "refit_interval_s": DAY_S},
+    "synthetic": {"popularity_half_life_s": 3 * DAY_S, "refit_interval_s": DAY_S},
 }
+# The settings a result reports (with the weights).
+TUNED = (
+    "factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "history_long_term_weight",
+    "history_session_gap_s", "popularity_half_life_s", "refit_min_interactions", "refit_growth",
+    "refit_interval_s", "refit_iterations",
+)  # fmt: skip
 # Replay knobs per dataset: the synthetic run evaluates a sample so it stays within a few minutes.
 DATASET_REPLAY: dict[str, dict] = {
     "ml100k": {"batch_size": 1, "eval_fraction": 1.0, "item_every": 200},
-    "synthetic": {"batch_size": 200, "eval_fraction": 0.05, "item_every": 2000, "refit_iterations": 5},
+    "synthetic": {"batch_size": 200, "eval_fraction": 0.05, "item_every": 2000},
 }
 
 
@@ -310,8 +307,7 @@ def run(
         replay["eval_fraction"] = eval_fraction
     result = prequential(groups, settings, warmup=warmup, seed=seed, curve_every=curve_every, **replay)
     result["dataset"] = dataset
-    tuned = ("factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "popularity_half_life_s")
-    result["settings"] = {k: getattr(settings, k) for k in tuned} | {
+    result["settings"] = {k: getattr(settings, k) for k in TUNED} | {
         "weights": settings.weights.model_dump(),
         **replay,
         "warmup": warmup,
