@@ -142,33 +142,28 @@ class LocalStack:
         self.bootstrap = addr.read_text().strip()
         return self.bootstrap
 
-    def launch_worker(self, loglevel: str = "WARNING") -> Worker:
-        """Start a worker process and return at once (start_worker waits until it serves metrics)."""
+    def _launch(self, role: str, started: list[Worker], loglevel: str) -> Worker:
+        """A `reelstream <role>` process serving /metrics on a free port, logging to the workdir."""
         port = free_port()
-        log = self.workdir / f"worker-{len(self.workers)}.log"
+        log = self.workdir / f"{role}-{len(started)}.log"
         proc = subprocess.Popen(
-            self._cmd("worker", "--loglevel", loglevel),
+            self._cmd(role, "--loglevel", loglevel),
             env=self._env(REELSTREAM_WEB_PORT=str(port)),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        worker = Worker(proc, port, log)
-        self.workers.append(worker)
-        return worker
+        started.append(Worker(proc, port, log))
+        return started[-1]
+
+    def launch_worker(self, loglevel: str = "WARNING") -> Worker:
+        """Start a worker process and return at once (start_worker waits until it serves metrics)."""
+        return self._launch("worker", self.workers, loglevel)
 
     def start_trainer(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
         """Start a trainer process (`reelstream trainer`) and wait until it serves /metrics."""
-        port = free_port()
-        log = self.workdir / f"trainer-{len(self.trainers)}.log"
-        proc = subprocess.Popen(
-            self._cmd("trainer", "--loglevel", loglevel),
-            env=self._env(REELSTREAM_WEB_PORT=str(port)),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        trainer = Worker(proc, port, log)
-        self.trainers.append(trainer)
-        wait_for(lambda: "reelstream_trainer_active" in "".join(trainer.metrics()), timeout, "trainer", [log], proc)
+        trainer = self._launch("trainer", self.trainers, loglevel)
+        wait_for(lambda: "reelstream_trainer_active" in "".join(trainer.metrics()), timeout, "trainer", [trainer.log],
+                 trainer.proc)  # fmt: skip
         return trainer
 
     def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
