@@ -18,18 +18,24 @@ REPLAY_RATE = 1000.0
 
 
 def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
-    """Start broker and worker, replay the sample, read every output topic back, stop everything."""
-    from lab.local import LocalStack
+    """Start broker, trainer and worker, replay the sample, read every output topic back, stop everything."""
+    from lab.local import LocalStack, wait_for
     from lab.recording import read_topic, replay
 
     t = settings.topics
     started = time.monotonic()
     with LocalStack() as stack:
         stack.start_broker()
-        stack.start_worker()
+        trainer = stack.start_trainer()  # the slow speed of the recommender, as deployed
+        worker = stack.start_worker()
         sent = replay(stack.bootstrap, sample, rate=REPLAY_RATE)
         if sent.failed:
             raise RuntimeError(f"replay failed for {sent.failed} messages: {sent.first_error}")
+        stack.wait_consumed(sent.sent)
+        # The trainer's last refit on what was replayed, served by the worker to every user again.
+        wait_for(lambda: trainer.metrics().get("reelstream_trainer_busy") == 0.0
+                 and worker.metrics().get("reelstream_refresh_pending_users") == 0.0, 60, "trainer",
+                 [trainer.log, worker.log])  # fmt: skip
         stack.wait_consumed(sent.sent)
         out = {name: list(read_topic(stack.bootstrap, name)) for name in (t.recommendations, t.moderation_flags, t.dlq)}
     recs = [orjson.loads(r.value) for r in out[t.recommendations] if r.value is not None]
