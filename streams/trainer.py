@@ -132,7 +132,13 @@ def run_trainer(settings: Settings, stop: threading.Event | None = None) -> None
     from prometheus_client import start_http_server
 
     stop = stop or threading.Event()
-    start_http_server(settings.web_port, addr=settings.web_host, registry=metrics.REGISTRY)
+    try:
+        start_http_server(settings.web_port, addr=settings.web_host, registry=metrics.REGISTRY)
+    except OSError as exc:  # e.g. a worker on this host already serves the default port
+        raise SystemExit(
+            f"trainer: cannot serve /metrics on {settings.web_host}:{settings.web_port} ({exc.strerror}); "
+            "set REELSTREAM_WEB_PORT to a free port"
+        ) from exc
     output = OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
     trainer = Trainer(settings, output.emit, output.flush_blocking)
     common = {
