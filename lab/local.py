@@ -29,6 +29,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def log_tails(paths: Iterable[Path]) -> str:
+    """The last 2,000 characters of each log that exists, for an error message."""
+    return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in paths if p.exists())
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float,
@@ -39,18 +44,15 @@ def wait_for(
 ) -> Any:
     """Poll every `interval` seconds until predicate() is truthy and return it. On timeout, or if `proc` exits first, raise with the
     tails of `logs`, so a failure says what the processes saw."""
-    def tails() -> str:
-        return "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tails()}")
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{log_tails(logs)}")
         result = predicate()
         if result:
             return result
         time.sleep(interval)
-    raise TimeoutError(f"{what}: not after {timeout:.0f} s\n{tails()}")
+    raise TimeoutError(f"{what}: not after {timeout:.0f} s\n{log_tails(logs)}")
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -70,7 +70,8 @@ from typing import Any
 import orjson
 
 from contracts.history import HistoryRow
-from models.recs.evaluate import DATASET_OVERRIDES, K, TUNED, Group, Tally, ml100k_events, synthetic_events
+from lab.local import log_tails
+from models.recs.evaluate import DATASET_OVERRIDES, K, TUNED, Group, Tally, load_groups
 from streams.settings import Settings
 
 WARMUP_CHUNK = 2000  # groups per warm-up chunk
@@ -203,15 +204,11 @@ class RecsListener(threading.Thread):
                     missing = len(self._pending)
                     example = next(iter(self._pending.items()), None)
                 why = f"process exited with {dead[0].returncode}" if dead else f"not after {timeout:.0f} s"
-                raise TimeoutError(f"{what}: {why}; {missing} users not served yet (e.g. {example})\n{_tails(logs)}")
+                raise TimeoutError(f"{what}: {why}; {missing} users not served yet (e.g. {example})\n{log_tails(logs)}")
 
     def read_to(self, highs: dict[int, int]) -> bool:
         with self._lock:
             return all(self.positions.get(p, 0) >= h for p, h in highs.items())
-
-
-def _tails(paths: Iterable[Path]) -> str:
-    return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in paths if p.exists())
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -260,14 +257,6 @@ class _Run:
     dlq_of_killed: dict[str, float] = field(default_factory=dict)
     refits_seen: float = 0.0
     barrier_s: float = 0.0
-
-
-def load_groups(dataset: str, users: int, videos: int, events: int, seed: int) -> list[Group]:
-    if dataset == "ml100k":
-        return ml100k_events()
-    if dataset == "synthetic":
-        return synthetic_events(users, videos, events, seed)
-    raise ValueError(f"unknown dataset {dataset!r}")
 
 
 def stack_env(dataset: str, partitions: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -510,7 +499,7 @@ def run_via_kafka(
         bootstrap=False,
         refits=int(refits),
         model_versions=len(run.versions),
-        popularity_served=run.versions.get("popularity-v1", 0),
+        popularity_served=run.versions.get(PopularityRecommender.model_version, 0),
         stale_recs=run.stale,
         skipped_seen=run.skipped_seen,
         dead_letters=int(sum(dlq_metric.values())),

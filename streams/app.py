@@ -224,13 +224,14 @@ def create_app(
         """Every user of this worker's active `events` partitions, a micro-batch at a time, yielding between
         batches so that the agents keep up."""
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
-        keys = [u for u in list(users.data) if partition_for(u.encode(), settings.partitions) in active]
-        metrics.REFRESH_PENDING.set(len(keys))
+        owned = [(u, partition_for(u.encode(), settings.partitions)) for u in list(users.data)]
+        owned = [(u, p) for u, p in owned if p in active]
+        metrics.REFRESH_PENDING.set(len(owned))
         step = settings.batch_size
         try:
-            for start in range(0, len(keys), step):
-                pipeline.refresh(keys[start : start + step], lambda u: partition_for(u.encode(), settings.partitions))
-                metrics.REFRESH_PENDING.set(max(0, len(keys) - start - step))
+            for start in range(0, len(owned), step):
+                pipeline.refresh(dict(owned[start : start + step]))
+                metrics.REFRESH_PENDING.set(max(0, len(owned) - start - step))
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise

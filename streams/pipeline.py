@@ -18,7 +18,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -259,16 +259,17 @@ class Pipeline:
                 self._rec_latency.observe(max(0.0, now - ts))
         self.send_item_messages()
 
-    def refresh(self, user_ids: Iterable[str], partition_of: Callable[[str], int]) -> int:
-        """Serve users again with the current model, events or not: after a new batch version their lists
-        would otherwise stay those of the model they last acted under (a user back tomorrow would get
-        yesterday's list). Their latest event stays the source. Returns how many were served."""
+    def refresh(self, partitions: Mapping[str, int]) -> int:
+        """Serve users (user_id -> their `events` partition) again with the current model, events or not:
+        after a new batch version their lists would otherwise stay those of the model they last acted under
+        (a user back tomorrow would get yesterday's list). Their latest event stays the source. Returns how
+        many were served."""
         touched = {}
-        for user_id in user_ids:
+        for user_id, partition in partitions.items():
             record = self.users.get(user_id)
             rows = record["events"] if record else None
             if rows:
-                touched[user_id] = _Touched(rows, {}, source_event_id=rows[-1][EVENT_ID], partition=partition_of(user_id))
+                touched[user_id] = _Touched(rows, {}, source_event_id=rows[-1][EVENT_ID], partition=partition)
         self.serve_all(touched)
         metrics.REFRESHED.inc(len(touched))
         return len(touched)

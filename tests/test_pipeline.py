@@ -71,7 +71,7 @@ def test_refresh_serves_stored_users_again_with_the_new_version(world, settings)
     pipe.recommender.upsert_items(["v1", "v2", "v3", "v4"], rng.random((4, settings.recs.factors), dtype=np.float32))
     pipe.recommender.use_model("als-new", np.eye(settings.recs.factors))
     sink.sent.clear()
-    assert pipe.refresh(["a", "b", "nobody"], lambda user: 3) == 2  # a user without history is not served
+    assert pipe.refresh({"a": 3, "b": 3, "nobody": 3}) == 2  # a user without history is not served
     recs = {r["user_id"]: r for r in sink.values("recommendations")}
     assert set(recs) == {"a", "b"} and recs["a"]["source_event_id"] == "a1"  # the latest event stays the source
     assert all(r["model_version"] == "als-new" and r["items"] for r in recs.values())

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from lab.local import LocalStack, total, wait_for
+from lab.recs_replay import served_version, trainer_version
 from streams.producer import make_producer, produce
 
 pytestmark = pytest.mark.integration
@@ -72,12 +73,12 @@ def _settled(stack: LocalStack, trainer, worker, expected: int) -> str:
     wait_for(lambda: trainer.metrics().get("reelstream_trainer_busy") == 0.0
              and trainer.metrics().get("reelstream_trainer_interactions", 0) >= expected - VIDEOS - 1, 60,
              "trainer", [trainer.log])  # fmt: skip
-    versions = [k.split('"')[1] for k in trainer.metrics() if k.startswith("reelstream_trainer_model_info{")]
-    if versions:
-        wait_for(lambda: any(versions[0] in k for k in worker.metrics() if k.startswith("reelstream_build_info"))
+    version = trainer_version(trainer.metrics())
+    if version:
+        wait_for(lambda: served_version(worker.metrics()) == version
                  and worker.metrics().get("reelstream_refresh_pending_users") == 0.0, 30, "worker", [worker.log])  # fmt: skip
         time.sleep(0.5)  # the refreshed lists reach the topic
-    return versions[0] if versions else ""
+    return version or ""
 
 
 def test_a_cold_worker_with_the_trainer_separates_two_taste_clusters():

@@ -224,15 +224,18 @@ def prequential(
             for g in mb:
                 new = [i.stored() for i in g.interactions]
                 rows = histories.setdefault(g.user_id, [])
+                before = len(rows)
                 rows.extend(new)
                 rows.sort(key=TIME_ORDER)
                 del rows[: -settings.history_max_events]
                 touched.setdefault(g.user_id, []).extend(new)
                 seen.setdefault(g.user_id, {})[g.video_id] = 1.0
                 pop_all.observe(g.video_id, 1.0, g.ts)
-                interactions += len(new)
-                refitter.note(len(new), g.ts)
-                daily.note(len(new), g.ts)
+                # Stored rows, as the trainer counts them: rows added, and rows the history cap dropped.
+                interactions += len(rows) - before
+                changed = 2 * len(new) - (len(rows) - before)
+                refitter.note(changed, g.ts)
+                daily.note(changed, g.ts)
             for user, new in touched.items():
                 recommender.learn(user, histories[user], new)
             serve(touched)
@@ -245,8 +248,9 @@ def prequential(
             # The trainer, after the batch is stored (it reads the users changelog).
             if refitter.due(interactions):
                 serve_batch_model(recommender, items, refitter.fit(histories))
-                for start in range(0, len(histories), REFRESH_BATCH):  # a worker serves its users again
-                    serve(list(histories)[start : start + REFRESH_BATCH])
+                users = list(histories)  # a worker serves its users again
+                for start in range(0, len(users), REFRESH_BATCH):
+                    serve(users[start : start + REFRESH_BATCH])
             if daily.due(interactions):
                 batch = daily.fit(histories, pop_decayed)
                 batch_rows = {u: i for i, u in enumerate(batch.user_ids)}
@@ -282,6 +286,15 @@ DATASET_REPLAY: dict[str, dict] = {
 }
 
 
+def load_groups(dataset: str, users: int, videos: int, events: int, seed: int) -> list[Group]:
+    """A dataset's interactions in time order (`users`, `videos`, `events`, `seed`: the synthetic one's)."""
+    if dataset == "ml100k":
+        return ml100k_events()
+    if dataset == "synthetic":
+        return synthetic_events(users, videos, events, seed)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
 def run(
     dataset: str,
     settings: RecsSettings,
@@ -295,12 +308,7 @@ def run(
     curve_every: int = 0,
 ) -> dict:
     """The `reelstream eval recs` entry point (`curve_every`: see `prequential`)."""
-    if dataset == "ml100k":
-        groups = ml100k_events()
-    elif dataset == "synthetic":
-        groups = synthetic_events(users, videos, events, seed)
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}")
+    groups = load_groups(dataset, users, videos, events, seed)
     settings = settings.model_copy(update=DATASET_OVERRIDES[dataset])
     replay = dict(DATASET_REPLAY[dataset])
     if eval_fraction is not None:
