@@ -10,6 +10,9 @@ COPY monitoring monitoring
 COPY contracts contracts
 COPY lab lab
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir .
+ && pip install --no-cache-dir . \
+ && mkdir -p /var/lib/reelstream && chown nobody /var/lib/reelstream
+# The users table's local store (REELSTREAM_DATA_DIR): a volume per worker container (docker-compose.yml).
+ENV REELSTREAM_DATA_DIR=/var/lib/reelstream
 USER nobody
 CMD ["reelstream", "worker"]

@@ -244,7 +244,7 @@ def run_chaos(
     settle_timeout_s: float = 180.0,
 ) -> ChaosResult:
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
-    random points (restarting it each time), then take the broker down for `outage_s`; audit the result."""
+    random points (restarting it each time, alternately on its own local store and on an empty one), then take the broker down for `outage_s`; audit the result."""
     from lab.generator import FAULTS, GeneratorConfig, generate
     from lab.local import LocalStack, consumed, wait_for
     from lab.recording import read_records
@@ -272,7 +272,7 @@ def run_chaos(
             )
 
         feeder.start()
-        for point in points[:kills]:
+        for n, point in enumerate(points[:kills]):
             # A kill lands in the middle of live processing: the feed reached the point and this worker
             # process has handled input (it may hold uncommitted offsets and unflushed outputs).
             # A worker that exited by itself is counted as a crash below, and restarted like a killed one.
@@ -280,7 +280,9 @@ def run_chaos(
             if worker.proc.poll() is None:
                 worker.stop(signal.SIGKILL)
                 killed.add(worker.proc.pid)
-            worker = stack.start_worker()
+            # Alternately on the dead worker's own disk (its local store and the changelog's tail) and on a
+            # new one (another machine: the whole changelog).
+            worker = stack.start_worker(data_dir=worker.data_dir if n % 2 == 0 else None)
         if outage_s:
             # Only once the (restarted) worker consumes: this scenario is an outage under a running worker.
             # A worker starting, or making its first group join, inside an outage is covered by

@@ -94,6 +94,7 @@ class Worker:
     proc: subprocess.Popen
     web_port: int
     log: Path
+    data_dir: Path | None = None  # its local store (REELSTREAM_DATA_DIR)
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.web_port)
@@ -144,17 +145,19 @@ class LocalStack:
         self.bootstrap = addr.read_text().strip()
         return self.bootstrap
 
-    def _launch(self, role: str, started: list[Worker], loglevel: str) -> Worker:
-        """A `reelstream <role>` process serving /metrics on a free port, logging to the workdir."""
+    def _launch(self, role: str, started: list[Worker], loglevel: str, data_dir: Path | None = None) -> Worker:
+        """A `reelstream <role>` process serving /metrics on a free port, logging to the workdir. Each process
+        has its own local store directory (`data_dir`: a dead one's, to restart it on its own disk)."""
         port = free_port()
         log = self.workdir / f"{role}-{len(started)}.log"
+        data_dir = data_dir or self.workdir / f"{role}-{len(started)}-data"
         proc = subprocess.Popen(
             self._cmd(role, "--loglevel", loglevel),
-            env=self._env(REELSTREAM_WEB_PORT=str(port)),
+            env=self._env(REELSTREAM_WEB_PORT=str(port), REELSTREAM_DATA_DIR=str(data_dir)),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        started.append(Worker(proc, port, log))
+        started.append(Worker(proc, port, log, data_dir))
         return started[-1]
 
     def launch_worker(self, loglevel: str = "WARNING") -> Worker:
@@ -168,8 +171,10 @@ class LocalStack:
                  trainer.proc)  # fmt: skip
         return trainer
 
-    def start_worker(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
-        worker = self.launch_worker(loglevel)
+    def start_worker(self, timeout: float = 60, loglevel: str = "WARNING", data_dir: Path | None = None) -> Worker:
+        """Start a worker and wait until it serves metrics; `data_dir`: start it on that local store (a
+        killed worker's: a restart on the same disk), else on a new, empty one (another machine)."""
+        worker = self._launch("worker", self.workers, loglevel, data_dir)
         wait_for(lambda: "reelstream_build_info" in "".join(worker.metrics()), timeout, "worker", [worker.log],
                  worker.proc)  # fmt: skip
         return worker

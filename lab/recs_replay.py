@@ -249,6 +249,7 @@ class _Run:
     tallies: dict[str, Tally] = field(default_factory=lambda: {name: Tally() for name in MODELS})
     versions: collections.Counter = field(default_factory=collections.Counter)
     stale: int = 0
+    stale_examples: list[dict[str, Any]] = field(default_factory=list)
     skipped_seen: int = 0
     restarts: int = 0
     restart_s: list[float] = field(default_factory=list)
@@ -367,7 +368,14 @@ def run_via_kafka(
                 # source then is the latest stored row in time order).
                 h = histories.get(g.user_id)
                 current = (last_sent.get(g.user_id), h[-1].event_id if h else None)
-                run.stale += rec["source_event_id"] not in current
+                if rec["source_event_id"] not in current:
+                    run.stale += 1
+                    if len(run.stale_examples) < 5:  # what a stale list was, to tell a race from a lost event
+                        run.stale_examples.append({
+                            "user_id": g.user_id, "source_event_id": rec["source_event_id"],
+                            "last_sent": current[0], "latest_row": current[1], "model_version": rec["model_version"],
+                            "generated_at": rec["generated_at"], "restarts_before": run.restarts,
+                        })  # fmt: skip
             run.tallies["popularity"].add(pop_all.recommend(seen, K), g.video_id, False)
             run.tallies["popularity_decayed"].add(pop_decayed.recommend(seen, K), g.video_id, False)
 
@@ -501,6 +509,7 @@ def run_via_kafka(
         model_versions=len(run.versions),
         popularity_served=run.versions.get(PopularityRecommender.model_version, 0),
         stale_recs=run.stale,
+        stale_examples=run.stale_examples,
         skipped_seen=run.skipped_seen,
         dead_letters=int(sum(dlq_metric.values())),
         dead_letters_by_reason=dict(dead),

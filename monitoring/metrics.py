@@ -87,6 +87,12 @@ REBALANCES = Counter(
     registry=REGISTRY,
 )
 USERS = Gauge("reelstream_users", "Users with stored history on this worker.", registry=REGISTRY)
+CHANGELOG_APPLIED = Counter(
+    "reelstream_changelog_records_applied_total",
+    "Changelog records applied to the users table's local store (recovery and standby): after a restart on its "
+    "own disk, only the tail past the store's offset.",
+    registry=REGISTRY,
+)
 BUILD = Info("reelstream_build", "Version of the worker and of the models it serves.", registry=REGISTRY)
 BUILD.info({"version": VERSION})
 

@@ -138,6 +138,22 @@ class _PerEventQuietMonitor(Monitor):
         pass
 
 
+def _store_of(settings: Settings) -> dict[str, Any]:
+    """The users table's store: RocksDB through rocksdict (a maintained wheel with RocksDB inside; Faust's
+    other driver, python-rocksdb, needs a system librocksdb and is unmaintained), one database per changelog
+    partition under `data_dir`; its block cache and memtables sized so a worker's share stays bounded."""
+    if settings.store == "memory":
+        return {}
+    mib = 1024 * 1024
+    per_partition = max(1, settings.store_block_cache_mib // settings.partitions)
+    # "rocksdb:users", not "rocksdb://": a yarl URL with neither host nor path is falsy, and Faust then
+    # silently takes the app's store (memory); this path is the file name prefix under data_dir.
+    return {"store": f"rocksdb:{USERS_TABLE}", "options": {
+        "driver": "rocksdict", "block_cache_size": per_partition * mib, "write_buffer_size": 8 * mib,
+        "max_write_buffer_number": 2, "target_file_size_base": 32 * mib,
+    }}  # fmt: skip
+
+
 def create_app(
     settings: Settings, recommender: Recommender, scorer: CommentScorer, output: OutputProducer | None = None
 ) -> faust.App:
@@ -146,7 +162,8 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
-        store="memory://",  # tables are rebuilt from their changelog topics on start
+        store="memory://",  # every table but users (_store_of) is rebuilt from its changelog topic on start
+        datadir=settings.data_dir,
         topic_allow_declare=False,
         topic_disable_leader=False,
         topic_partitions=settings.partitions,
@@ -174,13 +191,18 @@ def create_app(
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
 
     output = output or OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
-    # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
-    transport.configure(app, transport.TransportOptions(  # read by the worker's consumer thread and producer
-        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(output,), gap_emit=output.emit, dlq=t.dlq,
-        gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
+    users = app.tables.add(OutputTable(
+        app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions, **_store_of(settings),
     ))  # fmt: skip
-    users = app.tables.add(OutputTable(app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions))
-    users.output = output
+    users.output, users.partition_count, users.cache_size = output, settings.partitions, settings.users_cache_size
+    # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
+    options = transport.TransportOptions(  # read by the worker's consumer thread and producer
+        # The users table flushes the output producer, then stores locally what it acknowledged.
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(users,), gap_emit=output.emit, dlq=t.dlq,
+        gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
+    )  # fmt: skip
+    transport.configure(app, options)
+    users.hole_report = functools.partial(transport.report_gap, options, reason=transport.CHANGELOG_GAP_REASON)
     def read_by_all(table_type: type[faust.GlobalTable], name: str, partitions: int, **kwargs: Any) -> Any:
         """A table every worker reads in full: as `app.GlobalTable` makes one (is_global: all changelog
         partitions are assigned to every worker, not only its own and one standby's)."""
@@ -192,12 +214,14 @@ def create_app(
         )  # fmt: skip
 
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
+    catalog.hole_report = users.hole_report
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
     def replica(name: str, topic: str, on_batch: Any, partitions: int = settings.partitions) -> TopicReplica:
         changelog = app.topic(topic, partitions=partitions, key_type=str)
         table = read_by_all(TopicReplica, name, partitions, changelog_topic=changelog)
         table.on_batch = on_batch
+        table.hole_report = users.hole_report
         return table
 
     item_trainer = ItemTrainer(settings.recs)
@@ -224,8 +248,7 @@ def create_app(
         """Every user of this worker's active `events` partitions, a micro-batch at a time, yielding between
         batches so that the agents keep up."""
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
-        owned = [(u, partition_for(u.encode(), settings.partitions)) for u in list(users.data)]
-        owned = [(u, p) for u, p in owned if p in active]
+        owned = [(u, partition_for(u.encode(), settings.partitions)) for u in users.keys_in(active)]
         metrics.REFRESH_PENDING.set(len(owned))
         step = settings.batch_size
         try:
@@ -319,7 +342,7 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        metrics.USERS.set(len(users))
+        metrics.USERS.set(users.count())
         metrics.INDEX_ITEMS.set(recommender.index_size())
         # aiohttp rejects content_type= with parameters; the header is set directly (DESIGN.md).
         return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -19,11 +19,11 @@ import orjson
 
 from models.recs.item_side import ItemMessage, ItemTrainer
 from streams.pipeline import Message
-from streams.tables import latest_values
+from streams.tables import ChangelogHoleCheck, latest_values
 
 log = logging.getLogger(__name__)
 
-class TopicReplica(faust.GlobalTable):
+class TopicReplica(ChangelogHoleCheck, faust.GlobalTable):
     """A GlobalTable over a compacted topic every worker reads in full (`item-vectors`, `user-gram`); what
     it applies, as {key: latest value or None for a tombstone}, is handed to `on_batch`.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from streams.producer import make_producer, produce
@@ -35,9 +36,18 @@ class OutputProducer:
                 self._errors.append(f"{msg.topic()}: {err}")
 
     def emit(
-        self, topic: str, key: bytes | None, value: bytes | None, timestamp: float | None = None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float | None = None,
+        partition: int | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
     ) -> None:
+        """`on_delivery(err, msg)`: also called with the delivery report (in the thread that flushes)."""
         kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
+        if on_delivery is not None:
+            kwargs["on_delivery"] = lambda err, msg: (self._on_delivery(err, msg), on_delivery(err, msg))
         if timestamp:
             kwargs["timestamp"] = int(timestamp * 1000)
         if partition is not None:

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # their whole history: gzip shrinks it several times). gzip: the one codec aiokafka (Faust's table
     # recovery) reads without extra libraries.
     output_compression: Literal["none", "gzip"] = "none"
+    # The users table's local store (streams/tables.py OutputTable). "rocksdb": on disk under `data_dir`, so a
+    # restart reads its own state and only the changelog's tail, and memory is bounded by the caches below;
+    # "memory": rebuilt from the whole changelog at every start, held in full (tests, throwaway runs).
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: str = "reelstream-data"  # one per worker process; keep it across restarts (a volume)
+    users_cache_size: int = Field(50_000, ge=1)  # decoded user records kept in memory (rocksdb)
+    store_block_cache_mib: int = Field(256, ge=8)  # RocksDB block cache, shared out over the table's partitions
 
     recs: RecsSettings = RecsSettings()
     moderation: ModerationSettings = ModerationSettings()

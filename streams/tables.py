@@ -10,15 +10,23 @@ active, so a micro-batch's exclusions are that set, not a scan of the whole cata
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import faust
 import orjson
 
+from monitoring import metrics
 from streams.catalog import inactive_videos, is_available
 from streams.output import OutputProducer
+from streams.topics import partition_for
+from streams.transport.rocks_store import RocksPartitions, is_rocksdb
+
+log = logging.getLogger(__name__)
 
 
 def latest_values(batch: Iterable[Any]) -> dict[Any, Any]:
@@ -69,30 +77,166 @@ class HistoryEncoder:
         self._last.pop(key, None)
 
 
-class OutputTable(faust.Table):
-    """A `streams.pipeline.UserStore`."""
+class ChangelogHoleCheck:
+    """Mixin for the worker's tables: a changelog whose records were deleted before this worker read them is
+    reported like an input offset gap (log, `reelstream_dlq_messages_total{reason="changelog_gap"}`, one DLQ
+    record naming the range), not recovered around. Faust's recovery starts at max(persisted offset + 1,
+    earliest offset still on the broker) without a word (faust/tables/recovery.py `_build_offsets`): state
+    the deleted records held is then silently gone. A compacted changelog keeps its start offset (compaction
+    removes superseded records, not the log's beginning), so a start beyond what the local store reached is
+    data lost: retention, a truncation, the embedded broker's 5 MiB per-partition cap."""
+
+    hole_report: Callable[[str, int, int, int], None] | None = None  # (topic, partition, first, end)
+    _holes_reported: set[tuple[str, int, int]] | None = None
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)  # type: ignore[misc]
+        topic = self.changelog_topic_name  # type: ignore[attr-defined]
+        tps = [tp for tp in newly_assigned if tp.topic == topic]
+        if not tps or self.hole_report is None:
+            return
+        try:
+            earliest = await self.app.consumer.earliest_offsets(*tps)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no answer now: recovery goes on; the next rebalance checks again
+            log.warning("changelog %s: could not read its earliest offsets to check for holes", topic, exc_info=True)
+            return
+        reported = self._holes_reported = self._holes_reported if self._holes_reported is not None else set()
+        for tp in tps:
+            persisted = self.persisted_offset(tp)  # type: ignore[attr-defined]
+            first = 0 if persisted is None else persisted + 1
+            end = earliest.get(tp)
+            if end is not None and end > first and (tp.topic, tp.partition, end) not in reported:
+                reported.add((tp.topic, tp.partition, end))
+                self.hole_report(tp.topic, tp.partition, first, end)
+
+
+@dataclass(slots=True)
+class _Write:
+    """A user's record written but not yet in the local store: visible to reads, stored once acknowledged."""
+
+    value: Any  # the record, None for a removal
+    key: bytes  # the changelog key bytes (the store's key)
+    payload: bytes | None  # the changelog value bytes (the store's value)
+    partition: int
+    offset: int = -1  # in the changelog partition, once the broker acknowledged it
+
+    def delivered(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.offset = msg.offset()
+
+
+_MISSING = object()
+
+
+class OutputTable(ChangelogHoleCheck, faust.Table):
+    """A `streams.pipeline.UserStore`.
+
+    With Faust's memory store, a write goes to the table's dict and its changelog record to the output
+    producer. With the RocksDB store (`REELSTREAM_STORE=rocksdb`) a write is held in `_pending` (reads see it)
+    until the output producer's flush before an offset commit has had it acknowledged; then it is written to
+    the partition's database together with the changelog offset it reached (streams/transport/rocks_store.py
+    says why not earlier). Decoded records are kept in an LRU of `cache_size` users, so memory is bounded by
+    that cache, the RocksDB block caches and the writes of one commit interval, not by the user count.
+    """
 
     output: OutputProducer | None = None
     encoder: HistoryEncoder | None = None
+    partition_count: int = 1  # of the changelog (= of `events`): a key's partition, for reads
+    cache_size: int = 50_000
+    _rocks: Any = None  # RocksPartitions once the store is RocksDB
+    _pending: dict[str, _Write] | None = None
+    _cache: OrderedDict[str, Any] | None = None
+    _count: int | None = None
 
+    # --- reads ------------------------------------------------------------------------------------
+    @property
+    def persistent(self) -> bool:
+        if self._rocks is None and is_rocksdb(self.data):
+            self._rocks = RocksPartitions(self.data)
+            self._pending, self._cache = {}, OrderedDict()
+        return self._rocks is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self.persistent:
+            return self.data.get(key, default)
+        assert self._pending is not None and self._cache is not None
+        write = self._pending.get(key)
+        if write is not None:
+            return default if write.value is None else write.value
+        value = self._cache.get(key, None)
+        if value is not None:
+            self._cache.move_to_end(key)
+        else:
+            raw = self._rocks.get(partition_for(key.encode(), self.partition_count), orjson.dumps(key))
+            value = _MISSING if raw is None else orjson.loads(raw)
+            self._remember(key, value)
+        return default if value is _MISSING else value
+
+    def _remember(self, key: str, value: Any) -> None:
+        assert self._cache is not None
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def keys_in(self, partitions: set[int]) -> list[str]:
+        """The users stored for these changelog partitions (a new batch version serves them all again)."""
+        if not self.persistent:
+            return [k for k in list(self.data) if partition_for(k.encode(), self.partition_count) in partitions]
+        assert self._pending is not None
+        keys = {orjson.loads(k) for k in self._rocks.keys(partitions)}
+        for key, write in self._pending.items():
+            if write.partition in partitions:
+                (keys.add if write.value is not None else keys.discard)(key)
+        return sorted(keys)
+
+    def count(self) -> int:
+        """Users stored on this worker (its active partitions), for `reelstream_users`."""
+        if not self.persistent:
+            return len(self.data)
+        if self._count is None:  # counted once per assignment, then kept by put/remove
+            actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog_topic_name}
+            self._count = len(self.keys_in(actives))
+        return self._count
+
+    # --- writes -----------------------------------------------------------------------------------
     def put(self, key: str, value: Any, partition: int) -> None:
         """`table[key] = value` with the changelog partition given: Faust's path reads it from the current
         event (a contextvar the agent must bind per user) and calls sensors per write, ~4% of a worker's
         main-thread CPU (py-spy, `bench pipeline`); key expiry (windowed tables only) does not apply here."""
-        self.data[key] = value
         if self.output is None:
+            self.data[key] = value
             self.send_changelog(partition, key, value)
             return
         if self.encoder is None:
             self.encoder = HistoryEncoder()
-        self._emit(partition, key, self.encoder.encode(key, value))
+        payload = self.encoder.encode(key, value)
+        if not self.persistent:
+            self.data[key] = value
+            self._emit(partition, key, payload)
+            return
+        if self._count is not None and self.get(key) is None:
+            self._count += 1
+        self._stage(key, value, payload, partition)
 
     def remove(self, key: str, partition: int) -> None:
         """`del table[key]`, the same way: a tombstone on the changelog."""
-        self.data.pop(key, None)
         if self.encoder is not None:
             self.encoder.forget(key)
-        self.send_changelog(partition, key, None, value_serializer="raw")
+        if not self.persistent:
+            self.data.pop(key, None)
+            self.send_changelog(partition, key, None, value_serializer="raw")
+            return
+        if self._count is not None and self.get(key) is not None:
+            self._count -= 1
+        self._stage(key, None, None, partition)
+
+    def _stage(self, key: str, value: Any, payload: bytes | None, partition: int) -> None:
+        assert self._pending is not None and self._cache is not None and self.output is not None
+        write = _Write(value, orjson.dumps(key), payload, partition)
+        self._pending[key] = write
+        self._cache.pop(key, None)
+        self.output.emit(self.changelog_topic_name, write.key, payload, None, partition, on_delivery=write.delivered)
 
     def _emit(self, partition: int | None, key: Any, payload: bytes | None) -> None:
         assert self.output is not None
@@ -107,8 +251,56 @@ class OutputTable(faust.Table):
         # on_key_set/on_key_del only read the partition of the returned future message.
         return SimpleNamespace(message=SimpleNamespace(partition=partition))
 
+    # --- the store follows the changelog ----------------------------------------------------------
+    async def flush(self) -> None:
+        """Before an offset commit (streams/transport/commit_flush.py): the output producer's flush, then
+        the writes it acknowledged go to the local store with their offsets."""
+        assert self.output is not None
+        staged = dict(self._pending) if self.persistent and self._pending else {}
+        await self.output.flush()
+        if staged:
+            self.store_acknowledged(staged)
 
-class CatalogTable(faust.GlobalTable):
+    def store_acknowledged(self, staged: dict[str, _Write]) -> None:
+        """Writes `staged` (all acknowledged, or their partition waits for the next flush) to the store, one
+        atomic batch per partition with the highest offset among them; a newer write of a key stays pending."""
+        assert self._pending is not None and self._cache is not None
+        by_partition: dict[int, list[tuple[str, _Write]]] = {}
+        for key, write in staged.items():
+            if key in self._pending:  # else dropped by a rebalance meanwhile: its partition is not ours now
+                by_partition.setdefault(write.partition, []).append((key, write))
+        for partition, writes in by_partition.items():
+            if any(w.offset < 0 for _, w in writes):
+                continue  # not all acknowledged (a failed delivery): stored after a later flush, or recovered
+            self._rocks.write(partition, [(w.key, w.payload) for _, w in writes], max(w.offset for _, w in writes))
+            for key, write in writes:
+                if self._pending.get(key) is write:
+                    del self._pending[key]
+                    if write.value is not None:
+                        self._remember(key, write.value)
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        batch = list(batch)
+        super().apply_changelog_batch(batch)
+        metrics.CHANGELOG_APPLIED.inc(len(batch))
+        if self._cache:
+            for event in batch:  # another owner's writes, or a partition coming back
+                self._cache.pop(orjson.loads(event.message.key), None)
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        """Decoded records and unstored writes of partitions that may change hands are dropped: whoever owns
+        a partition next writes it, and this store catches up from the changelog if it comes back."""
+        if self.persistent:
+            assert self._pending is not None and self._cache is not None
+            kept = {tp.partition for tp in assigned if tp.topic == self.changelog_topic_name}
+            for key in [k for k, w in self._pending.items() if w.partition not in kept]:
+                del self._pending[key]
+            self._cache.clear()
+            self._count = None
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+class CatalogTable(ChangelogHoleCheck, faust.GlobalTable):
     """video_id -> status (streams.catalog), with `inactive` kept up to date on every local
     write and every changelog batch applied (other workers' writes, recovery)."""
 

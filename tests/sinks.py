@@ -9,11 +9,32 @@ class Sink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
-    def emit(self, topic, key, value, timestamp=None, partition=None) -> None:
+    def emit(self, topic, key, value, timestamp=None, partition=None, on_delivery=None) -> None:
+        """Recorded, and acknowledged at once (as the broker would at the next flush) with the next offset of
+        its topic and partition, so the users table's RocksDB write-behind sees its writes delivered."""
         self.sent.append((topic, key, value))
+        if on_delivery is not None:
+            offset = sum(1 for t, _, _ in self.sent if t == topic) - 1  # this sink keeps one offset per topic
+            on_delivery(None, _Delivered(topic, partition, offset))
 
     async def flush(self) -> None:
         pass
 
     def values(self, topic: str) -> list[dict | None]:
         return [None if v is None else orjson.loads(v) for t, _, v in self.sent if t == topic]
+
+
+class _Delivered:
+    """The part of a confluent_kafka.Message a delivery callback reads."""
+
+    def __init__(self, topic: str, partition: int | None, offset: int) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset

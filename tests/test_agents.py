@@ -15,8 +15,9 @@ from tests.sinks import Sink
 
 
 @pytest.fixture
-def app_and_sink():
-    settings = Settings(bootstrap_servers="127.0.0.1:1")  # nothing is reached: outputs go to the sink
+def app_and_sink(tmp_path):
+    # nothing is reached: outputs go to the sink; the users table's RocksDB store in this test's directory
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path))
     sink = Sink()
     app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=sink)
     app.finalize()
@@ -41,8 +42,8 @@ def test_interactions_agent_updates_the_users_table_and_emits(app_and_sink):
 
     asyncio.run(run())
     users = app.pipeline.users
-    assert [r[0] for r in users["u1"]["events"]] == ["e1"]
-    assert users["u2"]["events"][0][4] == 0.5  # watch ratio
+    assert [r[0] for r in users.get("u1")["events"]] == ["e1"]
+    assert users.get("u2")["events"][0][4] == 0.5  # watch ratio
     reasons = [v["reason"] for v in sink.values("events.dlq")]
     assert reasons == ["bad_encoding"]
     assert {r["user_id"] for r in sink.values("recommendations") if r} == {"u1", "u2"}

@@ -40,7 +40,7 @@ def test_every_evaluated_event_is_scored_against_the_latest_recommendation(resul
     assert result["events"] + result["skipped_seen"] == evaluated
     assert result["events"] > 800
     # Scored against a list that reflected all of the user's earlier events, before and after the kill.
-    assert result["stale_recs"] == 0
+    assert result["stale_recs"] == 0, result["stale_examples"]
     # Only users never seen before have no list yet.
     assert result["streaming"]["unknown_user_events"] < 0.2 * result["events"]
 

@@ -10,6 +10,8 @@ pins.py):
 - handoff.py: each fetched message handed to its stream without four asyncio tasks when it need not wait.
 - raw_delivery.py: raw input topics delivered without Faust's decoding.
 - commit_flush.py: extra producers (streams/output.py) flushed before every offset commit.
+- rocks_store.py: the users table's RocksDB partitions written directly, only with acknowledged changelog
+  records and their offset (streams/tables.py OutputTable).
 
 Settings are passed in, not module globals: `streams.app.create_app` builds a `TransportOptions` and
 `configure(app, options)` attaches it to the app; the patches read it through their `app`. Importing this
@@ -26,13 +28,13 @@ from streams.transport.commit_flush import CommitFlushProducer
 from streams.transport.fetch_wait import FetchWaitThread
 from streams.transport.group_join import GroupJoinThread
 from streams.transport.handoff import HandoffConsumer
-from streams.transport.offset_gaps import OffsetGapsThread
+from streams.transport.offset_gaps import CHANGELOG_GAP_REASON, OffsetGapsThread, report_gap
 from streams.transport.options import TransportOptions, configure, options_of
 from streams.transport.outage_start import OutageStartProducer, OutageStartThread
 from streams.transport.pins import PINNED, check_pins
 from streams.transport.raw_delivery import RawDeliveryConductor
 
-__all__ = ["PINNED", "SCHEME", "Transport", "TransportOptions", "check_pins", "configure", "options_of"]
+__all__ = ["CHANGELOG_GAP_REASON", "PINNED", "SCHEME", "Transport", "TransportOptions", "check_pins", "configure", "options_of", "report_gap"]
 
 SCHEME = "reelstream"
 

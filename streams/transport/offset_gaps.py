@@ -46,6 +46,7 @@ from streams.transport.options import TransportOptions, options_of
 log = logging.getLogger(__name__)
 
 GAP_REASON = "offset_gap"
+CHANGELOG_GAP_REASON = "changelog_gap"
 
 RELIES_ON = (
     ("aiokafka.consumer.subscription_state", "SubscriptionState.__init__"),
@@ -125,20 +126,24 @@ class _GapWatchingSubscriptions(aiokafka_subscriptions.SubscriptionState):
                 new._tp_state[tp] = _TrackedPartitionState(new, tp, self._on_hole)
 
 
-def report_gap(options: TransportOptions, topic: str, partition: int, first: int, end: int) -> None:
-    """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably."""
+def report_gap(
+    options: TransportOptions, topic: str, partition: int, first: int, end: int, reason: str = GAP_REASON
+) -> None:
+    """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably.
+    `reason`: GAP_REASON for an agent's input, CHANGELOG_GAP_REASON for a table's changelog (streams/tables.py
+    ChangelogHoleCheck: the records were gone before the table was recovered from them)."""
     from contracts.events import DeadLetter, dumps
     from monitoring import metrics
 
     n = end - first
     log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
-              "them: dead-lettered as %s", first, end - 1, topic, partition, n, GAP_REASON)  # fmt: skip
+              "them: dead-lettered as %s", first, end - 1, topic, partition, n, reason)  # fmt: skip
     detail = (f"offsets {first}..{end - 1} ({n} messages) were no longer on the broker when this worker "
               "fetched them (retention or log truncation); their bytes are unavailable")  # fmt: skip
-    record = DeadLetter(reason=GAP_REASON, detail=detail, topic=topic, partition=partition, offset=first, raw="")
+    record = DeadLetter(reason=reason, detail=detail, topic=topic, partition=partition, offset=first, raw="")
     if options.gap_emit is not None:
         options.gap_emit(options.dlq, None, dumps(record), None, partition)
-    metrics.DLQ.labels(GAP_REASON).inc(n)
+    metrics.DLQ.labels(reason).inc(n)
 
 
 class OffsetGapsThread(faust_aiokafka.AIOKafkaConsumerThread):

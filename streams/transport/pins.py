@@ -15,15 +15,15 @@ log = logging.getLogger(__name__)
 # Distribution name -> the version every patch module was checked against. Changing one means re-reading
 # each patch module's "Upstream:" docstring paragraph against the new sources, then updating it here and
 # in pyproject.toml.
-PINNED = {"aiokafka": "0.14.0", "faust-streaming": "0.15.3", "mode-streaming": "0.7.1"}
+PINNED = {"aiokafka": "0.14.0", "faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "rocksdict": "0.3.29"}
 
 # One module per patch, each with a docstring (reason, upstream reference) and a RELIES_ON tuple of
 # (module, "Class.attribute") pairs naming the upstream names it overrides, calls or reads.
-PATCHES = ("fetch_wait", "outage_start", "group_join", "offset_gaps", "handoff", "raw_delivery", "commit_flush")
+PATCHES = ("fetch_wait", "outage_start", "group_join", "offset_gaps", "handoff", "raw_delivery", "commit_flush", "rocks_store")
 
 
 # Top-level import name of each pinned distribution.
-IMPORT_NAMES = {"aiokafka": "aiokafka", "faust-streaming": "faust", "mode-streaming": "mode"}
+IMPORT_NAMES = {"aiokafka": "aiokafka", "faust-streaming": "faust", "mode-streaming": "mode", "rocksdict": "rocksdict"}
 
 
 def version_mismatches() -> list[str]:

@@ -1,0 +1,223 @@
+"""The users table's local RocksDB store (REELSTREAM_STORE=rocksdb, the default), through real worker
+processes on the embedded broker: a restart on the worker's own disk reads its store and only the
+changelog's tail, a kill -9 leaves the store equal to the changelog (never ahead of it), and a changelog
+whose beginning the broker deleted before a worker recovered from it is reported, not recovered around."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lab.local import LocalStack, wait_for
+
+pytestmark = pytest.mark.integration
+
+USERS, EVENTS = 60, 2000
+
+
+def _records(settings, n: int, start: int = 0) -> list:
+    from lab.recording import Record
+
+    out = []
+    for i in range(start, start + n):
+        user = f"ls-{i % USERS}"
+        event = {"schema_version": 1, "event_id": f"e{i}", "type": "watch", "user_id": user, "video_id": f"v{i % 97}",
+                 "ts": 1000.0 + i, "watch_ms": 9000, "duration_ms": 10000}  # fmt: skip
+        out.append(Record(settings.topics.events, -1, -1, None, user.encode(), orjson.dumps(event)))
+    return out
+
+
+def _expected(n: int) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for i in range(n):
+        out.setdefault(f"ls-{i % USERS}", set()).add(f"e{i}")
+    return out
+
+
+def _store_contents(data_dir: Path) -> dict[str, dict]:
+    """Every user record in a stopped worker's RocksDB partitions (read-only)."""
+    from rocksdict import AccessType, Options, Rdict
+
+    out: dict[str, dict] = {}
+    paths = sorted(p for p in data_dir.rglob("users-*.db") if p.is_dir())
+    assert paths, f"no users store under {data_dir}"
+    for path in paths:
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if not key.startswith(b"__faust"):
+                    out[orjson.loads(key)] = orjson.loads(value)
+        finally:
+            db.close()
+    return out
+
+
+def _changelog(bootstrap: str, settings) -> dict[str, dict]:
+    from lab.chaos import last_values
+    from streams.topics import USERS_TABLE, changelog
+
+    logged = last_values(bootstrap, changelog(settings, USERS_TABLE))
+    return {orjson.loads(k): orjson.loads(v) for k, v in logged.items() if v is not None}
+
+
+def _ids(record: dict) -> set[str]:
+    from contracts.history import EVENT_ID
+
+    return {row[EVENT_ID] for row in record["events"]}
+
+
+def test_a_kill_9_and_a_restart_on_the_same_disk_read_only_the_tail_and_lose_nothing():
+    from lab.chaos import Feeder, uncommitted
+    from lab.local import total
+    from streams.settings import Settings
+    from streams.topics import USERS_TABLE, changelog
+
+    s = Settings()
+    with LocalStack(env={"REELSTREAM_PARTITIONS": "2"}) as stack:
+        stack.start_broker()
+        worker = stack.start_worker()
+        feeder = Feeder(stack.bootstrap, _records(s, EVENTS // 2), rate=200)
+        feeder.start()
+        # kill -9 in the middle of live processing, after several commits: stored, acknowledged and
+        # unacknowledged writes all exist
+        wait_for(lambda: total(worker.metrics(), "reelstream_events_total") >= EVENTS // 4, 60, "events flowing",
+                 [worker.log], worker.proc)  # fmt: skip
+        worker.stop(signal.SIGKILL)
+        feeder.join()
+        written = sum(stack_highs(stack.bootstrap, changelog(s, USERS_TABLE), 2).values())
+        worker = stack.start_worker(data_dir=worker.data_dir)
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "input committed", [worker.log], worker.proc)
+        applied = worker.metrics().get("reelstream_changelog_records_applied_total", 0.0)
+        # It read its own store and the changelog past the store's offset, not the whole changelog.
+        assert applied < written / 2, (applied, written)
+        second = Feeder(stack.bootstrap, _records(s, EVENTS // 2, start=EVENTS // 2), rate=None)
+        second.start()
+        second.join()
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "input committed", [worker.log], worker.proc)
+        wait_for(lambda: worker.metrics().get("reelstream_users") == USERS, 30, "users counted", [worker.log])
+        worker.stop(signal.SIGTERM)
+        logged = _changelog(stack.bootstrap, s)
+        stored = _store_contents(worker.data_dir)
+    expected = _expected(EVENTS)
+    assert {u: _ids(r) for u, r in logged.items()} == expected  # nothing lost, nothing twice (a set per user)
+    assert all(len(r["events"]) == len(expected[u]) for u, r in logged.items())
+    assert stored == logged  # the local store is the changelog, by value
+
+
+def stack_highs(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "local-store-test"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def test_a_changelog_whose_start_was_deleted_is_dead_lettered_at_recovery():
+    """The embedded broker keeps 5 MiB per partition: 6 MiB of users-changelog records push its first ones
+    out before any worker read them. A worker recovering that partition reports the hole."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from lab.recording import read_topic
+    from streams.producer import make_producer, produce
+    from streams.settings import Settings
+    from streams.topics import USERS_TABLE, changelog
+
+    s = Settings()
+    topic = changelog(s, USERS_TABLE)
+    with LocalStack(env={"REELSTREAM_PARTITIONS": "1"}) as stack:
+        stack.start_broker()
+        worker = stack.start_worker()  # creates the topics, then leaves
+        worker.stop(signal.SIGTERM)
+        producer = make_producer(stack.bootstrap, **{"message.max.bytes": 2_000_000})
+        pad = "x" * 200_000
+        for i in range(30):
+            produce(producer, topic, orjson.dumps({"events": [], "pad": pad}), orjson.dumps(f"filler-{i}"), partition=0)
+            producer.flush(30)
+        c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": "local-store-test"})
+        low, _high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        c.close()
+        assert low > 0, "the broker kept the whole changelog: nothing to detect"
+        worker = stack.start_worker()  # an empty store: recovery needs the changelog from offset 0
+        wait_for(lambda: worker.metrics().get('reelstream_dlq_messages_total{reason="changelog_gap"}', 0) > 0, 60,
+                 "the hole reported", [worker.log], worker.proc)  # fmt: skip
+        assert worker.metrics()['reelstream_dlq_messages_total{reason="changelog_gap"}'] == low
+        dead = [orjson.loads(r.value) for r in read_topic(stack.bootstrap, s.topics.dlq)]
+        assert [(d["reason"], d["topic"], d["partition"], d["offset"]) for d in dead] == [("changelog_gap", topic, 0, 0)]
+        assert f"offsets 0..{low - 1}" in dead[0]["detail"]
+        assert "changelog_gap" in worker.log.read_text()
+
+
+# --- the write-behind, in process (a real Faust app and RocksDB store; a sink acknowledges on demand) -----------
+class _LateSink:
+    """An output that acknowledges only when told (as the broker at a flush)."""
+
+    def __init__(self) -> None:
+        self.unacked: list = []
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def emit(self, topic, key, value, timestamp=None, partition=None, on_delivery=None) -> None:
+        if on_delivery is not None:
+            self.unacked.append((topic, partition, on_delivery))
+
+    def ack(self, n: int | None = None) -> None:
+        from tests.sinks import _Delivered
+
+        n = len(self.unacked) if n is None else n
+        for topic, partition, callback in self.unacked[:n]:
+            offset = self.offsets[topic, partition] = self.offsets.get((topic, partition), -1) + 1
+            callback(None, _Delivered(topic, partition, offset))
+        del self.unacked[:n]
+
+    async def flush(self) -> None:
+        self.ack()
+
+
+def _users_table(tmp_path, sink):
+    from models.recs.serving import load_recommender
+    from models.text.base import load_comment_models
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path), partitions=2)
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation),
+                     output=sink)  # fmt: skip
+    app.finalize()
+    return app.tables["users"]
+
+
+def test_a_write_reaches_the_store_only_once_acknowledged_with_its_offset(tmp_path):
+    import asyncio
+
+    from streams.topics import partition_for
+
+    sink = _LateSink()
+    users = _users_table(tmp_path, sink)
+    p = partition_for(b"u1", 2)
+    users.put("u1", {"events": [["e1", "v1", "like", 1.0, 0.0, None]]}, p)
+    assert users.get("u1")["events"][0][0] == "e1"  # reads see it at once
+    assert users._rocks.get(p, b'"u1"') is None and users._rocks.persisted_offset(p) is None  # not stored yet
+
+    users.store_acknowledged(dict(users._pending))  # a flush whose delivery report has not come: nothing stored
+    assert users._rocks.get(p, b'"u1"') is None
+
+    staged = dict(users._pending)
+    users.put("u1", {"events": [["e1", "v1", "like", 1.0, 0.0, None], ["e2", "v2", "like", 2.0, 0.0, None]]}, p)
+    sink.ack(1)  # only the first write acknowledged
+    users.store_acknowledged(staged)
+    assert orjson.loads(users._rocks.get(p, b'"u1"'))["events"][-1][0] == "e1"
+    assert users._rocks.persisted_offset(p) == 0
+    assert [r[0] for r in users.get("u1")["events"]] == ["e1", "e2"]  # the newer write is still the one read
+
+    asyncio.run(users.flush())  # snapshot, acknowledge everything, store
+    assert [r[0] for r in orjson.loads(users._rocks.get(p, b'"u1"'))["events"]] == ["e1", "e2"]
+    assert users._rocks.persisted_offset(p) == 1 and not users._pending
+
+    users.remove("u1", p)
+    asyncio.run(users.flush())
+    assert users._rocks.get(p, b'"u1"') is None and users.get("u1") is None
+    assert users._rocks.persisted_offset(p) == 2
