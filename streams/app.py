@@ -34,7 +34,7 @@ from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
-from streams.topics import CATALOG_TABLE, USERS_TABLE, partition_for
+from streams.topics import CATALOG_TABLE, USERS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,6 @@ def create_app(
         gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
     )  # fmt: skip
     transport.configure(app, options)
-    users.hole_report = functools.partial(transport.report_gap, options, reason=transport.CHANGELOG_GAP_REASON)
     def read_by_all(table_type: type[faust.GlobalTable], name: str, partitions: int, **kwargs: Any) -> Any:
         """A table every worker reads in full: as `app.GlobalTable` makes one (is_global: all changelog
         partitions are assigned to every worker, not only its own and one standby's)."""
@@ -214,14 +213,12 @@ def create_app(
         )  # fmt: skip
 
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
-    catalog.hole_report = users.hole_report
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
     def replica(name: str, topic: str, on_batch: Any, partitions: int = settings.partitions) -> TopicReplica:
         changelog = app.topic(topic, partitions=partitions, key_type=str)
         table = read_by_all(TopicReplica, name, partitions, changelog_topic=changelog)
         table.on_batch = on_batch
-        table.hole_report = users.hole_report
         return table
 
     item_trainer = ItemTrainer(settings.recs)
@@ -248,7 +245,7 @@ def create_app(
         """Every user of this worker's active `events` partitions, a micro-batch at a time, yielding between
         batches so that the agents keep up."""
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
-        owned = [(u, partition_for(u.encode(), settings.partitions)) for u in users.keys_in(active)]
+        owned = list(users.users_in(active).items())
         metrics.REFRESH_PENDING.set(len(owned))
         step = settings.batch_size
         try:

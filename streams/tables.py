@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +24,8 @@ from monitoring import metrics
 from streams.catalog import inactive_videos, is_available
 from streams.output import OutputProducer
 from streams.topics import partition_for
+from streams.transport.offset_gaps import CHANGELOG_GAP_REASON, report_gap
+from streams.transport.options import options_of
 from streams.transport.rocks_store import RocksPartitions, is_rocksdb
 
 log = logging.getLogger(__name__)
@@ -86,28 +88,29 @@ class ChangelogHoleCheck:
     removes superseded records, not the log's beginning), so a start beyond what the local store reached is
     data lost: retention, a truncation, the embedded broker's 5 MiB per-partition cap."""
 
-    hole_report: Callable[[str, int, int, int], None] | None = None  # (topic, partition, first, end)
-    _holes_reported: set[tuple[str, int, int]] | None = None
+    _holes_reported: set[tuple[str, int, int]] | None = None  # per instance: (topic, partition, end)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)  # type: ignore[misc]
         topic = self.changelog_topic_name  # type: ignore[attr-defined]
         tps = [tp for tp in newly_assigned if tp.topic == topic]
-        if not tps or self.hole_report is None:
+        if not tps:
             return
         try:
             earliest = await self.app.consumer.earliest_offsets(*tps)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - no answer now: recovery goes on; the next rebalance checks again
             log.warning("changelog %s: could not read its earliest offsets to check for holes", topic, exc_info=True)
             return
-        reported = self._holes_reported = self._holes_reported if self._holes_reported is not None else set()
+        if self._holes_reported is None:
+            self._holes_reported = set()
         for tp in tps:
             persisted = self.persisted_offset(tp)  # type: ignore[attr-defined]
             first = 0 if persisted is None else persisted + 1
             end = earliest.get(tp)
-            if end is not None and end > first and (tp.topic, tp.partition, end) not in reported:
-                reported.add((tp.topic, tp.partition, end))
-                self.hole_report(tp.topic, tp.partition, first, end)
+            if end is not None and end > first and (tp.topic, tp.partition, end) not in self._holes_reported:
+                self._holes_reported.add((tp.topic, tp.partition, end))
+                # Through the agents' gap reporting (the app's transport options name the DLQ and its emit).
+                report_gap(options_of(self.app), tp.topic, tp.partition, first, end, CHANGELOG_GAP_REASON)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -179,16 +182,21 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def keys_in(self, partitions: set[int]) -> list[str]:
-        """The users stored for these changelog partitions (a new batch version serves them all again)."""
+    def users_in(self, partitions: set[int]) -> dict[str, int]:
+        """The users stored for these changelog partitions, with their partition (a new batch version serves
+        them all again)."""
         if not self.persistent:
-            return [k for k in list(self.data) if partition_for(k.encode(), self.partition_count) in partitions]
+            owned = ((k, partition_for(k.encode(), self.partition_count)) for k in list(self.data))
+            return {k: p for k, p in owned if p in partitions}
         assert self._pending is not None
-        keys = {orjson.loads(k) for k in self._rocks.keys(partitions)}
+        users = {orjson.loads(k): p for p in partitions for k in self._rocks.keys(p)}
         for key, write in self._pending.items():
             if write.partition in partitions:
-                (keys.add if write.value is not None else keys.discard)(key)
-        return sorted(keys)
+                if write.value is None:
+                    users.pop(key, None)
+                else:
+                    users[key] = write.partition
+        return users
 
     def count(self) -> int:
         """Users stored on this worker (its active partitions), for `reelstream_users`."""
@@ -196,7 +204,7 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
             return len(self.data)
         if self._count is None:  # counted once per assignment, then kept by put/remove
             actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog_topic_name}
-            self._count = len(self.keys_in(actives))
+            self._count = len(self.users_in(actives))
         return self._count
 
     # --- writes -----------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         payload = self.encoder.encode(key, value)
         if not self.persistent:
             self.data[key] = value
-            self._emit(partition, key, payload)
+            self._emit(partition, orjson.dumps(key), payload)
             return
         if self._count is not None and self.get(key) is None:
             self._count += 1
@@ -236,18 +244,18 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         write = _Write(value, orjson.dumps(key), payload, partition)
         self._pending[key] = write
         self._cache.pop(key, None)
-        self.output.emit(self.changelog_topic_name, write.key, payload, None, partition, on_delivery=write.delivered)
+        self._emit(partition, write.key, payload, write.delivered)
 
-    def _emit(self, partition: int | None, key: Any, payload: bytes | None) -> None:
+    def _emit(self, partition: int | None, key: bytes, payload: bytes | None, on_delivery: Any = None) -> None:
         assert self.output is not None
-        self.output.emit(self.changelog_topic.get_topic_name(), orjson.dumps(key), payload, None, partition)
+        self.output.emit(self.changelog_topic_name, key, payload, None, partition, on_delivery=on_delivery)
 
     def send_changelog(
         self, partition: int | None, key: Any, value: Any, key_serializer: Any = None, value_serializer: Any = None
     ) -> Any:
         if self.output is None:
             return super().send_changelog(partition, key, value, key_serializer, value_serializer)
-        self._emit(partition, key, None if value is None else orjson.dumps(value))
+        self._emit(partition, orjson.dumps(key), None if value is None else orjson.dumps(value))
         # on_key_set/on_key_del only read the partition of the returned future message.
         return SimpleNamespace(message=SimpleNamespace(partition=partition))
 

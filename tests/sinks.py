@@ -8,13 +8,15 @@ import orjson
 class Sink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self._next_offset: dict[tuple[str, int | None], int] = {}
 
     def emit(self, topic, key, value, timestamp=None, partition=None, on_delivery=None) -> None:
         """Recorded, and acknowledged at once (as the broker would at the next flush) with the next offset of
         its topic and partition, so the users table's RocksDB write-behind sees its writes delivered."""
         self.sent.append((topic, key, value))
         if on_delivery is not None:
-            offset = sum(1 for t, _, _ in self.sent if t == topic) - 1  # this sink keeps one offset per topic
+            offset = self._next_offset.get((topic, partition), 0)
+            self._next_offset[topic, partition] = offset + 1
             on_delivery(None, _Delivered(topic, partition, offset))
 
     async def flush(self) -> None:

@@ -28,13 +28,13 @@ from streams.transport.commit_flush import CommitFlushProducer
 from streams.transport.fetch_wait import FetchWaitThread
 from streams.transport.group_join import GroupJoinThread
 from streams.transport.handoff import HandoffConsumer
-from streams.transport.offset_gaps import CHANGELOG_GAP_REASON, OffsetGapsThread, report_gap
+from streams.transport.offset_gaps import OffsetGapsThread
 from streams.transport.options import TransportOptions, configure, options_of
 from streams.transport.outage_start import OutageStartProducer, OutageStartThread
 from streams.transport.pins import PINNED, check_pins
 from streams.transport.raw_delivery import RawDeliveryConductor
 
-__all__ = ["CHANGELOG_GAP_REASON", "PINNED", "SCHEME", "Transport", "TransportOptions", "check_pins", "configure", "options_of", "report_gap"]
+__all__ = ["PINNED", "SCHEME", "Transport", "TransportOptions", "check_pins", "configure", "options_of"]
 
 SCHEME = "reelstream"
 

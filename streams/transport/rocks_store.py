@@ -12,8 +12,7 @@ offset recovery resumes from always agree.
 
 Upstream: faust-streaming 0.15.3 faust/stores/rocksdb.py `Store._db_for_partition` (opens or returns a
 partition's database), `Store.offset_key` (where `Store.persisted_offset` / `set_persisted_offset` keep the
-offset, read by faust/tables/recovery.py `Recovery._add` to resume from it), `Store._dbs` (open partitions),
-`Store.partition_path`; rocksdict 0.3.29 `WriteBatch(raw_mode=True)`, `Rdict.write`, `Rdict.get`,
+offset, read by faust/tables/recovery.py `Recovery._add` to resume from it); rocksdict 0.3.29 `WriteBatch(raw_mode=True)`, `Rdict.write`, `Rdict.get`,
 `Rdict.keys`.
 """
 
@@ -27,8 +26,6 @@ RELIES_ON = (
     ("faust.stores.rocksdb", "Store.offset_key"),
     ("faust.stores.rocksdb", "Store.persisted_offset"),
     ("faust.stores.rocksdb", "Store.set_persisted_offset"),
-    ("faust.stores.rocksdb", "Store._dbs"),
-    ("faust.stores.rocksdb", "Store.partition_path"),
     ("faust.tables.recovery", "Recovery._add"),
 )
 
@@ -66,12 +63,7 @@ class RocksPartitions:
         raw = self.get(partition, self.store.offset_key)
         return None if raw is None else int(raw)
 
-    def keys(self, partitions: Iterable[int]) -> Iterator[bytes]:
-        """Every stored key of these partitions (not Faust's offset key)."""
-        for partition in partitions:
-            for key in self.store._db_for_partition(partition).keys():
-                if key != self.store.offset_key:
-                    yield key
-
-    def open_partitions(self) -> list[int]:
-        return sorted(self.store._dbs)
+    def keys(self, partition: int) -> Iterator[bytes]:
+        """Every stored key of this partition (not Faust's offset key)."""
+        offset_key = self.store.offset_key
+        return (key for key in self.store._db_for_partition(partition).keys() if key != offset_key)
