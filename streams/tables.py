@@ -10,6 +10,7 @@ active, so a micro-batch's exclusions are that set, not a scan of the whole cata
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -86,26 +87,36 @@ class ChangelogHoleCheck:
     earliest offset still on the broker) without a word (faust/tables/recovery.py `_build_offsets`): state
     the deleted records held is then silently gone. A compacted changelog keeps its start offset (compaction
     removes superseded records, not the log's beginning), so a start beyond what the local store reached is
-    data lost: retention, a truncation, the embedded broker's 5 MiB per-partition cap."""
+    data lost: retention, a truncation, the embedded broker's 5 MiB per-partition cap. The broker is asked
+    just after the assignment, in a task of its own (the rebalance callback must not wait on it), so it may
+    see a moment later than recovery does: records deleted within that moment can be reported though recovery
+    read them, or missed though it did not."""
 
     _holes_reported: set[tuple[str, int, int]] | None = None  # per instance: (topic, partition, end)
+    _hole_check: asyncio.Task | None = None
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)  # type: ignore[misc]
         topic = self.changelog_topic_name  # type: ignore[attr-defined]
-        tps = [tp for tp in newly_assigned if tp.topic == topic]
-        if not tps:
-            return
+        # Where recovery must start for each new partition: read now, before recovery moves the local offset.
+        needed = {}
+        for tp in newly_assigned:
+            if tp.topic == topic:
+                persisted = self.persisted_offset(tp)  # type: ignore[attr-defined]
+                needed[tp] = 0 if persisted is None else persisted + 1
+        if needed:
+            # The broker is asked outside the rebalance callback, which must not wait on a network round trip.
+            self._hole_check = asyncio.get_running_loop().create_task(self._check_holes(needed))
+
+    async def _check_holes(self, needed: dict[Any, int]) -> None:
         try:
-            earliest = await self.app.consumer.earliest_offsets(*tps)  # type: ignore[attr-defined]
+            earliest = await self.app.consumer.earliest_offsets(*needed)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - no answer now: recovery goes on; the next rebalance checks again
-            log.warning("changelog %s: could not read its earliest offsets to check for holes", topic, exc_info=True)
+            log.warning("could not read the earliest offsets of %s to check for holes", sorted(needed), exc_info=True)
             return
         if self._holes_reported is None:
             self._holes_reported = set()
-        for tp in tps:
-            persisted = self.persisted_offset(tp)  # type: ignore[attr-defined]
-            first = 0 if persisted is None else persisted + 1
+        for tp, first in needed.items():
             end = earliest.get(tp)
             if end is not None and end > first and (tp.topic, tp.partition, end) not in self._holes_reported:
                 self._holes_reported.add((tp.topic, tp.partition, end))
