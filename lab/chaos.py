@@ -205,6 +205,99 @@ def reconcile(
     return result
 
 
+# --- derived state ---------------------------------------------------------------------------------------
+@dataclass
+class Derived:
+    """The state a worker derives, as the broker holds it once the stream is quiescent: the item side's
+    (video, user) -> confidence (the item-state changelog), the latest vector per video (item-vectors) and
+    the Gram of all users (the sum of user-gram's partials)."""
+
+    items: dict[tuple[str, str], float]
+    vectors: dict[str, Any]
+    gram: Any
+
+
+def derived_state(bootstrap: str, settings: Settings) -> Derived:
+    import numpy as np
+
+    from contracts.models import parse_vector_record
+    from streams.topics import ITEM_STATE_TABLE, changelog
+
+    items: dict[tuple[str, str], float] = {}
+    for key, value in last_values(bootstrap, changelog(settings, ITEM_STATE_TABLE)).items():
+        if value is not None:
+            _, user = orjson.loads(orjson.loads(key))
+            items.update({(video, user): c for video, c in orjson.loads(value)[2].items()})
+    vectors = {}
+    for key, value in last_values(bootstrap, settings.topics.item_vectors).items():
+        parsed = None if value is None else parse_vector_record(orjson.loads(value))
+        if parsed is not None:
+            vectors[orjson.loads(key)] = np.asarray(parsed[0], dtype=np.float64)
+    f = settings.recs.factors
+    partials = [np.asarray(orjson.loads(v), dtype=np.float64).reshape(f, f)
+                for v in last_values(bootstrap, settings.topics.user_gram).values() if v is not None]  # fmt: skip
+    return Derived(items, vectors, sum(partials) if partials else np.zeros((f, f)))
+
+
+def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
+    """`item_state_mismatches`: (video, user) pairs present in one run only or with another confidence
+    (exact: the item side's state is a function of the inputs, models/recs/confidence.py `video_confidences`);
+    `item_vectors_max_rel_diff`: the largest |a - b| / |b| over videos with a vector in both, and videos with a
+    vector in one run only; `gram_max_rel_diff`: |A - B| / |B| (Frobenius) of the two runs' Grams."""
+    import numpy as np
+
+    pairs = got.items.keys() | reference.items.keys()
+    mismatched = sorted(p for p in pairs if got.items.get(p) != reference.items.get(p))
+    common = got.vectors.keys() & reference.vectors.keys()
+    diffs = [float(np.linalg.norm(got.vectors[v] - reference.vectors[v]) / max(np.linalg.norm(reference.vectors[v]), 1e-12))
+             for v in common]  # fmt: skip
+    gram_norm = max(float(np.linalg.norm(reference.gram)), 1e-12)
+    return {
+        "item_state_mismatches": len(mismatched),
+        "item_state_examples": [[*p, got.items.get(p), reference.items.get(p)] for p in mismatched[:5]],
+        "item_vectors_max_rel_diff": round(max(diffs, default=0.0), 6),
+        "item_vectors_only_in_one_run": len(got.vectors.keys() ^ reference.vectors.keys()),
+        "gram_max_rel_diff": round(float(np.linalg.norm(got.gram - reference.gram)) / gram_norm, 6),
+    }
+
+
+def settle(stack: Any, worker: Any, settings: Settings, timeout_s: float) -> None:
+    """Every agent input committed, then two item refresh intervals with no new item vector: quiescent."""
+    from lab.local import wait_for
+    from lab.recording import high_watermarks
+
+    logs = [w.log for w in stack.workers]
+    wait_for(lambda: worker.proc.poll() is not None or uncommitted(stack.bootstrap, settings) == 0,
+             timeout_s, "all input committed", logs)  # fmt: skip
+    topic = settings.topics.item_vectors
+    interval = settings.recs.item_refresh_interval_s
+    last = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = high_watermarks(stack.bootstrap, topic, settings.partitions)
+        if now == last:
+            return
+        last = now
+        time.sleep(2 * interval + 1)  # a tick's vectors, and the flush after them
+    raise TimeoutError(f"item vectors still changing after {timeout_s} s")
+
+
+def fault_free(records: list, settings: Settings, rate: float | None, timeout_s: float) -> Derived:
+    """The same replay on a fresh broker and worker, without faults, at the same rate (the two-speed loop
+    is asynchronous: what the item side has solved when a user is served depends on the feed's pace), as
+    the reference for derived state."""
+    from lab.local import LocalStack
+
+    with LocalStack() as stack:
+        stack.start_broker()
+        worker = stack.start_worker()
+        feeder = Feeder(stack.bootstrap, records, rate)
+        feeder.start()
+        feeder.join()
+        settle(stack, worker, settings, timeout_s)
+        return derived_state(stack.bootstrap, settings)
+
+
 # --- the experiment -----------------------------------------------------------------------------------
 @dataclass
 class ChaosResult:
@@ -219,12 +312,13 @@ class ChaosResult:
     crashes: int
     seconds: float
     problems: list[str]
+    derived: dict[str, Any] = field(default_factory=dict)  # compare_derived against a fault-free replay
 
     def report(self) -> dict[str, Any]:
         """The `bench chaos --json` object."""
         keys = ("kills", "outage_s", "events", "lost", "double_counted", "unexpected", "dlq", "dlq_expected",
                 "crashes", "seconds")  # fmt: skip
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        return {**{k: v for k, v in asdict(self).items() if k in keys}, **self.derived}
 
 
 def fault_points(rng: random.Random, total: int, phases: int) -> list[int]:
@@ -242,9 +336,12 @@ def run_chaos(
     seed: int = 7,
     rate: float = 100.0,
     settle_timeout_s: float = 180.0,
+    reference: bool = True,
 ) -> ChaosResult:
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
-    random points (restarting it each time, alternately on its own local store and on an empty one), then take the broker down for `outage_s`; audit the result."""
+    random points (restarting it each time, alternately on its own local store and on an empty one), then
+    take the broker down for `outage_s`; audit the result. With `reference`, the same stream is first
+    replayed without faults, and the derived state of both runs is compared (`compare_derived`)."""
     from lab.generator import FAULTS, GeneratorConfig, generate
     from lab.local import LocalStack, consumed, wait_for
     from lab.recording import read_records
@@ -257,6 +354,7 @@ def run_chaos(
                                          events_topic=settings.topics.events, videos_topic=settings.topics.videos,
                                          with_faults=True), path)  # fmt: skip
         records = list(read_records(path))
+        expected = fault_free(records, settings, rate, settle_timeout_s) if reference else None
         dlq_expected = sum(n for k, n in truth["counts"].items() if k.startswith("faults.") and FAULTS[k[7:]])
         stack.start_broker()
         worker = stack.start_worker()
@@ -294,13 +392,13 @@ def run_chaos(
         feeder.join()
         if feeder.errors:
             raise RuntimeError(f"feeding failed: {feeder.errors[:3]}")
-        wait_for(lambda: worker.proc.poll() is not None or uncommitted(stack.bootstrap, settings) == 0,
-                 settle_timeout_s, "all input committed", logs())  # fmt: skip
+        settle(stack, worker, settings, settle_timeout_s)
         crashes = sum(1 for w in stack.workers if w.proc.poll() is not None and w.proc.pid not in killed)
         result = audit(stack.bootstrap, settings, valid_events(records, settings))
+        derived = {} if expected is None else compare_derived(derived_state(stack.bootstrap, settings), expected)
     return ChaosResult(
         kills=kills, outage_s=outage_s, events=result.events, lost=result.lost,
         double_counted=result.double_counted, unexpected=result.unexpected, dlq=result.dlq,
         dlq_expected=dlq_expected, crashes=crashes, seconds=round(time.monotonic() - started, 1),
-        problems=result.problems,
+        problems=result.problems, derived=derived,
     )  # fmt: skip

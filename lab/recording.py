@@ -126,6 +126,17 @@ class RecordStats:
     partitions: int
 
 
+def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Per partition, the offset the next record of `topic` will get."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reelstream-watermarks"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
 def read_topic(
     bootstrap: str, topic: str, count: int | None = None, timeout_s: float = 5.0, stats: dict | None = None
 ) -> Iterator[Record]:

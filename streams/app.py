@@ -22,19 +22,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts.models import MODEL_KEY, parse_model_record, parse_vector_record, vector_record
 from models.recs.base import Recommender
-from models.recs.item_side import ItemTrainer
 from models.text.base import CommentScorer
 from monitoring import metrics
 from monitoring.consumer import LAG
 from streams import steps, transport
 from streams.batching import micro_batches
-from streams.catalog import is_available
-from streams.items import ItemSide, TopicReplica
+from streams.items import ItemSide, ItemStateTable, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
-from streams.topics import CATALOG_TABLE, USERS_TABLE
+from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, USERS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ def _retried_next_tick(task: str):
     return wrap
 
 
-def _apply_vectors(recommender: Recommender, trainer: ItemTrainer, factors: int):
+def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int):
     """item-vectors records: served at once; the item side leaves a batch fit's videos alone until the next."""
 
     def apply(latest: dict[str, Any]) -> None:
@@ -79,14 +77,14 @@ def _apply_vectors(recommender: Recommender, trainer: ItemTrainer, factors: int)
                 continue
             ids.append(video_id)
             vectors.append(parsed[0])
-            trainer.own(video_id, parsed[1])
+            items.own(video_id, parsed[1])
         if ids:
             recommender.upsert_items(ids, np.asarray(vectors, dtype=np.float32))
 
     return apply
 
 
-def _apply_models(recommender: Recommender, trainer: ItemTrainer, factors: int, on_version: Any):
+def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_version: Any):
     """`models` records: a new batch version is stamped on outputs and its users' Gram feeds the item side."""
 
     def apply(latest: dict[str, Any]) -> None:
@@ -101,7 +99,7 @@ def _apply_models(recommender: Recommender, trainer: ItemTrainer, factors: int, 
             return
         if record.model_version != recommender.model_version:
             recommender.use_model(record.model_version, np.asarray(record.gram, dtype=np.float64).reshape(factors, factors))
-            trainer.new_model()
+            items.new_model(record.model_version)
             on_version()
 
     return apply
@@ -138,8 +136,8 @@ class _PerEventQuietMonitor(Monitor):
         pass
 
 
-def _store_of(settings: Settings) -> dict[str, Any]:
-    """The users table's store: RocksDB through rocksdict (a maintained wheel with RocksDB inside; Faust's
+def _store_of(settings: Settings, table: str) -> dict[str, Any]:
+    """A partitioned table's store (users, item state): RocksDB through rocksdict (a maintained wheel with RocksDB inside; Faust's
     other driver, python-rocksdb, needs a system librocksdb and is unmaintained), one database per changelog
     partition under `data_dir`; its block cache and memtables sized so a worker's share stays bounded."""
     if settings.store == "memory":
@@ -148,7 +146,7 @@ def _store_of(settings: Settings) -> dict[str, Any]:
     per_partition = max(1, settings.store_block_cache_mib // settings.partitions)
     # "rocksdb:users", not "rocksdb://": a yarl URL with neither host nor path is falsy, and Faust then
     # silently takes the app's store (memory); this path is the file name prefix under data_dir.
-    return {"store": f"rocksdb:{USERS_TABLE}", "options": {
+    return {"store": f"rocksdb:{table}", "options": {
         "driver": "rocksdict", "block_cache_size": per_partition * mib, "write_buffer_size": 8 * mib,
         "max_write_buffer_number": 2, "target_file_size_base": 32 * mib,
     }}  # fmt: skip
@@ -192,13 +190,21 @@ def create_app(
 
     output = output or OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
     users = app.tables.add(OutputTable(
-        app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions, **_store_of(settings),
+        app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions,
+        **_store_of(settings, USERS_TABLE),
     ))  # fmt: skip
     users.output, users.partition_count, users.cache_size = output, settings.partitions, settings.users_cache_size
+    item_state = app.tables.add(ItemStateTable(
+        app, name=ITEM_STATE_TABLE, default=None, key_type=str, partitions=settings.partitions,
+        **_store_of(settings, ITEM_STATE_TABLE),
+    ))  # fmt: skip
+    item_state.output, item_state.partition_count, item_state.cache_size = output, settings.partitions, 0
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
     options = transport.TransportOptions(  # read by the worker's consumer thread and producer
-        # The users table flushes the output producer, then stores locally what it acknowledged.
-        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(users,), gap_emit=output.emit, dlq=t.dlq,
+        # The tables flush the output producer, then store locally what it acknowledged (the item side
+        # writes its changed state first).
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(item_state, users), gap_emit=output.emit,
+        dlq=t.dlq,
         gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
     )  # fmt: skip
     transport.configure(app, options)
@@ -221,9 +227,14 @@ def create_app(
         table.on_batch = on_batch
         return table
 
-    item_trainer = ItemTrainer(settings.recs)
+    item_side = ItemSide(
+        settings.recs,
+        gram=recommender.gram,
+        inactive=lambda: catalog.inactive,
+        state=item_state,
+    )
     factors = settings.recs.factors
-    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_trainer, factors))
+    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side, factors))
     replica("user-gram", t.user_gram, _apply_grams(recommender, factors))
     refreshing: list[asyncio.Task] = []
 
@@ -241,32 +252,46 @@ def create_app(
             task.cancel()
         refreshing[:] = [loop.create_task(refresh_users())]
 
-    async def refresh_users() -> None:
-        """Every user of this worker's active `events` partitions, a micro-batch at a time, yielding between
-        batches so that the agents keep up."""
-        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
-        owned = list(users.users_in(active).items())
-        metrics.REFRESH_PENDING.set(len(owned))
+    async def each_user(partitions: set[int], step_id: str, fun: Any, pending: Any = lambda n: None) -> None:
+        """`fun` over every user of these `events` partitions, a micro-batch at a time, yielding between
+        batches so that the agents keep up; `pending(n)`: told how many users are still to do."""
+        owned = list(users.users_in(partitions).items())
+        pending(len(owned))
         step = settings.batch_size
         try:
             for start in range(0, len(owned), step):
-                pipeline.refresh(dict(owned[start : start + step]))
-                metrics.REFRESH_PENDING.set(max(0, len(owned) - start - step))
+                fun(dict(owned[start : start + step]))
+                pending(max(0, len(owned) - start - step))
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - logged and counted; the next version refreshes again
-            log.exception("step %s: refreshing recommendations failed", steps.REFRESH_RECS)
-            metrics.TASK_ERRORS.labels(steps.REFRESH_RECS).inc()
+        except Exception:  # noqa: BLE001 - logged and counted; the next version or assignment runs it again
+            log.exception("step %s failed", step_id)
+            metrics.TASK_ERRORS.labels(step_id).inc()
         finally:
-            metrics.REFRESH_PENDING.set(0)
+            pending(0)
 
-    replica("models", t.models, _apply_models(recommender, item_trainer, factors, on_version), partitions=1)
-    item_side = ItemSide(
-        item_trainer,
-        gram=recommender.gram,
-        available=lambda video_id: is_available(catalog.get(video_id)),
-    )
+    async def refresh_users() -> None:
+        """Every user of this worker's active `events` partitions is served again."""
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
+        await each_user(active, steps.REFRESH_RECS, pipeline.refresh, metrics.REFRESH_PENDING.set)
+
+    factor_partitions: set[int] = set()  # events partitions whose users' factors this worker holds
+
+    def restore_factors(active: set[int]) -> None:
+        """Partitions new to this worker (a start, a rebalance): their users' factors are solved again from
+        the users table, so that the partial Grams it publishes cover them all (Recommender.restore_users)."""
+        new = active - factor_partitions
+        factor_partitions.intersection_update(active)
+        factor_partitions.update(active)
+        if new:
+            restoring.append(asyncio.get_running_loop().create_task(each_user(new, steps.RESTORE_FACTORS, pipeline.restore)))
+            restoring[:] = [task for task in restoring if not task.done()]
+
+    restoring: list[asyncio.Task] = []
+    users.on_ready = restore_factors
+
+    replica("models", t.models, _apply_models(recommender, item_side, factors, on_version), partitions=1)
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -276,7 +301,9 @@ def create_app(
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Users of revoked events partitions are served elsewhere now: drop their factors and partials."""
-        recommender.drop_partitions({tp.partition for tp in revoked if tp.topic == t.events})
+        lost = {tp.partition for tp in revoked if tp.topic == t.events}
+        recommender.drop_partitions(lost)
+        factor_partitions.difference_update(lost)
 
     @app.agent(events, name=steps.INTERACTIONS)
     async def interactions(stream: faust.StreamT) -> None:
@@ -345,4 +372,5 @@ def create_app(
         return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.pipeline = pipeline  # type: ignore[attr-defined]
+    app.item_side = item_side  # type: ignore[attr-defined]
     return app

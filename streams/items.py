@@ -9,17 +9,21 @@ Both topics are compacted and are the changelogs of Faust GlobalTables, so every
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import faust
 import numpy as np
 import orjson
 
+from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer
+from monitoring import metrics
 from streams.pipeline import Message
-from streams.tables import ChangelogHoleCheck, latest_values
+from streams.tables import ChangelogHoleCheck, OutputTable, latest_values
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +75,170 @@ class TopicReplica(ChangelogHoleCheck, faust.GlobalTable):
                 log.exception("applying %d records of %s failed", len(pending), self.name)
 
 
-class ItemSide:
-    """Applies interactions-by-video messages; on each tick re-solves the videos that changed."""
+class ItemStateTable(OutputTable):
+    """The item side's state, so that a restart or a partition moving to another worker resumes it exactly:
+    one record per (interactions-by-video partition, user) holding what `ItemTrainer.user_state` gives
+    (factor version, factor, {video: confidence} for that partition's videos), written behind its changelog
+    like the users table. Per user, not per video: a popular video's record would hold thousands of users
+    and be rewritten at each of them; a user's holds their few videos of the partition. Whether a solve was
+    owed is not stored: a restored partition re-solves its videos once (`ItemTrainer.restore`).
 
-    def __init__(self, trainer: ItemTrainer, gram: Callable[[], np.ndarray], available: Callable[[str], bool]) -> None:
-        self.trainer = trainer
+    `on_revoked(kept)` is called at each rebalance with the partitions this worker still holds, and
+    `before_flush()` before each flush (the one before an offset commit): the item side writes then, once
+    per user changed since the last, not once per micro-batch."""
+
+    on_revoked: Callable[[set[int]], None] | None = None
+    before_flush: Callable[[], None] | None = None
+
+    async def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
+        await super().flush()
+
+    def partition_of(self, key: str) -> int:
+        return int(orjson.loads(key)[0])
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        if self.on_revoked is not None:
+            self.on_revoked({tp.partition for tp in assigned if tp.topic == self.changelog_topic_name})
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+def state_key(partition: int, user_id: str) -> str:
+    return orjson.dumps([partition, user_id]).decode()
+
+
+def encode_state(state: tuple[str, np.ndarray | None, dict[str, float]]) -> list[Any]:
+    """A user's item-side state as stored: the factor as base64 of little-endian float32 (exact, and a
+    quarter of the JSON floats' size)."""
+    version, factor, confidences = state
+    packed = None if factor is None else base64.b64encode(np.asarray(factor, dtype="<f4").tobytes()).decode()
+    return [version, packed, confidences]
+
+
+def decode_state(value: Any, factors: int) -> tuple[str, np.ndarray | None, dict[str, float]]:
+    """`encode_state`'s inverse; ValueError for anything else (the changelog is input like any topic)."""
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and isinstance(value[2], dict)):
+        raise ValueError("not a [version, factor, {video: confidence}] record")
+    version, packed, confidences = value
+    if not confidences or not all(
+        isinstance(v, str) and isinstance(c, int | float) and math.isfinite(c) and c != 0 for v, c in confidences.items()
+    ):
+        raise ValueError("confidences must be a non-empty {video: finite non-zero number}")
+    factor = None
+    if packed is not None:
+        try:
+            factor = np.frombuffer(base64.b64decode(packed, validate=True), dtype="<f4").astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"factor is not base64: {exc}") from None
+        if factor.shape != (factors,) or not np.isfinite(factor).all():
+            raise ValueError(f"factor is not a finite {factors}-vector")
+    return version, factor, {v: float(c) for v, c in confidences.items()}
+
+
+class ItemSide:
+    """The item side of this worker: one `ItemTrainer` per interactions-by-video partition it owns, so that
+    a partition's state is the same whichever worker holds it, and moves (`ItemStateTable`) as a unit.
+    Applies interactions-by-video messages; on each tick re-solves the videos that changed."""
+
+    def __init__(
+        self,
+        settings: RecsSettings,
+        gram: Callable[[], np.ndarray],
+        inactive: Callable[[], Collection[str]],
+        state: ItemStateTable | None = None,
+    ) -> None:
+        self.settings = settings
         self.gram = gram
-        self.available = available
+        self.inactive = inactive  # removed and blocked videos (the catalog's)
+        self.state = state
+        self.trainers: dict[int, ItemTrainer] = {}
+        self.version = ""
+        self.batch_videos: set[str] = set()  # shared by every trainer
+        if state is not None:
+            state.on_ready, state.on_revoked, state.before_flush = self.restore, self.keep, self.journal
+
+    def trainer(self, partition: int) -> ItemTrainer:
+        trainer = self.trainers.get(partition)
+        if trainer is None:
+            trainer = self.trainers[partition] = ItemTrainer(self.settings, self.version)
+            trainer.batch_videos = self.batch_videos
+            if self.state is not None:
+                trainer.touched = set()
+        return trainer
+
+    def own(self, video_id: str, batch: bool) -> None:
+        """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
+        if batch:
+            self.batch_videos.add(video_id)
+        else:
+            self.batch_videos.discard(video_id)
+
+    def new_model(self, version: str) -> None:
+        self.version = version
+        for trainer in self.trainers.values():
+            trainer.new_model(version)
 
     def apply(self, messages: list[Message]) -> None:
         """Each message holds the (video_id, user_id, factor, confidence) items of one partition."""
         for msg in messages:
+            trainer = self.trainer(msg.partition)
             for video_id, user_id, factor, confidence in orjson.loads(msg.value or b"[]"):
-                self.trainer.apply(ItemMessage(video_id, user_id, factor, float(confidence)))
+                trainer.apply(ItemMessage(video_id, user_id, factor, float(confidence)))
 
     def tick(self) -> tuple[list[str], np.ndarray]:
-        """New vectors of the available videos touched since the last tick."""
-        for video_id in [v for v in self.trainer.dirty if not self.available(v)]:
-            self.trainer.forget_video(video_id)
-        return self.trainer.solve_dirty(self.gram())
+        """New vectors of the available videos touched since the last tick. A removed or blocked video's
+        interactions leave the item side at the tick after, touched since or not."""
+        gram = None
+        ids: list[str] = []
+        vectors = [np.zeros((0, self.settings.factors), np.float32)]
+        inactive = self.inactive()
+        for _, trainer in sorted(self.trainers.items()):
+            for video_id in [v for v in inactive if v in trainer.video_users]:
+                trainer.forget_video(video_id)
+            if not trainer.dirty:
+                continue
+            gram = self.gram() if gram is None else gram
+            solved, new = trainer.solve_dirty(gram)
+            ids += solved
+            vectors.append(new)
+        self.journal()  # a removal changed state, and no offset commit (the other journal point) may follow
+        return ids, np.concatenate(vectors)
+
+    def journal(self) -> None:
+        """The stored state of every user whose state changed since the last call, written behind the
+        changelog (before the flush that precedes an offset commit, so the state covers what is committed)."""
+        if self.state is None:
+            return
+        for partition, trainer in self.trainers.items():
+            for user_id in trainer.take_touched():
+                key = state_key(partition, user_id)
+                state = trainer.user_state(user_id)
+                if state is None:
+                    self.state.remove(key, partition)
+                else:
+                    value = encode_state(state)
+                    self.state.put(key, value, partition, orjson.dumps(value))
+
+    def keep(self, partitions: set[int]) -> None:
+        """A rebalance: the state of partitions no longer held is the next owner's (it reads it back)."""
+        for partition in set(self.trainers) - partitions:
+            del self.trainers[partition]
+
+    def restore(self, active: set[int]) -> None:
+        """Recovery caught these partitions up: those new here are read back from the local store."""
+        assert self.state is not None
+        self.keep(active)
+        for partition in sorted(active - set(self.trainers)):
+            trainer = self.trainer(partition)
+            restored = 0
+            for key, value in self.state.items_in(partition):
+                try:
+                    user_id = orjson.loads(key)[1]
+                    trainer.restore(user_id, *decode_state(value, self.settings.factors))
+                    restored += 1
+                except (ValueError, TypeError, IndexError) as exc:
+                    log.error("item-state: record %.200r of partition %d not applied: %s", key, partition, exc)
+                    metrics.DLQ.labels("invalid_item_state").inc()
+            trainer.take_touched()
+            log.info("item side: partition %d restored (%d users, %d videos)", partition, restored, len(trainer.video_users))

@@ -104,6 +104,7 @@ class _Touched:
     by_id: dict[str, Row]
     msg: Message | None = None
     new: list[Row] = field(default_factory=list)
+    resent: set[str] = field(default_factory=set)  # videos of redelivered events: the item side is told again
     source_event_id: str = ""
     stamps: list[float] = field(default_factory=list)
     partition: int = 0  # of the user's events, when no message of theirs is in the batch (a refresh)
@@ -205,6 +206,9 @@ class Pipeline:
                 metrics.DUPLICATES.inc()
                 if isinstance(event, Comment) and seen[SENTIMENT] is None:
                     self.forward_comment(msg, event)
+                # Its users-table write may have been acknowledged and its item message not, before a crash:
+                # the item side gets the video's confidence again (idempotent there).
+                state.resent.add(event.video_id)
             else:
                 counts[event.type] += 1
                 row = HistoryRow.from_event(event).stored()
@@ -222,7 +226,8 @@ class Pipeline:
             if state.new:
                 state.rows = state.rows[-self.s.recs.history_max_events:]
                 self.users.put(user, {"events": state.rows}, state.msg.partition)
-                self.recommender.learn(user, state.rows, state.new)
+            if state.new or state.resent:
+                self.recommender.learn(user, state.rows, state.new, changed=state.resent)
         self.serve_all(touched)
         for kind, n in counts.items():  # last: a batch that fails is counted by its one-by-one retry
             self._events[kind].inc(n)
@@ -273,6 +278,16 @@ class Pipeline:
         self.serve_all(touched)
         metrics.REFRESHED.inc(len(touched))
         return len(touched)
+
+    def restore(self, partitions: Mapping[str, int]) -> None:
+        """Users (user_id -> their `events` partition) of partitions this worker just took on: their factors
+        rejoin the partial Grams from their stored histories (`Recommender.restore_users`), unserved."""
+        requests = []
+        for user_id, partition in partitions.items():
+            record = self.users.get(user_id)
+            if record and record["events"]:
+                requests.append(ServeRequest(user_id, record["events"], partition))
+        self.recommender.restore_users(requests)
 
     def send_item_messages(self) -> None:
         """New (user factor, confidence) per video, to the item side on the video_id-partitioned stream.
@@ -361,7 +376,7 @@ class Pipeline:
             rows = record["events"]
             rows[rows.index(row)] = row_with_sentiment(row, sentiment)
             self.users.put(event.user_id, record, msg.partition)
-            self.recommender.learn(event.user_id, record["events"], [])
+            self.recommender.learn(event.user_id, record["events"], [], changed=[event.video_id])
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))
             state.msg = msg  # comments are co-partitioned with events: the same partition number
             state.source_event_id = event.event_id

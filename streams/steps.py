@@ -13,4 +13,5 @@ MODERATION = "moderation"  # comments: torch models, moderation flags, sentiment
 SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
 REFRESH_ITEMS = "refresh_items"  # the item cadence: re-solved item vectors and user Gram sums published
 REFRESH_RECS = "refresh_recs"  # every user served again after a new batch model version
+RESTORE_FACTORS = "restore_factors"  # the factors of users in partitions new to a worker, for its Gram sums
 REFIT = "refit"  # the trainer process: a batch refit published as a new model version

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -154,6 +154,7 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
     """
 
     output: OutputProducer | None = None
+    on_ready: Callable[[set[int]], None] | None = None  # with the active partitions, once recovery caught them up
     encoder: HistoryEncoder | None = None
     partition_count: int = 1  # of the changelog (= of `events`): a key's partition, for reads
     cache_size: int = 50_000
@@ -181,7 +182,7 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         if value is not None:
             self._cache.move_to_end(key)
         else:
-            raw = self._rocks.get(partition_for(key.encode(), self.partition_count), orjson.dumps(key))
+            raw = self._rocks.get(self.partition_of(key), orjson.dumps(key))
             value = _MISSING if raw is None else orjson.loads(raw)
             self._remember(key, value)
         return default if value is _MISSING else value
@@ -193,11 +194,33 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
+    def partition_of(self, key: str) -> int:
+        """The changelog partition a key is written to (the users table: its user's `events` partition)."""
+        return partition_for(key.encode(), self.partition_count)
+
+    def items_in(self, partition: int) -> Iterator[tuple[str, Any]]:
+        """Every (key, record) of one changelog partition, writes not yet stored included; a stored record
+        that is not JSON comes as (its key as text, None), for the caller to reject."""
+        if not self.persistent:
+            yield from ((k, v) for k, v in list(self.data.items()) if self.partition_of(k) == partition)
+            return
+        assert self._pending is not None
+        pending = {k: w for k, w in self._pending.items() if w.partition == partition}
+        for raw_key, raw in self._rocks.items(partition):
+            try:
+                key, value = orjson.loads(raw_key), orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                yield raw_key.decode("utf-8", "replace"), None
+                continue
+            if key not in pending:
+                yield key, value
+        yield from ((k, w.value) for k, w in pending.items() if w.value is not None)
+
     def users_in(self, partitions: set[int]) -> dict[str, int]:
         """The users stored for these changelog partitions, with their partition (a new batch version serves
         them all again)."""
         if not self.persistent:
-            owned = ((k, partition_for(k.encode(), self.partition_count)) for k in list(self.data))
+            owned = ((k, self.partition_of(k)) for k in list(self.data))
             return {k: p for k, p in owned if p in partitions}
         assert self._pending is not None
         users = {orjson.loads(k): p for p in partitions for k in self._rocks.keys(p)}
@@ -219,17 +242,19 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
         return self._count
 
     # --- writes -----------------------------------------------------------------------------------
-    def put(self, key: str, value: Any, partition: int) -> None:
+    def put(self, key: str, value: Any, partition: int, payload: bytes | None = None) -> None:
         """`table[key] = value` with the changelog partition given: Faust's path reads it from the current
         event (a contextvar the agent must bind per user) and calls sensors per write, ~4% of a worker's
-        main-thread CPU (py-spy, `bench pipeline`); key expiry (windowed tables only) does not apply here."""
+        main-thread CPU (py-spy, `bench pipeline`); key expiry (windowed tables only) does not apply here.
+        `payload`: the value's changelog bytes when the caller has them (else HistoryEncoder's)."""
         if self.output is None:
             self.data[key] = value
             self.send_changelog(partition, key, value)
             return
-        if self.encoder is None:
-            self.encoder = HistoryEncoder()
-        payload = self.encoder.encode(key, value)
+        if payload is None:
+            if self.encoder is None:
+                self.encoder = HistoryEncoder()
+            payload = self.encoder.encode(key, value)
         if not self.persistent:
             self.data[key] = value
             self._emit(partition, orjson.dumps(key), payload)
@@ -317,6 +342,13 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
             self._cache.clear()
             self._count = None
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        """Before the agents resume: whoever derives state from this table's partitions reads it now."""
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self.on_ready is not None:
+            self.on_ready({tp.partition for tp in active_tps})
 
 
 class CatalogTable(ChangelogHoleCheck, faust.GlobalTable):

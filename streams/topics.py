@@ -15,7 +15,8 @@ from streams.settings import Settings
 # Faust tables, by name. Changelog topics are "<app_id>-<table>-changelog".
 USERS_TABLE = "users"
 CATALOG_TABLE = "catalog"  # a GlobalTable: every worker holds all of it
-TABLES = (USERS_TABLE, CATALOG_TABLE)
+ITEM_STATE_TABLE = "item-state"  # the item side's interactions and factors, per interactions-by-video partition
+TABLES = (USERS_TABLE, CATALOG_TABLE, ITEM_STATE_TABLE)
 
 
 def changelog(settings: Settings, table: str) -> str:
@@ -29,7 +30,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
         t.events, t.recommendations, t.moderation_flags, t.dlq, t.comments,
         t.interactions_by_video, t.item_vectors, t.user_gram,
         f"{settings.app_id}-__assignor-__leader",
-        changelog(settings, USERS_TABLE),
+        changelog(settings, USERS_TABLE), changelog(settings, ITEM_STATE_TABLE),
     ]
     topics = {name: settings.partitions for name in names}
     topics[t.videos] = topics[changelog(settings, CATALOG_TABLE)] = settings.videos_partitions

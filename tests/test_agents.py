@@ -112,3 +112,64 @@ def test_every_table_a_worker_reads_in_full_is_global(app_and_sink):
     non-global table gets only a worker's own partitions plus its standby replicas'."""
     tables = app_and_sink[0].tables
     assert {name for name, t in tables.items() if t.is_global} == {"catalog", "item-vectors", "user-gram", "models"}
+
+
+def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
+    """One worker's item side, written behind its changelog; another worker (an empty disk) whose store holds
+    those changelog records, as recovery writes them: its restored partitions hold the same state by value
+    (each video's users and confidences, each user's factor and the model version it came with). A record
+    that is not item state is counted, not applied."""
+    import numpy as np
+    import orjson
+
+    from monitoring import metrics
+    from streams.items import state_key
+    from streams.pipeline import Message
+    from streams.topics import ITEM_STATE_TABLE, changelog
+    from streams.transport.rocks_store import RocksPartitions
+
+    def worker(name):
+        settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path / name))
+        sink = Sink()
+        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=sink)
+        app.finalize()
+        return settings, app, sink
+
+    settings, a, sink = worker("a")
+    f = settings.recs.factors
+    side = a.item_side
+    rng = np.random.default_rng(0)
+
+    def message(partition, offset, items):
+        return Message("interactions-by-video", partition, offset, 0.0, None, orjson.dumps(items))
+
+    side.apply([message(0, 0, [["v1", "u1", rng.normal(size=f).tolist(), 2.0], ["v2", "u1", rng.normal(size=f).tolist(), 1.5]]),
+                message(1, 0, [["v3", "u2", rng.normal(size=f).tolist(), -1.0]])])  # fmt: skip
+    side.new_model("batch-1")  # factors so far belong to the old version; the next ones to batch-1
+    side.apply([message(0, 1, [["v1", "u2", rng.normal(size=f).tolist(), 3.0], ["v2", "u1", None, 0.0]])])
+    table = a.tables[ITEM_STATE_TABLE]
+    asyncio.run(table.flush())
+    topic = changelog(settings, ITEM_STATE_TABLE)
+    logged = [(k, v) for t, k, v in sink.sent if t == topic]
+    assert {orjson.loads(k) for k, _ in logged} == {state_key(0, "u1"), state_key(0, "u2"), state_key(1, "u2")}
+
+    _, b, _ = worker("b")
+    store = RocksPartitions(b.tables[ITEM_STATE_TABLE].data)
+    for offset, (key, value) in enumerate(logged):
+        store.write(orjson.loads(orjson.loads(key))[0], [(key, value)], offset)
+    store.write(0, [(orjson.dumps(state_key(0, "u9")), b'["x", "not base64", {"v1": 1.0}]')], len(logged))
+    invalid = metrics.DLQ.labels("invalid_item_state")._value.get()
+    b.item_side.new_model("batch-1")
+    b.tables[ITEM_STATE_TABLE].on_ready({0, 1})
+    assert metrics.DLQ.labels("invalid_item_state")._value.get() == invalid + 1
+    def users_of(trainer):  # a video left with no user is the same as one never seen
+        return {v: users for v, users in trainer.video_users.items() if users}
+
+    for p in (0, 1):
+        mine, theirs = side.trainers[p], b.item_side.trainers[p]
+        assert users_of(theirs) == users_of(mine) and theirs.user_videos == mine.user_videos
+        assert theirs.user_factors.keys() == mine.user_factors.keys()
+        assert all(np.array_equal(theirs.user_factors[u], mine.user_factors[u]) for u in mine.user_factors)
+    assert users_of(side.trainers[0]) == {"v1": {"u1": 2.0, "u2": 3.0}}
+    assert set(side.trainers[0].user_factors) == {"u2"}  # u1's factor came before batch-1
+    assert b.item_side.trainers[0].dirty == {"v1"}  # restored videos are solved again

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from lab.local import LocalStack, wait_for
+from lab.recording import high_watermarks
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ def test_a_kill_9_and_a_restart_on_the_same_disk_read_only_the_tail_and_lose_not
                  [worker.log], worker.proc)  # fmt: skip
         worker.stop(signal.SIGKILL)
         feeder.join()
-        written = sum(stack_highs(stack.bootstrap, changelog(s, USERS_TABLE), 2).values())
+        written = sum(high_watermarks(stack.bootstrap, changelog(s, USERS_TABLE), 2).values())
         worker = stack.start_worker(data_dir=worker.data_dir)
         wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "input committed", [worker.log], worker.proc)
         applied = worker.metrics().get("reelstream_changelog_records_applied_total", 0.0)
@@ -106,16 +107,6 @@ def test_a_kill_9_and_a_restart_on_the_same_disk_read_only_the_tail_and_lose_not
     assert {u: _ids(r) for u, r in logged.items()} == expected  # nothing lost, nothing twice (a set per user)
     assert all(len(r["events"]) == len(expected[u]) for u, r in logged.items())
     assert stored == logged  # the local store is the changelog, by value
-
-
-def stack_highs(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "local-store-test"})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    finally:
-        c.close()
 
 
 def test_a_changelog_whose_start_was_deleted_is_dead_lettered_at_recovery():

@@ -13,7 +13,7 @@ from scipy.sparse import csr_matrix
 
 from contracts.history import TIME_ORDER, HistoryRow
 from models.recs.als import StreamingALS
-from models.recs.confidence import FlooredPrefixCache, LongTerm, append, confidences, with_sentiment
+from models.recs.confidence import FlooredPrefixCache, LongTerm, append, confidences, video_confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
 from models.recs.evaluate import prequential, synthetic_events
 from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
@@ -75,6 +75,34 @@ def test_confidence_signs_and_idempotence() -> None:
     assert rescored["e"] == W.comment_negative
     decayed = confidences(h, W, half_life_s=1.0)
     assert decayed["d"] == W.share / 4 and decayed["f"] == conf["f"]  # two half-lives old; the latest
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_item_side_confidence_is_the_videos_own_rows_whatever_the_batching(seed: int) -> None:
+    """What the item side receives for a video is that video's rows at its own latest event: the same
+    whether later events on other videos came in the same micro-batch or not, and bit for bit the same when
+    taken from the served confidences (for the latest event's videos) as when recomputed."""
+    rng = random.Random(seed)
+    settings = SMALL.model_copy(update={"history_half_life_s": 10.0, "history_long_term_weight": 0.3,
+                                        "history_session_gap_s": 50.0})  # fmt: skip
+    cache = FlooredPrefixCache(settings.weights, 10.0, LongTerm(0.3, 50.0))
+    rows: list[list] = []
+    sent: dict[str, float] = {}  # per video, the value sent at its latest event, one event at a time
+    t = 1000.0
+    for n in range(200):
+        t += rng.choice([0.5, 3.0, 30.0, 700.0])
+        kind = rng.choice(["watch", "like", "unlike", "skip", "share"])
+        row = [f"e{n:04d}", f"v{rng.randrange(5)}", kind, t, round(rng.random(), 3) if kind == "watch" else 0.0, None]
+        rows.append(row)
+        served = cache.confidences("u", rows)
+        sent[row[1]] = video_confidences(rows, [row[1]], settings, served)[row[1]]
+        if rng.random() < 0.3:  # a batch boundary here: everything so far sent again at once
+            everything = {r[1] for r in rows}
+            assert video_confidences(rows, everything, settings, served) == video_confidences(rows, everything, settings)
+            assert video_confidences(rows, everything, settings) == sent
+    for video, value in sent.items():
+        own = [r for r in rows if r[1] == video]
+        assert value == confidences(own, settings.weights, half_life_s=10.0, long_term=LongTerm(0.3, 50.0)).get(video, 0.0)
 
 
 def test_long_term_share_keeps_earlier_sessions_and_leaves_the_current_one_alone() -> None:

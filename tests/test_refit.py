@@ -118,7 +118,7 @@ def test_item_side_leaves_the_batch_fits_videos_alone_until_the_next():
     gram = np.eye(RECS.factors)
     for video in ("old", "new"):
         items.apply(ItemMessage(video, "u1", [0.1, 0.2, 0.3, 0.4], 2.0))
-    items.new_model(["old"])  # a batch fit with "old": the factors received so far were of the previous model
+    items.new_model("batch-1", ["old"])  # a batch fit with "old": the factors received so far were of the previous model
     assert items.user_factors == {}
     items.apply(ItemMessage("old", "u2", [0.4, 0.3, 0.2, 0.1], 1.0))
     items.apply(ItemMessage("new", "u2", [0.4, 0.3, 0.2, 0.1], 1.0))

@@ -36,8 +36,9 @@ class Recommender(Protocol):
     @property
     def model_version(self) -> str: ...
 
-    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
-        """The user's full stored history after this batch, and the rows this batch added."""
+    def learn(self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = ()) -> None:
+        """The user's full stored history after this batch, the rows this batch added, and the videos whose
+        rows changed without a new one (a comment's sentiment arrived)."""
 
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
@@ -76,6 +77,11 @@ class Recommender(Protocol):
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Partitions revoked in a rebalance: their users now live on another worker."""
+
+    def restore_users(self, requests: Sequence[ServeRequest]) -> None:
+        """Users of partitions this worker just took on (a restart, a rebalance), with their stored
+        histories: their factors join the partial Grams without serving them; a user already served
+        since is left as is."""
 
     def newer_model(self) -> object | None:
         """A newer saved model, loaded and ready for `swap`, or None (slow: call it off the event loop)."""

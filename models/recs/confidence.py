@@ -255,5 +255,35 @@ def user_confidences(
     )
 
 
+def video_confidences(
+    history: Sequence[Row], videos: Iterable[str], settings: RecsSettings, served: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per video, the user's confidence in it as of their latest event on that video (0.0 once it sums to
+    nothing): what the item side receives. It depends on that video's rows alone, so it is the same however
+    the user's events were grouped into micro-batches (a later event on another video in the same batch
+    does not age it), which makes the item side's state repeatable across restarts and replays.
+
+    `served`: the history's own `confidences` (time-ordered stored rows, `now` its latest event). For a video
+    of that latest event it is this very value, bit for bit (the same additions in the same order at the same
+    `now`), so only the other videos are recomputed (a pass over the history each, ~5% of a worker's CPU)."""
+    wanted = set(videos)
+    out: dict[str, float] = {}
+    if served is not None and history:
+        t_now = history[-1][TS]
+        for row in reversed(history):
+            if row[TS] != t_now:
+                break
+            if row[VIDEO_ID] in wanted:
+                out[row[VIDEO_ID]] = served.get(row[VIDEO_ID], 0.0)
+        wanted -= out.keys()
+    if wanted:
+        w, half_life, long_term = settings.weights, settings.history_half_life_s, long_term_of(settings)
+        picked = [row for row in history if row[VIDEO_ID] in wanted]
+        for video in wanted:
+            own = [row for row in picked if row[VIDEO_ID] == video]
+            out[video] = confidences(own, w, half_life_s=half_life, long_term=long_term, unique=True).get(video, 0.0)
+    return out
+
+
 def long_term_of(settings: RecsSettings) -> LongTerm:
     return LongTerm(settings.history_long_term_weight, settings.history_session_gap_s)

@@ -155,7 +155,7 @@ def serve_batch_model(recommender: StreamingRecommender, items: ItemTrainer, mod
     """What a worker does with a published refit: its vectors (item-vectors), then its version and Gram
     (models); streams/app.py applies the same calls record by record."""
     recommender.upsert_items(model.item_ids, model.item_vectors())
-    items.new_model(model.item_ids)
+    items.new_model(model.model_version, model.item_ids)
     recommender.use_model(model.model_version, gram(model.user_factors))
 
 

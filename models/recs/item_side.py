@@ -53,21 +53,29 @@ class ItemTrainer:
     refits): streaming HR@10 0.1732 this way, 0.1726 re-solving every touched video between refits.
     """
 
-    def __init__(self, settings: RecsSettings) -> None:
+    def __init__(self, settings: RecsSettings, version: str = "") -> None:
         self.settings = settings
+        self.version = version  # the model version the factors received now belong to
         self.video_users: dict[str, dict[str, float]] = {}
-        self.user_factors: dict[str, np.ndarray] = {}
+        self.user_factors: dict[str, np.ndarray] = {}  # of `version` only
         self.user_videos: dict[str, set[str]] = {}
         self.dirty: set[str] = set()
         self.batch_videos: set[str] = set()
+        self.touched: set[str] | None = None  # users whose state changed, when someone journals it (`take_touched`)
+        self._restored: dict[str, tuple[str, np.ndarray]] = {}  # restored factors of another version than ours
 
-    def new_model(self, batch_videos: Iterable[str] | None = None) -> None:
+    def new_model(self, version: str, batch_videos: Iterable[str] | None = None) -> None:
         """A new batch model version is served: the user factors received so far belong to the previous one
         (the next messages carry factors solved against the new item vectors). `batch_videos`: the new
-        model's videos, when known at once (the worker learns them record by record: `own`)."""
-        self.user_factors.clear()
+        model's videos, when known at once (the worker learns them record by record: `own`). Restored
+        factors received under `version` (state read back before the version was known) count again."""
         if batch_videos is not None:
             self.batch_videos = set(batch_videos)
+        if version == self.version:
+            return
+        self.version = version
+        self.user_factors = {u: f for u, (v, f) in self._restored.items() if v == version}
+        self._restored.clear()
 
     def own(self, video_id: str, batch: bool) -> None:
         """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
@@ -75,6 +83,35 @@ class ItemTrainer:
             self.batch_videos.add(video_id)
         else:
             self.batch_videos.discard(video_id)
+
+    # --- the state, as stored per user (streams/items.py journals it) ------------------------------
+    def user_state(self, user_id: str) -> tuple[str, np.ndarray | None, dict[str, float]] | None:
+        """(version of the factor, the factor or None, {video: confidence}) of a user in this partition; None
+        once they have no video here."""
+        videos = self.user_videos.get(user_id)
+        if not videos:
+            return None
+        factor = self.user_factors.get(user_id)
+        version, factor = (self.version, factor) if factor is not None else self._restored.get(user_id, (self.version, None))
+        return version, factor, {v: self.video_users[v][user_id] for v in videos}
+
+    def restore(self, user_id: str, version: str, factor: np.ndarray | None, confidences: dict[str, float]) -> None:
+        """A user's stored state (`user_state`) read back after a restart or a partition move; their videos
+        are solved again at the next tick (whether a solve was owed when the state was stored is not kept)."""
+        for video, confidence in confidences.items():
+            self.video_users.setdefault(video, {})[user_id] = confidence
+        self.user_videos[user_id] = set(confidences)
+        self.dirty.update(confidences)
+        if factor is None:
+            return
+        if version == self.version:
+            self.user_factors[user_id] = factor
+        else:
+            self._restored[user_id] = (version, factor)
+
+    def take_touched(self) -> set[str]:
+        out, self.touched = self.touched or set(), set()
+        return out
 
     def apply(self, msg: ItemMessage) -> None:
         users = self.video_users.setdefault(msg.video_id, {})
@@ -88,10 +125,14 @@ class ItemTrainer:
             if msg.factor is not None:
                 # An array now, once: a user's factor is read by every video they touched at each solve.
                 self.user_factors[msg.user_id] = np.asarray(msg.factor, dtype=np.float32)
+                self._restored.pop(msg.user_id, None)
         if not videos:
             del self.user_videos[msg.user_id]
             self.user_factors.pop(msg.user_id, None)
+            self._restored.pop(msg.user_id, None)
         self.dirty.add(msg.video_id)
+        if self.touched is not None:
+            self.touched.add(msg.user_id)
 
     def forget_video(self, video_id: str) -> None:
         """A removed or blocked video: its interactions leave this partition."""

@@ -21,7 +21,7 @@ from contracts.history import TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
 from models.recs.base import Scored, ServeRequest
-from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of
+from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
@@ -63,10 +63,11 @@ class StreamingRecommender:
     def model_version(self) -> str:
         return self.als.model_version
 
-    def learn(self, user_id: str, history: list[Row], new: list[Row]) -> None:
+    def learn(self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = ()) -> None:
         for row in new:
             self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS])
         self._new_videos.setdefault(user_id, set()).update(r[VIDEO_ID] for r in new)
+        self._new_videos[user_id].update(changed)
 
     def recommend(
         self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
@@ -95,8 +96,8 @@ class StreamingRecommender:
                 new_videos = self._new_videos.pop(r.user_id, ())
                 if new_videos:
                     vector = factor.tolist()
-                    for video in sorted(new_videos):
-                        self.item_messages.append(ItemMessage(video, r.user_id, vector, conf.get(video, 0.0)))
+                    for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
+                        self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
             out.append((items, version))
         return out
 
@@ -132,6 +133,20 @@ class StreamingRecommender:
         for p in partitions:
             self._partials.pop(p, None)
             self._gram_changes.pop(p, None)
+
+    def restore_users(self, requests: Sequence[ServeRequest]) -> None:
+        """The factor each user of a partition new to this worker would be served with now (solved against
+        the current items, as at a serve), so that this worker's partial Grams cover every user of its
+        partitions: a Gram of only the users who acted since a restart would be published over the full one
+        and steer every item solve. Not through the per-user confidence cache: these users may not return."""
+        todo = [r for r in requests if r.user_id not in self.user_factors]
+        confs = [user_confidences(r.history, self.s, unique=True) for r in todo]
+        for r, conf, factor in zip(todo, confs, self.als.solve_users(confs)):
+            if factor is None and conf:
+                factor = initial_factor(r.user_id, self.s.factors)
+            if factor is not None:
+                self._gram_changes.setdefault(r.partition, []).append((factor, 1.0))
+                self.user_factors[r.user_id] = (r.partition, factor)
 
     def gram(self) -> np.ndarray:
         """X^T X of all users: the latest batch model's once there is one (its users' factors are in the same

@@ -13,7 +13,7 @@ offset recovery resumes from always agree.
 Upstream: faust-streaming 0.15.3 faust/stores/rocksdb.py `Store._db_for_partition` (opens or returns a
 partition's database), `Store.offset_key` (where `Store.persisted_offset` / `set_persisted_offset` keep the
 offset, read by faust/tables/recovery.py `Recovery._add` to resume from it); rocksdict 0.3.29 `WriteBatch(raw_mode=True)`, `Rdict.write`, `Rdict.get`,
-`Rdict.keys`.
+`Rdict.keys`, `Rdict.items`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ class RocksPartitions:
     def persisted_offset(self, partition: int) -> int | None:
         raw = self.get(partition, self.store.offset_key)
         return None if raw is None else int(raw)
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (key, value) of this partition (not Faust's offset key)."""
+        offset_key = self.store.offset_key
+        return ((k, v) for k, v in self.store._db_for_partition(partition).items() if k != offset_key)
 
     def keys(self, partition: int) -> Iterator[bytes]:
         """Every stored key of this partition (not Faust's offset key)."""

@@ -47,6 +47,7 @@ PROTOCOL_METHODS = (
     "gram",
     "use_model",
     "drop_partitions",
+    "restore_users",
     "newer_model",
     "swap",
 )
@@ -350,6 +351,25 @@ def test_drop_partitions_removes_their_partials_and_users(subject: Subject) -> N
     _serve(rec, ["bob"], 5)
     assert set(rec.partials()) == {0, 1}
     np.testing.assert_allclose(rec.partials()[1], bob_partial, rtol=1e-6, atol=1e-9)
+
+
+def test_restore_users_rebuilds_the_partials_a_restart_lost_without_serving(subject: Subject) -> None:
+    rec = subject.rec
+    _learn(rec, *PLACED)
+    _serve(rec, PLACED, 5)
+    before = {p: np.array(m) for p, m in rec.partials().items()}
+    rec.take_item_messages()
+    rec.drop_partitions({0, 1, 2})  # a restart: nothing of these partitions is held any more
+    _serve(rec, ["alice"], 5)  # alice came back before the restore: she is not counted twice
+    rec.restore_users([ServeRequest(u, USERS[u][1], USERS[u][0]) for u in PLACED])
+    after = rec.partials()
+    assert set(after) == set(before)
+    for p, m in before.items():
+        np.testing.assert_allclose(after[p], m, rtol=1e-5, atol=1e-9)
+    assert rec.take_item_messages() == []  # nothing served, nothing sent to the item side
+    rec.restore_users([ServeRequest(u, USERS[u][1], USERS[u][0]) for u in PLACED])  # again: no change
+    for p, m in before.items():
+        np.testing.assert_allclose(rec.partials()[p], m, rtol=1e-5, atol=1e-9)
 
 
 def test_remove_video_is_never_recommended_again(subject: Subject) -> None:
