@@ -160,9 +160,9 @@ class LocalStack:
         started.append(Worker(proc, port, log, data_dir))
         return started[-1]
 
-    def launch_worker(self, loglevel: str = "WARNING") -> Worker:
+    def launch_worker(self, loglevel: str = "WARNING", data_dir: Path | None = None) -> Worker:
         """Start a worker process and return at once (start_worker waits until it serves metrics)."""
-        return self._launch("worker", self.workers, loglevel)
+        return self._launch("worker", self.workers, loglevel, data_dir)
 
     def start_trainer(self, timeout: float = 60, loglevel: str = "WARNING") -> Worker:
         """Start a trainer process (`reelstream trainer`) and wait until it serves /metrics."""

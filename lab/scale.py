@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lab.chaos import Feeder, audit, uncommitted, valid_events
+from lab.chaos import Feeder, audit, compare_derived, derived_state, fault_free, settle, uncommitted, valid_events
 from lab.local import LocalStack, Worker, total, wait_for
 from streams.settings import Settings
 
@@ -34,9 +34,13 @@ def wait_balanced(stack: LocalStack, settings: Settings, timeout: float = 90) ->
     wait_for(balanced, timeout, "partitions assigned", [w.log for w in stack.workers])
 
 
-def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False, rate: float | None = None) -> dict[str, Any]:
+def run_scale(
+    workers: int, events: int, seed: int = 5, rebalance: bool = False, rate: float | None = None, reference: bool = False
+) -> dict[str, Any]:
     """Feed a generated stream to `workers` workers (with `rebalance`: one more joins at a third of the feed
-    and the first leaves at two thirds) and audit the final state."""
+    and the first leaves at two thirds) and audit the final state. With `reference`, the same stream is first
+    fed to one worker alone, and the derived state of both runs is compared (lab.chaos.compare_derived):
+    partitions that moved must carry the item side's state by value."""
     from lab.generator import GeneratorConfig, generate
     from lab.recording import read_records
 
@@ -46,6 +50,7 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         generate(GeneratorConfig(users=max(200, events // 20), videos=max(100, events // 50), events=events,
                                  seed=seed), path)  # fmt: skip
         records = list(read_records(path))
+        expected = fault_free(records, settings, rate, 300) if reference else None
         stack.start_broker()
         for _ in range(workers):
             # One join at a time: a second join in the middle of the first rebalance made the mock
@@ -77,6 +82,10 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         rebalances = sum(total(wait_for(w.metrics, 60, "metrics", [w.log]), "reelstream_rebalances_total") for w in alive)
         valid = valid_events(records, settings)
         result = audit(stack.bootstrap, settings, valid)
+        derived = {}
+        if expected is not None:
+            settle(stack, stack.workers[-1], settings, 300)
+            derived = compare_derived(derived_state(stack.bootstrap, settings), expected)
         served = {r.key for r in _recommendation_keys(stack.bootstrap, settings)}
     active = {e["user_id"] for e in valid} - {e["user_id"] for e in valid if e["type"] == "user_delete"}
     return {
@@ -89,6 +98,7 @@ def run_scale(workers: int, events: int, seed: int = 5, rebalance: bool = False,
         "rebalances": int(rebalances),
         "crashes": len(exited),
         "problems": crash_logs + result.problems,
+        **derived,
     }
 
 

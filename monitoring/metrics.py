@@ -61,6 +61,11 @@ REFRESH_PENDING = Gauge(
     "reelstream_refresh_pending_users", "Users still to be served again with the newest model version.",
     registry=REGISTRY,
 )
+RESTORED = Counter(
+    "reelstream_factors_restored_total",
+    "Stored users whose factor was solved again when their partition came to this worker (for its Gram sums).",
+    registry=REGISTRY,
+)
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
 INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
 INDEX_OPS = Counter(

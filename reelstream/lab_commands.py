@@ -125,7 +125,8 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         seed: Annotated[int, typer.Option()] = 7,
         json_: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
-        """Kills and a broker outage during a replay; counts lost and double-counted events in final state."""
+        """Kills and a broker outage during a replay; counts lost and double-counted events in final state, and
+        compares the derived state (item side, vectors, Gram) with the same replay without faults."""
         from lab.chaos import run_chaos
 
         result = run_chaos(kills=kills, outage_s=outage_s, events=events, rate=rate, seed=seed)
@@ -133,8 +134,22 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         typer.echo(orjson.dumps(report, option=0 if json_ else orjson.OPT_INDENT_2).decode())
         if not json_ and result.problems:
             typer.echo("\n".join(result.problems), err=True)
-        if result.lost or result.double_counted or result.unexpected or result.crashes:
+        if result.lost or result.double_counted or result.unexpected or result.crashes or report.get("item_state_mismatches"):
             raise typer.Exit(1)
+
+    @bench.command("state")
+    def bench_state_cmd(
+        users: Annotated[int, typer.Option(help="Users in the local store, 20 interactions each.")] = 1_000_000,
+        videos: Annotated[int, typer.Option(help="Videos of the saved batch model.")] = 100_000,
+        factors: Annotated[int, typer.Option()] = 64,
+        events: Annotated[int, typer.Option(help="Events for stored users after the restart (throughput).")] = 20_000,
+        json_: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """A worker on a large local store: kill -9, restart, time to serve a stored user, memory, throughput."""
+        from lab.state_bench import bench_state
+
+        result = bench_state(users, videos, factors, events)
+        typer.echo(orjson.dumps(result, option=0 if json_ else orjson.OPT_INDENT_2).decode())
 
     @bench.command("scale")
     def bench_scale_cmd(

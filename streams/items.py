@@ -84,8 +84,8 @@ class ItemStateTable(OutputTable):
     owed is not stored: a restored partition re-solves its videos once (`ItemTrainer.restore`).
 
     `on_revoked(kept)` is called at each rebalance with the partitions this worker still holds, and
-    `before_flush()` before each flush (the one before an offset commit): the item side writes then, once
-    per user changed since the last, not once per micro-batch."""
+    `before_flush()` before each flush (the one before an offset commit): the item side writes then (and at
+    each tick), once per user changed since, not once per micro-batch."""
 
     on_revoked: Callable[[set[int]], None] | None = None
     before_flush: Callable[[], None] | None = None
@@ -96,7 +96,11 @@ class ItemStateTable(OutputTable):
         await super().flush()
 
     def partition_of(self, key: str) -> int:
-        return int(orjson.loads(key)[0])
+        """From the key itself ("[partition, user_id]"); -1 for a key that is not one (never restored)."""
+        try:
+            return int(orjson.loads(key)[0])
+        except (ValueError, TypeError, IndexError, KeyError):
+            return -1
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         if self.on_revoked is not None:
@@ -122,7 +126,7 @@ def decode_state(value: Any, factors: int) -> tuple[str, np.ndarray | None, dict
         raise ValueError("not a [version, factor, {video: confidence}] record")
     version, packed, confidences = value
     if not confidences or not all(
-        isinstance(v, str) and isinstance(c, int | float) and math.isfinite(c) and c != 0 for v, c in confidences.items()
+        isinstance(v, str) and type(c) in (int, float) and math.isfinite(c) and c != 0 for v, c in confidences.items()
     ):
         raise ValueError("confidences must be a non-empty {video: finite non-zero number}")
     factor = None
@@ -234,7 +238,9 @@ class ItemSide:
             restored = 0
             for key, value in self.state.items_in(partition):
                 try:
-                    user_id = orjson.loads(key)[1]
+                    stored_partition, user_id = orjson.loads(key)
+                    if stored_partition != partition or not isinstance(user_id, str):
+                        raise ValueError(f"not a [{partition}, user_id] key")
                     trainer.restore(user_id, *decode_state(value, self.settings.factors))
                     restored += 1
                 except (ValueError, TypeError, IndexError) as exc:

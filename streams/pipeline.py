@@ -288,6 +288,7 @@ class Pipeline:
             if record and record["events"]:
                 requests.append(ServeRequest(user_id, record["events"], partition))
         self.recommender.restore_users(requests)
+        metrics.RESTORED.inc(len(requests))
 
     def send_item_messages(self) -> None:
         """New (user factor, confidence) per video, to the item side on the video_id-partitioned stream.

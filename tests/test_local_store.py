@@ -213,3 +213,18 @@ def test_a_write_reaches_the_store_only_once_acknowledged_with_its_offset(tmp_pa
     asyncio.run(users.flush())
     assert users._rocks.get(p, b'"u1"') is None and users.get("u1") is None
     assert users._rocks.persisted_offset(p) == 2
+
+
+@pytest.mark.slow
+def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from_it():
+    """`reelstream bench state` at a small size: after the kill -9 the restarted worker serves a user whose
+    20 interactions were only ever in its local store (the changelog is empty), and restores every stored
+    user's factor for its Gram sums."""
+    from lab.state_bench import bench_state
+
+    result = bench_state(users=3000, videos=2000, factors=16, events=1000, timeout_s=300)
+    print(result)
+    assert result["probe_history_rows"] == 21  # 20 read from the store, and the probe event
+    assert result["probe_model_version"] == "bench-state"  # served by the saved model's ALS, not popularity
+    assert result["recovery_s"] > 0 and result["events_per_s_after_recovery"] > 0 and result["rss_mib"] > 0
+    assert result["store"] == "rocksdb"

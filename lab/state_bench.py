@@ -1,0 +1,211 @@
+"""`reelstream bench state`: a worker on a large local store, killed with -9 and restarted on it.
+
+The users table is built directly in the worker's RocksDB store (one database per changelog partition),
+with the worker's own table, store and history encoder (`streams.tables.OutputTable`, `HistoryEncoder`), in
+a child process that exits before the worker starts (RocksDB allows one process per database). Its
+changelog is left empty: a restart on this disk reads the store and only the changelog written since, which
+is the path under test; replaying millions of records into the embedded broker (5 MiB per partition) is
+neither possible nor what a restart does. Item vectors come from a saved batch model in `model_dir`, searched
+through an IVF index sized for the catalog (nlist = videos / 100, nprobe = nlist / 32). The item side's state is not built (README, Limits).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lab.chaos import Feeder, last_values
+from lab.local import LocalStack, Worker, consumed, total, wait_for
+from lab.recording import Record, read_topic
+from streams.producer import make_producer
+from streams.topics import USERS_TABLE, changelog
+
+INTERACTIONS = 20
+KINDS = ("watch", "watch", "watch", "like", "share", "skip")
+
+
+def user_id(n: int) -> str:
+    return f"u{n:08d}"
+
+
+def video_id(n: int) -> str:
+    return f"v{n:06d}"
+
+
+def _rows(rng: random.Random, user: str, videos: int, t0: float) -> list[list]:
+    from contracts.history import HistoryRow
+
+    rows = []
+    for i in range(INTERACTIONS):
+        kind = rng.choice(KINDS)
+        ratio = round(rng.random(), 3) if kind == "watch" else 0.0
+        rows.append(HistoryRow(f"{user}-{i:02d}", video_id(rng.randrange(videos)), kind, t0 + i * 30.0, ratio).stored())
+    return rows
+
+
+def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], seed: int = 0) -> None:
+    """In this process: N users' records written to the users table's local store under `data_dir`."""
+    import os
+
+    os.environ.update(env)
+    from models.recs.serving import load_recommender
+    from models.text.base import load_comment_models
+    from streams.app import create_app
+    from streams.settings import Settings
+    from streams.tables import HistoryEncoder
+    from streams.topics import USERS_TABLE, partition_for
+    from streams.transport.rocks_store import RocksPartitions
+
+    class _NoOutput:
+        def emit(self, *args: Any, **kwargs: Any) -> None:
+            raise AssertionError("building the store writes no changelog")
+
+        async def flush(self) -> None:
+            pass
+
+    settings = Settings(data_dir=data_dir)
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation),
+                     output=_NoOutput())  # type: ignore[arg-type]  # fmt: skip
+    app.finalize()
+    store = RocksPartitions(app.tables[USERS_TABLE].data)
+    encoder = HistoryEncoder(max_keys=1)
+    rng = random.Random(seed)
+    batch: dict[int, list[tuple[bytes, bytes]]] = {}
+    for n in range(users):
+        user = user_id(n)
+        payload = encoder.encode(user, {"events": _rows(rng, user, videos, 1.7e9 + n % 86_400)})
+        batch.setdefault(partition_for(user.encode(), settings.partitions), []).append((orjson.dumps(user), payload))
+        if n % 20_000 == 19_999 or n == users - 1:
+            for partition, changes in batch.items():
+                store.write(partition, changes, -1)  # no changelog offset: recovery reads the (empty) log from 0
+            batch.clear()
+
+
+def build_model(model_dir: Path, videos: int, factors: int, seed: int = 0) -> None:
+    """A saved batch model: `videos` item vectors (standard normal / sqrt(factors))."""
+    import numpy as np
+
+    from models.recs.als import StreamingALS
+    from models.recs.config import RecsSettings
+
+    settings = RecsSettings(factors=factors)
+    als = StreamingALS(settings, model_version="bench-state")
+    vectors = np.random.default_rng(seed).normal(size=(videos, factors)).astype(np.float32) / np.sqrt(factors)
+    als.upsert_items([video_id(n) for n in range(videos)], vectors)
+    als.save(model_dir)
+
+
+def _event(user: str, video: str, n: int, ts: float) -> bytes:
+    return orjson.dumps({"schema_version": 1, "event_id": f"{user}-new-{n}", "type": "like", "user_id": user,
+                         "video_id": video, "ts": ts})  # fmt: skip
+
+
+def _first_recommendation(bootstrap: str, topic: str, user: str, timeout_s: float) -> tuple[float, dict]:
+    """The broker timestamp (s) and value of the first recommendation for `user`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for rec in read_topic(bootstrap, topic):
+            if rec.key == user.encode() and rec.value:
+                return (rec.timestamp_ms or 0) / 1000.0, orjson.loads(rec.value)
+        time.sleep(0.5)
+    raise TimeoutError(f"no recommendation for {user} within {timeout_s} s")
+
+
+def _rss_mib(worker: Worker) -> tuple[float, float]:
+    """(current, peak) resident memory of the worker process, MiB (Linux /proc)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: int = 20_000, seed: int = 0,
+                timeout_s: float = 900.0) -> dict[str, Any]:  # fmt: skip
+    """Build, start, probe, kill -9, restart, probe, wait for the Gram restore, then a throughput run."""
+    from streams.settings import Settings
+
+    rng = random.Random(seed + 1)
+    with LocalStack() as stack:
+        model_dir = stack.workdir / "model"
+        # IVF sized for the catalog (the defaults, nlist 4096 x 39 training vectors, stay exact below 160k).
+        nlist = max(16, min(4096, videos // 100))
+        stack.env.update({"REELSTREAM_RECS__MODEL_DIR": str(model_dir), "REELSTREAM_RECS__FACTORS": str(factors),
+                          "REELSTREAM_INDEX__KIND": "ivf", "REELSTREAM_INDEX__NLIST": str(nlist),
+                          "REELSTREAM_INDEX__NPROBE": str(max(4, nlist // 32))})  # fmt: skip
+        settings = Settings()
+        topic = settings.topics.recommendations
+        data_dir = stack.workdir / "worker-data"
+        started = time.monotonic()
+        build_model(model_dir, videos, factors, seed)
+        child = multiprocessing.get_context("spawn").Process(
+            target=build_users, args=(str(data_dir), users, videos, dict(stack.env), seed)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"building the store failed (exit {child.exitcode})")
+        build_s = time.monotonic() - started
+        stack.start_broker()
+        produce = make_producer(stack.bootstrap)
+
+        def probe(worker_started: float, n: int) -> tuple[float, dict, int]:
+            """An event for a stored user: seconds from the worker's start to its recommendation, the
+            recommendation, and how many rows the user's record then holds (stored + 1: read from disk)."""
+            user = user_id(rng.randrange(users))
+            produce.produce(settings.topics.events, key=user.encode(), value=_event(user, video_id(0), n, 1.8e9))
+            produce.flush(30)
+            at, rec = _first_recommendation(stack.bootstrap, topic, user, timeout_s)
+            stored = last_values(stack.bootstrap, changelog(settings, USERS_TABLE)).get(orjson.dumps(user))
+            return at - worker_started, rec, len(orjson.loads(stored)["events"]) if stored else 0
+
+        first_start = time.time()
+        worker = stack.launch_worker(data_dir=data_dir)
+        first_s, _, _ = probe(first_start, 0)
+        worker.stop(signal.SIGKILL)
+        restart = time.time()
+        worker = stack.launch_worker(data_dir=data_dir)
+        recovery_s, rec, rows = probe(restart, 1)
+        wait_for(lambda: total(worker.metrics(), "reelstream_factors_restored_total") >= users, timeout_s,
+                 "factors restored", [worker.log], worker.proc)  # fmt: skip
+        restored_s = time.time() - restart
+        records = []
+        for n in range(events):
+            user = user_id(rng.randrange(users))
+            records.append(Record(settings.topics.events, -1, -1, None, user.encode(), _event(user, video_id(rng.randrange(videos)), n + 2, 1.8e9 + n)))
+        def throughput(records: list[Record]) -> float:
+            base = consumed(worker.metrics())
+            feeder = Feeder(stack.bootstrap, records, None)
+            t0 = time.time()
+            feeder.start()
+            wait_for(lambda: consumed(worker.metrics()) - base >= len(records), timeout_s, "events after recovery",
+                     [worker.log], worker.proc, interval=0.5)  # fmt: skip
+            return len(records) / (time.time() - t0)
+
+        rate = throughput(records)
+        # The same users again, now in the worker's caches: what reading them from the store cost above.
+        again = [Record(r.topic, -1, -1, None, r.key, r.value.replace(b"-new-", b"-again-")) for r in records]  # type: ignore[union-attr]
+        warm_rate = throughput(again)
+        rss, peak = _rss_mib(worker)
+    return {
+        "users": users,
+        "videos": videos,
+        "factors": factors,
+        "rss_mib": round(peak, 1),  # the peak: recovery, the Gram restore and the throughput run included
+        "rss_mib_at_end": round(rss, 1),
+        "recovery_s": round(recovery_s, 2),
+        "first_start_s": round(first_s, 2),
+        "factors_restored_s": round(restored_s, 1),
+        "events_per_s_after_recovery": round(rate, 1),  # each event a stored user not served since the restart
+        "events_per_s_same_users_again": round(warm_rate, 1),
+        "probe_model_version": rec.get("model_version"),
+        "probe_history_rows": rows,  # the stored user's 20 rows and the probe's: their state came from disk
+        "store": settings.store,
+        "index": {"kind": "ivf", "nlist": nlist, "nprobe": max(4, nlist // 32)},
+        "build_s": round(build_s, 1),
+    }
