@@ -285,10 +285,10 @@ def create_app(
         factor_partitions.intersection_update(active)
         factor_partitions.update(active)
         if new:
-            restoring.append(asyncio.get_running_loop().create_task(each_user(new, steps.RESTORE_FACTORS, pipeline.restore)))
-            restoring[:] = [task for task in restoring if not task.done()]
+            task = asyncio.get_running_loop().create_task(each_user(new, steps.RESTORE_FACTORS, pipeline.restore))
+            restoring[:] = [(p, t) for p, t in restoring if not t.done()] + [(new, task)]
 
-    restoring: list[asyncio.Task] = []
+    restoring: list[tuple[set[int], asyncio.Task]] = []  # partitions being restored, by task
     users.on_ready = restore_factors
 
     replica("models", t.models, _apply_models(recommender, item_side, factors, on_version), partitions=1)
@@ -302,6 +302,10 @@ def create_app(
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Users of revoked events partitions are served elsewhere now: drop their factors and partials."""
         lost = {tp.partition for tp in revoked if tp.topic == t.events}
+        for partitions, task in restoring:  # unfinished: their partitions are restored again if they stay
+            if not task.done():
+                task.cancel()
+                factor_partitions.difference_update(partitions)
         recommender.drop_partitions(lost)
         factor_partitions.difference_update(lost)
 
