@@ -32,7 +32,7 @@ from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
-from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, USERS_TABLE
+from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, TABLES, USERS_TABLE, changelog
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def create_app(
         fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(item_state, users), gap_emit=output.emit,
         dlq=t.dlq,
         gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
+        changelog_topics=frozenset(changelog(settings, name) for name in TABLES) | {t.item_vectors, t.user_gram, t.models},
     )  # fmt: skip
     transport.configure(app, options)
     def read_by_all(table_type: type[faust.GlobalTable], name: str, partitions: int, **kwargs: Any) -> Any:

@@ -92,7 +92,6 @@ class ChangelogHoleCheck:
     see a moment later than recovery does: records deleted within that moment can be reported though recovery
     read them, or missed though it did not."""
 
-    _holes_reported: set[tuple[str, int, int]] | None = None  # per instance: (topic, partition, end)
     _hole_check: asyncio.Task | None = None
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
@@ -114,13 +113,11 @@ class ChangelogHoleCheck:
         except Exception:  # noqa: BLE001 - no answer now: recovery goes on; the next rebalance checks again
             log.warning("could not read the earliest offsets of %s to check for holes", sorted(needed), exc_info=True)
             return
-        if self._holes_reported is None:
-            self._holes_reported = set()
         for tp, first in needed.items():
             end = earliest.get(tp)
-            if end is not None and end > first and (tp.topic, tp.partition, end) not in self._holes_reported:
-                self._holes_reported.add((tp.topic, tp.partition, end))
-                # Through the agents' gap reporting (the app's transport options name the DLQ and its emit).
+            if end is not None and end > first:
+                # Through the agents' gap reporting (the app's transport options: the DLQ, its emit, and what
+                # was reported already, e.g. by the reset watcher of a standby reading this changelog).
                 report_gap(options_of(self.app), tp.topic, tp.partition, first, end, CHANGELOG_GAP_REASON)  # type: ignore[attr-defined]
 
 

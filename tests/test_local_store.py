@@ -6,6 +6,7 @@ whose beginning the broker deleted before a worker recovered from it is reported
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import orjson
@@ -142,6 +143,55 @@ def test_a_changelog_whose_start_was_deleted_is_dead_lettered_at_recovery():
         assert [(d["reason"], d["topic"], d["partition"], d["offset"]) for d in dead] == [("changelog_gap", topic, 0, 0)]
         assert f"offsets 0..{low - 1}" in dead[0]["detail"]
         assert "changelog_gap" in worker.log.read_text()
+
+
+def test_a_hole_that_opens_under_a_standby_reading_a_changelog_is_dead_lettered():
+    """Two workers, one partition: one owns it, the other keeps a standby copy of its users table by reading
+    the changelog as it grows. While the standby is paused (SIGSTOP, shorter than the session timeout, so
+    no rebalance), 6 MiB of changelog records push the ones it has not read out of the embedded broker; when
+    it resumes, its next fetch is out of range and the reset is reported as a changelog gap."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from lab.local import total
+    from lab.recording import read_topic
+    from lab.scale import owned_partitions
+    from streams.producer import make_producer, produce
+    from streams.settings import Settings
+    from streams.topics import USERS_TABLE, changelog
+
+    s = Settings()
+    topic = changelog(s, USERS_TABLE)
+    with LocalStack(env={"REELSTREAM_PARTITIONS": "1"}) as stack:
+        stack.start_broker()
+        first = stack.start_worker()
+        wait_for(lambda: owned_partitions(first, s.topics.events) == {0}, 60, "the first worker's partition", [first.log])
+        second = stack.start_worker()
+        wait_for(lambda: total(second.metrics(), "reelstream_rebalances_total") >= 1
+                 and total(first.metrics(), "reelstream_rebalances_total") >= 2, 60, "the second join", [second.log])  # fmt: skip
+        owner, standby = (first, second) if owned_partitions(first, s.topics.events) == {0} else (second, first)
+        producer = make_producer(stack.bootstrap, **{"message.max.bytes": 2_000_000})
+        produce(producer, topic, orjson.dumps({"events": []}), orjson.dumps("before"), partition=0)
+        producer.flush(30)
+        time.sleep(2)  # the standby reads it: its position is now at the end
+        standby.proc.send_signal(signal.SIGSTOP)
+        try:
+            pad = "x" * 200_000
+            for i in range(30):
+                produce(producer, topic, orjson.dumps({"events": [], "pad": pad}), orjson.dumps(f"filler-{i}"), partition=0)
+            producer.flush(30)
+        finally:
+            standby.proc.send_signal(signal.SIGCONT)
+        c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": "local-store-test"})
+        low, _high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        c.close()
+        assert low > 1, "the broker kept what the standby had not read: nothing to detect"
+        gap = 'reelstream_dlq_messages_total{reason="changelog_gap"}'
+        wait_for(lambda: standby.metrics().get(gap, 0) > 0, 60, "the hole reported", [standby.log], standby.proc)
+        assert owned_partitions(standby, s.topics.events) == set()  # still the standby: no rebalance happened
+        assert standby.metrics()[gap] == low - 1  # offsets 1..low-1: the standby had read offset 0
+        dead = [orjson.loads(r.value) for r in read_topic(stack.bootstrap, s.topics.dlq)]
+        assert [(d["reason"], d["topic"], d["offset"]) for d in dead] == [("changelog_gap", topic, 1)]
+        assert owner.metrics().get(gap, 0) == 0
 
 
 # --- the write-behind, in process (a real Faust app and RocksDB store; a sink acknowledges on demand) -----------

@@ -8,7 +8,10 @@ offset for the partition (a restarted worker), may never commit that partition a
 `_TrackedPartitionState` sees the reset itself (position before, position after): on the topics named by
 `TransportOptions.gap_topics` the hole is logged as an error, counted in the DLQ metric (reason
 `offset_gap`, one per missing offset), written to the DLQ as one record naming the range, and handed to
-Faust as a gap so commits go past it. Only a move forward to the earliest offset counts (not a seek, nor
+Faust as a gap so commits go past it. Tables' changelogs (`TransportOptions.changelog_topics`) are watched
+too, while a standby or a recovery reads them: a reset there is reported as `changelog_gap` (the start of a
+recovery beyond the local store is checked at assignment instead, streams/tables.py ChangelogHoleCheck:
+Faust starts recovery at the earliest offset itself, so no reset happens). Only a move forward to the earliest offset counts (not a seek, nor
 `seek_to_end`).
 
 Only a consumer that opted in is changed: when its app's options name gap topics, the consumer thread
@@ -129,12 +132,17 @@ class _GapWatchingSubscriptions(aiokafka_subscriptions.SubscriptionState):
 def report_gap(
     options: TransportOptions, topic: str, partition: int, first: int, end: int, reason: str = GAP_REASON
 ) -> None:
-    """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably.
+    """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably, once
+    per offset (`TransportOptions.gaps`).
     `reason`: GAP_REASON for an agent's input, CHANGELOG_GAP_REASON for a table's changelog (streams/tables.py
     ChangelogHoleCheck: the records were gone before the table was recovered from them)."""
     from contracts.events import DeadLetter, dumps
     from monitoring import metrics
 
+    claimed = options.gaps.claim(topic, partition, first, end)
+    if claimed is None:  # reported already (the same loss seen again, or by another watcher)
+        return
+    first = claimed
     n = end - first
     log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
               "them: dead-lettered as %s", first, end - 1, topic, partition, n, reason)  # fmt: skip
@@ -149,17 +157,19 @@ def report_gap(
 class OffsetGapsThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        self._holes_reported: set[tuple[str, int, int, int]] = set()
-        topics = options_of(self.app).gap_topics
+        options = options_of(self.app)
+        topics = options.gap_topics | options.changelog_topics
         if topics:  # before start(): the fetcher and coordinator take the consumer's subscription state then
             consumer._subscription = _GapWatchingSubscriptions(topics, self._on_hole, loop=consumer._loop)
         return consumer
 
     def _on_hole(self, topic: str, partition: int, first: int, end: int) -> None:
-        """In this thread's loop (aiokafka's): report, then let Faust's loop ack the range as a gap."""
-        key = (topic, partition, first, end)
-        if key not in self._holes_reported:  # a re-read of the same hole (after a rebalance) is one loss
-            self._holes_reported.add(key)
-            report_gap(options_of(self.app), topic, partition, first, end)
+        """In this thread's loop (aiokafka's): report, then let Faust's loop ack the range as a gap (an
+        agent's input; a changelog, read by a standby or a recovery, has no committed offset to move)."""
+        options = options_of(self.app)
+        changelog = topic in options.changelog_topics
+        report_gap(options, topic, partition, first, end, CHANGELOG_GAP_REASON if changelog else GAP_REASON)
+        if changelog:
+            return
         consumer = self.consumer
         asyncio.run_coroutine_threadsafe(consumer._add_gap(TP(topic, partition), first, end - 1), consumer.loop)

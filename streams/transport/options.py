@@ -5,13 +5,33 @@ thread's and the producer's `app`), so two apps in one process never share setti
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ATTRIBUTE = "reelstream_transport_options"  # on the faust.App
 # The longest wait between two tries while the broker does not answer (outage_start.py, group_join.py).
 RETRY_MAX_S = 5.0
+
+
+class ReportedGaps:
+    """Per app: where the last reported hole of each (topic, partition) ended, so that one loss is reported
+    once, whoever sees it: the consumer's reset watcher (a thread of its own), a table's check at
+    assignment, a re-read of the same hole after a rebalance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._end: dict[tuple[str, int], int] = {}
+
+    def claim(self, topic: str, partition: int, first: int, end: int) -> int | None:
+        """The first offset of first..end-1 not reported yet (then reported from here on), or None."""
+        with self._lock:
+            start = max(first, self._end.get((topic, partition), first))
+            if start >= end:
+                return None
+            self._end[topic, partition] = end
+            return start
 
 
 @dataclass(frozen=True)
@@ -22,9 +42,13 @@ class TransportOptions:
     flush_with_commit: tuple[Any, ...] = ()
     # Topics whose offset holes are dead-lettered (offset_gaps.py); empty: no consumer watches for gaps.
     gap_topics: frozenset[str] = frozenset()
+    # Tables' changelogs, watched the same way while read (a standby, a recovery): a hole is dead-lettered as
+    # a changelog gap; Faust commits no offset there, so nothing is acked.
+    changelog_topics: frozenset[str] = frozenset()
     # Where a hole's record goes: OutputProducer.emit (thread-safe, librdkafka) to the `dlq` topic.
     gap_emit: Callable[..., None] | None = None
     dlq: str = ""
+    gaps: ReportedGaps = field(default_factory=ReportedGaps, compare=False)
 
 
 DEFAULT = TransportOptions()
