@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lab.chaos import Feeder, audit, compare_derived, derived_state, fault_free, settle, uncommitted, valid_events
+from lab.chaos import Feeder, audit, compare_runs, derived_before_and_after_refit, fault_free, uncommitted, valid_events
 from lab.local import LocalStack, Worker, total, wait_for
 from streams.settings import Settings
 
@@ -84,8 +84,7 @@ def run_scale(
         result = audit(stack.bootstrap, settings, valid)
         derived = {}
         if expected is not None:
-            settle(stack, stack.workers[-1], settings, 300)
-            derived = compare_derived(derived_state(stack.bootstrap, settings), expected)
+            derived = compare_runs(derived_before_and_after_refit(stack, stack.workers[-1], settings, 300), expected)
         served = {r.key for r in _recommendation_keys(stack.bootstrap, settings)}
     active = {e["user_id"] for e in valid} - {e["user_id"] for e in valid if e["type"] == "user_delete"}
     return {

@@ -127,14 +127,14 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     ) -> None:
         """Kills and a broker outage during a replay; counts lost and double-counted events in final state, and
         compares the derived state (item side, vectors, Gram) with the same replay without faults."""
-        from lab.chaos import run_chaos
+        from lab.chaos import derived_ok, run_chaos
 
         result = run_chaos(kills=kills, outage_s=outage_s, events=events, rate=rate, seed=seed)
         report = result.report()
         typer.echo(orjson.dumps(report, option=0 if json_ else orjson.OPT_INDENT_2).decode())
         if not json_ and result.problems:
             typer.echo("\n".join(result.problems), err=True)
-        if result.lost or result.double_counted or result.unexpected or result.crashes or report.get("item_state_mismatches"):
+        if result.lost or result.double_counted or result.unexpected or result.crashes or not derived_ok(report):
             raise typer.Exit(1)
 
     @bench.command("state")

@@ -84,7 +84,9 @@ class Trainer:
         """Fit and publish a new version: vectors first, the version record once they are delivered. If
         publishing fails, the next loop fits and publishes again."""
         started = time.perf_counter()
-        model = self.refitter.fit(self.histories)
+        # In user-id order: the fit's rows, and so its random start, do not depend on the order the changelog
+        # was read in; the same stored state fits the same model (bench chaos compares two runs' refits).
+        model = self.refitter.fit(dict(sorted(self.histories.items())))
         try:
             self._publish(model)
         except Exception:
@@ -124,6 +126,19 @@ class Trainer:
             "trainer: published %s (%d users, %d videos, %d interactions, fit %.2f s)",
             version, mark.users, published, mark.interactions, mark.seconds,
         )  # fmt: skip
+
+
+def _caught_up(consumer: Any) -> bool:
+    """Every assigned partition read to the end the broker reported in its latest fetch response."""
+    from confluent_kafka import OFFSET_INVALID
+
+    for tp in consumer.position(consumer.assignment()):
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:  # no fetch response yet
+            return False
+        if (tp.offset if tp.offset != OFFSET_INVALID else low) < high:
+            return False
+    return True
 
 
 def run_trainer(settings: Settings, stop: threading.Event | None = None) -> None:
@@ -194,9 +209,9 @@ def run_trainer(settings: Settings, stop: threading.Event | None = None) -> None
                     offsets[msg.partition()] = msg.offset() + 1
             lease.poll(0)  # group membership; the records themselves are not needed
             metrics.TRAINER_ACTIVE.set(active.is_set())
-            # A full read batch means there is more to read (a restart catching up): fit on all of it, not on
-            # each growing prefix.
-            due = active.is_set() and len(msgs) < READ_BATCH and trainer.due()
+            # A full read batch, or a partition behind its end, means there is more to read (a restart catching
+            # up): fit on all of it, not on each growing prefix.
+            due = active.is_set() and len(msgs) < READ_BATCH and trainer.due() and _caught_up(data)
             # Busy before positions: whoever sees the positions caught up also sees whether a fit is due.
             metrics.TRAINER_BUSY.set(due)
             for p, offset in offsets.items():

@@ -12,6 +12,7 @@ from lab.chaos import Feeder, audit, uncommitted, valid_events
 from lab.generator import GeneratorConfig, generate
 from lab.local import LocalStack, wait_for
 from lab.recording import read_records
+from lab.chaos import derived_ok
 from lab.scale import owned_partitions, run_scale, wait_balanced
 from streams.settings import Settings
 
@@ -25,6 +26,7 @@ def test_rebalance_during_replay_loses_nothing():
     print({k: v for k, v in result.items() if k != "problems"})
     assert result["crashes"] == 0, result["problems"]
     assert result["item_state_mismatches"] == 0, result["item_state_examples"]
+    assert derived_ok(result), {k: v for k, v in result.items() if k != "problems"}
     assert result["lost"] == 0 and result["double_counted"] == 0, result["problems"]
     assert result["users_without_recs"] == 0
     assert result["rebalances"] >= 2  # the join and the leave were both seen by the surviving workers
