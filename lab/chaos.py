@@ -210,7 +210,8 @@ def reconcile(
 class Derived:
     """The state a worker derives, as the broker holds it once the stream is quiescent: the item side's
     (video, user) -> confidence (the item-state changelog), the latest vector per video (item-vectors) and
-    the Gram of all users (the sum of user-gram's partials)."""
+    the Gram of all users the item solves use (a refit's, from `models`; before one, the sum of user-gram's
+    partials)."""
 
     items: dict[tuple[str, str], float]
     vectors: dict[str, Any]
@@ -258,8 +259,8 @@ def derived_ok(report: dict[str, Any]) -> bool:
 def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
     """`item_state_mismatches`: (video, user) pairs present in one run only or with another confidence
     (exact: the item side's state is a function of the inputs, models/recs/confidence.py `video_confidences`);
-    `item_vectors_max_rel_diff`: the largest |a - b| / |b| over videos with a vector in both, and videos with a
-    vector in one run only; `gram_max_rel_diff`: |A - B| / |B| (Frobenius) of the two runs' Grams."""
+    `item_vectors_max_rel_diff`: the largest |a - b| / |b| over videos with a vector in both runs
+    (`item_vectors_only_in_one_run` counts the others); `gram_max_rel_diff`: |A - B| / |B| (Frobenius)."""
     import numpy as np
 
     pairs = got.items.keys() | reference.items.keys()
@@ -300,8 +301,8 @@ def refit_and_settle(stack: Any, settings: Settings, timeout_s: float) -> None:
     _quiet(stack, settings, timeout_s)
 
 
-def derived_before_and_after_refit(stack: Any, worker: Any, settings: Settings, timeout_s: float) -> tuple[Derived, Derived]:
-    settle(stack, worker, settings, timeout_s)
+def derived_before_and_after_refit(stack: Any, settings: Settings, timeout_s: float) -> tuple[Derived, Derived]:
+    """Of a settled stack: its derived state, then again after `refit_and_settle`."""
     before = derived_state(stack.bootstrap, settings)
     refit_and_settle(stack, settings, timeout_s)
     return before, derived_state(stack.bootstrap, settings)
@@ -340,7 +341,8 @@ def fault_free(records: list, settings: Settings, rate: float | None, timeout_s:
         feeder = Feeder(stack.bootstrap, records, rate)
         feeder.start()
         feeder.join()
-        return derived_before_and_after_refit(stack, worker, settings, timeout_s)
+        settle(stack, worker, settings, timeout_s)
+        return derived_before_and_after_refit(stack, settings, timeout_s)
 
 
 # --- the experiment -----------------------------------------------------------------------------------
@@ -357,7 +359,7 @@ class ChaosResult:
     crashes: int
     seconds: float
     problems: list[str]
-    derived: dict[str, Any] = field(default_factory=dict)  # compare_derived against a fault-free replay
+    derived: dict[str, Any] = field(default_factory=dict)  # compare_runs against a fault-free replay
 
     def report(self) -> dict[str, Any]:
         """The `bench chaos --json` object."""
@@ -386,7 +388,7 @@ def run_chaos(
     """Feed a generated stream (with its malformed messages) to a worker; kill it `kills` times at seeded
     random points (restarting it each time, alternately on its own local store and on an empty one), then
     take the broker down for `outage_s`; audit the result. With `reference`, the same stream is first
-    replayed without faults, and the derived state of both runs is compared (`compare_derived`)."""
+    replayed without faults, and the derived state of both runs is compared (`compare_runs`)."""
     from lab.generator import FAULTS, GeneratorConfig, generate
     from lab.local import LocalStack, consumed, wait_for
     from lab.recording import read_records
@@ -442,7 +444,7 @@ def run_chaos(
         result = audit(stack.bootstrap, settings, valid_events(records, settings))
         derived = {}
         if expected is not None:
-            derived = compare_runs(derived_before_and_after_refit(stack, worker, settings, settle_timeout_s), expected)
+            derived = compare_runs(derived_before_and_after_refit(stack, settings, settle_timeout_s), expected)
     return ChaosResult(
         kills=kills, outage_s=outage_s, events=result.events, lost=result.lost,
         double_counted=result.double_counted, unexpected=result.unexpected, dlq=result.dlq,

@@ -9,7 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lab.chaos import Feeder, audit, compare_runs, derived_before_and_after_refit, fault_free, uncommitted, valid_events
+from lab.chaos import (
+    Feeder,
+    audit,
+    compare_runs,
+    derived_before_and_after_refit,
+    fault_free,
+    settle,
+    uncommitted,
+    valid_events,
+)
 from lab.local import LocalStack, Worker, total, wait_for
 from streams.settings import Settings
 
@@ -39,7 +48,7 @@ def run_scale(
 ) -> dict[str, Any]:
     """Feed a generated stream to `workers` workers (with `rebalance`: one more joins at a third of the feed
     and the first leaves at two thirds) and audit the final state. With `reference`, the same stream is first
-    fed to one worker alone, and the derived state of both runs is compared (lab.chaos.compare_derived):
+    fed to one worker alone, and the derived state of both runs is compared (lab.chaos.compare_runs):
     partitions that moved must carry the item side's state by value."""
     from lab.generator import GeneratorConfig, generate
     from lab.recording import read_records
@@ -84,7 +93,8 @@ def run_scale(
         result = audit(stack.bootstrap, settings, valid)
         derived = {}
         if expected is not None:
-            derived = compare_runs(derived_before_and_after_refit(stack, stack.workers[-1], settings, 300), expected)
+            settle(stack, stack.workers[-1], settings, 300)
+            derived = compare_runs(derived_before_and_after_refit(stack, settings, 300), expected)
         served = {r.key for r in _recommendation_keys(stack.bootstrap, settings)}
     active = {e["user_id"] for e in valid} - {e["user_id"] for e in valid if e["type"] == "user_delete"}
     return {
