@@ -222,12 +222,13 @@ def derived_state(bootstrap: str, settings: Settings) -> Derived:
     import numpy as np
 
     from contracts.models import MODEL_KEY, parse_model_record, parse_vector_record
+    from streams.items import parse_state_key
     from streams.topics import ITEM_STATE_TABLE, changelog
 
     items: dict[tuple[str, str], float] = {}
     for key, value in last_values(bootstrap, changelog(settings, ITEM_STATE_TABLE)).items():
         if value is not None:
-            _, user = orjson.loads(orjson.loads(key))
+            _, user = parse_state_key(orjson.loads(key))
             items.update({(video, user): c for video, c in orjson.loads(value)[2].items()})
     vectors = {}
     for key, value in last_values(bootstrap, settings.topics.item_vectors).items():

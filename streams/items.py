@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from models.recs.config import RecsSettings
-from models.recs.item_side import ItemMessage, ItemTrainer
+from models.recs.item_side import ItemMessage, ItemTrainer, own
 from monitoring import metrics
 from streams.pipeline import Message
 from streams.tables import ChangelogHoleCheck, OutputTable, latest_values
@@ -98,8 +98,8 @@ class ItemStateTable(OutputTable):
     def partition_of(self, key: str) -> int:
         """From the key itself ("[partition, user_id]"); -1 for a key that is not one (never restored)."""
         try:
-            return int(orjson.loads(key)[0])
-        except (ValueError, TypeError, IndexError, KeyError):
+            return parse_state_key(key)[0]
+        except ValueError:
             return -1
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
@@ -110,6 +110,17 @@ class ItemStateTable(OutputTable):
 
 def state_key(partition: int, user_id: str) -> str:
     return orjson.dumps([partition, user_id]).decode()
+
+
+def parse_state_key(key: str) -> tuple[int, str]:
+    """`state_key`'s inverse; ValueError for anything else."""
+    try:
+        partition, user_id = orjson.loads(key)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a [partition, user_id] key: {exc}") from None
+    if type(partition) is not int or not isinstance(user_id, str):
+        raise ValueError("not a [partition, user_id] key")
+    return partition, user_id
 
 
 def encode_state(state: tuple[str, np.ndarray | None, dict[str, float]]) -> list[Any]:
@@ -172,11 +183,8 @@ class ItemSide:
         return trainer
 
     def own(self, video_id: str, batch: bool) -> None:
-        """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
-        if batch:
-            self.batch_videos.add(video_id)
-        else:
-            self.batch_videos.discard(video_id)
+        """`ItemTrainer.own`, for every trainer at once (they share `batch_videos`)."""
+        own(self.batch_videos, video_id, batch)
 
     def new_model(self, version: str) -> None:
         self.version = version
@@ -238,12 +246,12 @@ class ItemSide:
             restored = 0
             for key, value in self.state.items_in(partition):
                 try:
-                    stored_partition, user_id = orjson.loads(key)
-                    if stored_partition != partition or not isinstance(user_id, str):
-                        raise ValueError(f"not a [{partition}, user_id] key")
+                    stored_partition, user_id = parse_state_key(key)
+                    if stored_partition != partition:
+                        raise ValueError(f"a key of partition {stored_partition}")
                     trainer.restore(user_id, *decode_state(value, self.settings.factors))
                     restored += 1
-                except (ValueError, TypeError, IndexError) as exc:
+                except ValueError as exc:
                     log.error("item-state: record %.200r of partition %d not applied: %s", key, partition, exc)
                     metrics.DLQ.labels("invalid_item_state").inc()
             trainer.take_touched()

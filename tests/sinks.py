@@ -15,9 +15,13 @@ class Sink:
         its topic and partition, so the users table's RocksDB write-behind sees its writes delivered."""
         self.sent.append((topic, key, value))
         if on_delivery is not None:
-            offset = self._next_offset.get((topic, partition), 0)
-            self._next_offset[topic, partition] = offset + 1
-            on_delivery(None, _Delivered(topic, partition, offset))
+            self.acknowledge(topic, partition, on_delivery)
+
+    def acknowledge(self, topic, partition, on_delivery) -> None:
+        """A delivery report with the next offset of `topic`[`partition`]."""
+        offset = self._next_offset.get((topic, partition), 0)
+        self._next_offset[topic, partition] = offset + 1
+        on_delivery(None, _Delivered(topic, partition, offset))
 
     async def flush(self) -> None:
         pass

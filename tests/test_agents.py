@@ -123,7 +123,7 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     import orjson
 
     from monitoring import metrics
-    from streams.items import state_key
+    from streams.items import parse_state_key, state_key
     from streams.pipeline import Message
     from streams.topics import ITEM_STATE_TABLE, changelog
     from streams.transport.rocks_store import RocksPartitions
@@ -156,7 +156,7 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     _, b, _ = worker("b")
     store = RocksPartitions(b.tables[ITEM_STATE_TABLE].data)
     for offset, (key, value) in enumerate(logged):
-        store.write(orjson.loads(orjson.loads(key))[0], [(key, value)], offset)
+        store.write(parse_state_key(orjson.loads(key))[0], [(key, value)], offset)
     store.write(0, [(orjson.dumps(state_key(0, "u9")), b'["x", "not base64", {"v1": 1.0}]')], len(logged))
     invalid = metrics.DLQ.labels("invalid_item_state")._value.get()
     b.item_side.new_model("batch-1")

@@ -14,6 +14,7 @@ import pytest
 
 from lab.local import LocalStack, wait_for
 from lab.recording import high_watermarks
+from tests.sinks import Sink
 
 pytestmark = pytest.mark.integration
 
@@ -195,24 +196,22 @@ def test_a_hole_that_opens_under_a_standby_reading_a_changelog_is_dead_lettered(
 
 
 # --- the write-behind, in process (a real Faust app and RocksDB store; a sink acknowledges on demand) -----------
-class _LateSink:
+class _LateSink(Sink):
     """An output that acknowledges only when told (as the broker at a flush)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.unacked: list = []
-        self.offsets: dict[tuple[str, int], int] = {}
 
     def emit(self, topic, key, value, timestamp=None, partition=None, on_delivery=None) -> None:
+        self.sent.append((topic, key, value))
         if on_delivery is not None:
             self.unacked.append((topic, partition, on_delivery))
 
     def ack(self, n: int | None = None) -> None:
-        from tests.sinks import _Delivered
-
         n = len(self.unacked) if n is None else n
         for topic, partition, callback in self.unacked[:n]:
-            offset = self.offsets[topic, partition] = self.offsets.get((topic, partition), -1) + 1
-            callback(None, _Delivered(topic, partition, offset))
+            self.acknowledge(topic, partition, callback)
         del self.unacked[:n]
 
     async def flush(self) -> None:

@@ -41,6 +41,15 @@ def solve_item(
     return solve_factor(factors, conf, gram_users, settings.regularization)
 
 
+def own(batch_videos: set[str], video_id: str, batch: bool) -> None:
+    """Record whether the vector served for `video_id` came from a batch fit (the item side leaves it alone
+    until the next fit) or from the item side's own solve."""
+    if batch:
+        batch_videos.add(video_id)
+    else:
+        batch_videos.discard(video_id)
+
+
 class ItemTrainer:
     """State of one video_id partition: who interacted with each video (confidence) and the latest factor
     received for each of those users; a user withdrawn from all of this partition's videos leaves with their
@@ -79,10 +88,7 @@ class ItemTrainer:
 
     def own(self, video_id: str, batch: bool) -> None:
         """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
-        if batch:
-            self.batch_videos.add(video_id)
-        else:
-            self.batch_videos.discard(video_id)
+        own(self.batch_videos, video_id, batch)
 
     # --- the state, as stored per user (streams/items.py journals it) ------------------------------
     def user_state(self, user_id: str) -> tuple[str, np.ndarray | None, dict[str, float]] | None:
