@@ -139,19 +139,17 @@ def report_gap(
     from contracts.events import DeadLetter, dumps
     from monitoring import metrics
 
-    claimed = options.gaps.claim(topic, partition, first, end)
-    if claimed is None:  # reported already (the same loss seen again, or by another watcher)
-        return
-    first = claimed
-    n = end - first
-    log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
-              "them: dead-lettered as %s", first, end - 1, topic, partition, n, reason)  # fmt: skip
-    detail = (f"offsets {first}..{end - 1} ({n} messages) were no longer on the broker when this worker "
-              "fetched them (retention or log truncation); their bytes are unavailable")  # fmt: skip
-    record = DeadLetter(reason=reason, detail=detail, topic=topic, partition=partition, offset=first, raw="")
-    if options.gap_emit is not None:
-        options.gap_emit(options.dlq, None, dumps(record), None, partition)
-    metrics.DLQ.labels(reason).inc(n)
+    # Only what was not reported already (the same loss seen again, or by another watcher first).
+    for start, stop in options.gaps.claim(topic, partition, first, end):
+        n = stop - start
+        log.error("offsets %d..%d of %s[%d] (%d messages) were deleted by the broker before this worker read "
+                  "them: dead-lettered as %s", start, stop - 1, topic, partition, n, reason)  # fmt: skip
+        detail = (f"offsets {start}..{stop - 1} ({n} messages) were no longer on the broker when this worker "
+                  "fetched them (retention or log truncation); their bytes are unavailable")  # fmt: skip
+        record = DeadLetter(reason=reason, detail=detail, topic=topic, partition=partition, offset=start, raw="")
+        if options.gap_emit is not None:
+            options.gap_emit(options.dlq, None, dumps(record), None, partition)
+        metrics.DLQ.labels(reason).inc(n)
 
 
 class OffsetGapsThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -16,22 +16,35 @@ RETRY_MAX_S = 5.0
 
 
 class ReportedGaps:
-    """Per app: where the last reported hole of each (topic, partition) ended, so that one loss is reported
-    once, whoever sees it: the consumer's reset watcher (a thread of its own), a table's check at
-    assignment, a re-read of the same hole after a rebalance."""
+    """Per app: the offset ranges reported lost per (topic, partition), so that one loss is reported once,
+    whoever sees it and in whatever order: the consumer's reset watcher (a thread of its own), a table's
+    check at assignment, a re-read of the same hole after a rebalance."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._end: dict[tuple[str, int], int] = {}
+        self._covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
 
-    def claim(self, topic: str, partition: int, first: int, end: int) -> int | None:
-        """The first offset of first..end-1 not reported yet (then reported from here on), or None."""
+    def claim(self, topic: str, partition: int, first: int, end: int) -> list[tuple[int, int]]:
+        """The parts of offsets first..end-1 not reported yet, as [start, end) ranges (reported from now on)."""
         with self._lock:
-            start = max(first, self._end.get((topic, partition), first))
-            if start >= end:
-                return None
-            self._end[topic, partition] = end
-            return start
+            covered = self._covered.setdefault((topic, partition), [])
+            parts, at = [], first
+            for start, stop in covered:  # sorted, disjoint
+                if stop <= at or start >= end:
+                    continue
+                if start > at:
+                    parts.append((at, start))
+                at = max(at, stop)
+            if at < end:
+                parts.append((at, end))
+            merged: list[tuple[int, int]] = []
+            for start, stop in sorted([*covered, (first, end)]):
+                if merged and start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+                else:
+                    merged.append((start, stop))
+            covered[:] = merged
+            return parts
 
 
 @dataclass(frozen=True)
