@@ -227,7 +227,7 @@ class Pipeline:
                 state.rows = state.rows[-self.s.recs.history_max_events:]
                 self.users.put(user, {"events": state.rows}, state.msg.partition)
             if state.new or state.resent:
-                self.recommender.learn(user, state.rows, state.new, changed=state.resent)
+                self.recommender.learn(user, state.rows, state.new, changed=state.resent, partition=state.msg.partition)
         self.serve_all(touched)
         for kind, n in counts.items():  # last: a batch that fails is counted by its one-by-one retry
             self._events[kind].inc(n)
@@ -377,7 +377,9 @@ class Pipeline:
             rows = record["events"]
             rows[rows.index(row)] = row_with_sentiment(row, sentiment)
             self.users.put(event.user_id, record, msg.partition)
-            self.recommender.learn(event.user_id, record["events"], [], changed=[event.video_id])
+            self.recommender.learn(
+                event.user_id, record["events"], [], changed=[event.video_id], partition=msg.partition
+            )
             state = touched.setdefault(event.user_id, _Touched(record["events"], {}))
             state.msg = msg  # comments are co-partitioned with events: the same partition number
             state.source_event_id = event.event_id

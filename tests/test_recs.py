@@ -266,6 +266,29 @@ def test_popularity_decays_with_half_life() -> None:
     assert [v for v, _ in alltime.recommend({}, 2)] == ["a", "b"]
 
 
+def test_popularity_is_kept_per_partition_and_reported_as_of_the_latest_event() -> None:
+    """A revoked partition's counts leave; the same events observed in another order (a restart recounting
+    stored histories user by user) report the same scores, whichever event set the reference time."""
+    events = [(f"v{n % 7}", float(n % 3 + 1), 1000.0 + 37.0 * n, n % 3) for n in range(60)]
+    events.append(("only-1", 50.0, 3000.0, 1))
+    in_order = PopularityRecommender(half_life_s=300.0)
+    for video, weight, ts, partition in events:
+        in_order.observe(video, weight, ts, partition)
+    recounted = PopularityRecommender(half_life_s=300.0)
+    for video, weight, ts, partition in sorted(events, key=lambda e: (e[3], -e[2])):
+        recounted.observe(video, weight, ts, partition)
+    assert dict(recounted.recommend({}, 8)) == pytest.approx(dict(in_order.recommend({}, 8)), rel=1e-12)
+    assert max(s for _, s in in_order.recommend({}, 1)) < sum(w for _, w, _, _ in events)  # decayed, not 2^x
+    in_order.drop_partitions({1, 2})
+    only_0 = PopularityRecommender(half_life_s=300.0)
+    for video, weight, ts, partition in events:
+        if partition == 0:
+            only_0.observe(video, weight, ts, partition)
+    only_0.t_last = in_order.t_last  # the latest event stays the clock of the worker that saw it
+    assert dict(in_order.recommend({}, 7)) == pytest.approx(dict(only_0.recommend({}, 7)), rel=1e-12)
+    assert "only-1" not in dict(in_order.recommend({}, 8)) and len(in_order.recommend({}, 8)) == 7
+
+
 def test_save_load_round_trip(tmp_path) -> None:
     matrix = _random_matrix(seed=3)
     histories = {

@@ -204,9 +204,9 @@ class StreamingALS:
         scores[rows] = -np.inf
         return top_k(self.item_ids, scores, k)
 
-    def observe(self, video_id: str, weight: float, ts: float) -> None:
+    def observe(self, video_id: str, weight: float, ts: float, partition: int = 0) -> None:
         """Learning hook per interaction: only popularity (the cold-start answer) keeps counts."""
-        self.popularity.observe(video_id, weight, ts)
+        self.popularity.observe(video_id, weight, ts, partition)
 
     # ---- batch fit and persistence -----------------------------------------------------------------------
 

@@ -36,9 +36,11 @@ class Recommender(Protocol):
     @property
     def model_version(self) -> str: ...
 
-    def learn(self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = ()) -> None:
-        """The user's full stored history after this batch, the rows this batch added, and the videos whose
-        rows changed without a new one (a comment's sentiment arrived)."""
+    def learn(
+        self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = (), partition: int = 0
+    ) -> None:
+        """The user's full stored history after this batch, the rows this batch added, the videos whose
+        rows changed without a new one (a comment's sentiment arrived), and the user's `events` partition."""
 
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
@@ -80,8 +82,8 @@ class Recommender(Protocol):
 
     def restore_users(self, requests: Sequence[ServeRequest]) -> None:
         """Users of partitions this worker just took on (a restart, a rebalance), with their stored
-        histories: their factors join the partial Grams without serving them; a user already served
-        since is left as is."""
+        histories: their factors join the partial Grams without serving them, and their rows the
+        popularity counts; a user already served (or learned) since is left as is."""
 
     def newer_model(self) -> object | None:
         """A newer saved model, loaded and ready for `swap`, or None (slow: call it off the event loop)."""
@@ -98,8 +100,9 @@ class Ranker(Protocol):
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]: ...
 
-    def observe(self, video_id: str, weight: float, ts: float) -> None:
-        """Learning hook for one interaction with its confidence weight at event time."""
+    def observe(self, video_id: str, weight: float, ts: float, partition: int = 0) -> None:
+        """Learning hook for one interaction with its confidence weight at event time, from an `events`
+        partition (counts a worker keeps per partition leave with it in a rebalance)."""
 
     def remove_videos(self, video_ids: Sequence[str]) -> None:
         """Removed or blocked videos leave the model for good."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from contracts.history import TS, VIDEO_ID, Row
+from contracts.history import EVENT_ID, TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
 from models.recs.base import Scored, ServeRequest
@@ -57,15 +57,23 @@ class StreamingRecommender:
         self._confidences = FlooredPrefixCache(
             self.s.weights, self.s.history_half_life_s, long_term_of(self.s)
         )
+        self._counted: dict[str, int] = {}  # user -> partition: their stored rows are in the popularity counts
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
     def model_version(self) -> str:
         return self.als.model_version
 
-    def learn(self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = ()) -> None:
+    def learn(
+        self, user_id: str, history: list[Row], new: list[Row], changed: Collection[str] = (), partition: int = 0
+    ) -> None:
+        if user_id not in self._counted:
+            # First seen since this worker took the partition on: their stored rows count once, here or in
+            # restore_users, whichever comes first.
+            new_ids = {r[EVENT_ID] for r in new}
+            self._count(user_id, [r for r in history if r[EVENT_ID] not in new_ids], partition)
         for row in new:
-            self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS])
+            self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS], partition)
         self._new_videos.setdefault(user_id, set()).update(r[VIDEO_ID] for r in new)
         self._new_videos[user_id].update(changed)
 
@@ -109,6 +117,14 @@ class StreamingRecommender:
         for video in sorted({r[VIDEO_ID] for r in history}):
             self.item_messages.append(ItemMessage(video, user_id, None, 0.0))
 
+    def _count(self, user_id: str, rows: Sequence[Row], partition: int) -> None:
+        """A user's stored rows into the popularity counts of their partition, once per ownership: the counts
+        a restart or a rebalance lost, recomputed from the durable histories (the latest history_max_events
+        rows of each user: older rows of a heavier user are not recounted)."""
+        for row in rows:
+            self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS], partition)
+        self._counted[user_id] = partition
+
     def partials(self) -> dict[int, np.ndarray]:
         """Per `events` partition, X^T X of its users' current factors. Factor changes are queued per served
         user and applied here, one product per partition (an outer product per user showed in profiles)."""
@@ -126,9 +142,13 @@ class StreamingRecommender:
             self._gram_changes.setdefault(old[0], []).append((old[1], -1.0))
 
     def drop_partitions(self, partitions: set[int]) -> None:
-        """Partitions revoked in a rebalance: their users (and partial Grams) now live on another worker."""
+        """Partitions revoked in a rebalance: their users (partial Grams, popularity counts) now live on
+        another worker."""
         for user_id in [u for u, (p, _) in self.user_factors.items() if p in partitions]:
             del self.user_factors[user_id]
+        for user_id in [u for u, p in self._counted.items() if p in partitions]:
+            del self._counted[user_id]
+        self.als.popularity.drop_partitions(partitions)
         self._confidences.clear()  # a rebalance is rare; each user's first serve rebuilds theirs
         for p in partitions:
             self._partials.pop(p, None)
@@ -139,6 +159,9 @@ class StreamingRecommender:
         the current items, as at a serve), so that this worker's partial Grams cover every user of its
         partitions: a Gram of only the users who acted since a restart would be published over the full one
         and steer every item solve. Not through the per-user confidence cache: these users may not return."""
+        for r in requests:
+            if r.user_id not in self._counted:
+                self._count(r.user_id, r.history, r.partition)
         todo = [r for r in requests if r.user_id not in self.user_factors]
         confs = [user_confidences(r.history, self.s, unique=True) for r in todo]
         for r, conf, factor in zip(todo, confs, self.als.solve_users(confs)):

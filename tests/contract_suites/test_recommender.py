@@ -372,6 +372,28 @@ def test_restore_users_rebuilds_the_partials_a_restart_lost_without_serving(subj
         np.testing.assert_allclose(rec.partials()[p], m, rtol=1e-5, atol=1e-9)
 
 
+def test_restore_users_recounts_popularity_as_an_uninterrupted_worker_holds_it(subject: Subject) -> None:
+    """Popularity (the answer for users nobody can place) is counted per partition: a revoked partition's
+    counts leave, and a partition taken on is recounted from its users' stored rows, once each, whether a
+    user acts again before the restore or not."""
+    rec = subject.rec
+    alice_p, alice = USERS["alice"]
+    again = _rows("alice", [("v1", "like"), ("v2", "watch", 0.9), ("v3", "share"), ("v31", "like")])
+    for u in (*PLACED, "newbie"):
+        p, history = USERS[u]
+        rec.learn(u, history, history, partition=p)
+    rec.learn("alice", again, again[len(alice) :], partition=alice_p)
+    uninterrupted = dict(_serve(rec, ["nobody"], 20)[0][0])
+    assert {"v31", "fresh-1"} <= set(uninterrupted)
+    rec.drop_partitions({0, 1, 2})  # a restart: nothing of these partitions is held any more
+    assert not {"v31", "fresh-1"} & {v for v, _ in _serve(rec, ["nobody"], 20)[0][0]}
+    rec.learn("alice", again, again[len(alice) :], partition=alice_p)  # back before the restore: counted once
+    requests = [ServeRequest(u, again if u == "alice" else USERS[u][1], USERS[u][0]) for u in (*PLACED, "newbie")]
+    rec.restore_users(requests)
+    rec.restore_users(requests)  # again: no change
+    assert dict(_serve(rec, ["nobody"], 20)[0][0]) == pytest.approx(uninterrupted, rel=1e-9)
+
+
 def test_remove_video_is_never_recommended_again(subject: Subject) -> None:
     rec = subject.rec
     _learn(rec, *USERS)
