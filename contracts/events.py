@@ -113,6 +113,8 @@ class ModerationFlag(BaseModel):
     action: Literal["allow", "review", "block"]
     reasons: list[str]
     model_version: str
+    # Categories whose head has no training data in `lang`: scored, but they never decide the action.
+    abstained: list[str] = []
 
 
 class DeadLetter(BaseModel):

@@ -366,6 +366,7 @@ class Pipeline:
                 action=res.action,
                 reasons=res.reasons,
                 model_version=model_version,
+                abstained=res.abstained,
             )
             self.emit(self.t.moderation_flags, event.video_id.encode(), dumps(flag), None)
             self._out["moderation_flags"].inc()

@@ -131,6 +131,8 @@ def test_decide_uses_configured_thresholds() -> None:
     assert decide(low, th) == ("allow", [])
     assert decide(low | {"hate": 0.35}, th) == ("review", ["hate>=0.30"])
     assert decide(low | {"hate": 0.85, "spam": 0.95}, th) == ("block", ["hate>=0.80", "spam>=0.90"])
+    assert decide(low | {"hate": 0.85, "spam": 0.95}, th, abstain=["spam"]) == ("block", ["hate>=0.80"])
+    assert decide(low | {"spam": 0.95}, th, abstain=["spam"]) == ("allow", [])
 
 
 def test_score_shares_one_pass_and_caps_text(shipped: CommentModels) -> None:
@@ -177,8 +179,9 @@ def test_score_cli_round_trip(tmp_path: Path, small_run) -> None:
     assert res.exit_code == 0, res.output
     lines = [orjson.loads(x) for x in outp.read_bytes().splitlines()]
     assert [x["id"] for x in lines] == ["a", 2, "c", "d"]
+    assert "spam" in lines[1]["abstained"] and "sexism" in lines[0]["abstained"]
     for x in lines:
-        assert set(x) == {"id", "scores", "sentiment", "action", "model_version"}
+        assert set(x) == {"id", "scores", "sentiment", "action", "reasons", "abstained", "model_version"}
         assert tuple(x["scores"]) == CATEGORIES and tuple(x["sentiment"]) == SENTIMENT_KEYS
         assert x["action"] in ("allow", "review", "block")
         assert x["model_version"] == small_run[0].models.model_version

@@ -7,8 +7,8 @@ Kept free of torch so that the stream workers and tests can import the contracts
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
@@ -51,6 +51,7 @@ class CommentScore:
     lang: str
     action: str
     reasons: list[str]
+    abstained: list[str] = field(default_factory=list)  # categories with no training data in `lang`
 
 
 @runtime_checkable
@@ -63,15 +64,19 @@ class CommentScorer(Protocol):
     def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[CommentScore]: ...
 
 
-def decide(scores: Mapping[str, float], thresholds: Mapping[str, Thresholds]) -> tuple[str, list[str]]:
-    """Block if any category reaches its block threshold, else review if any reaches review.
+def decide(
+    scores: Mapping[str, float], thresholds: Mapping[str, Thresholds], abstain: Collection[str] = ()
+) -> tuple[str, list[str]]:
+    """Block if any category reaches its block threshold, else review if any reaches review; categories in
+    `abstain` (no training data in the comment's language) never decide.
 
     Reasons name every category at the level that decided, e.g. ["hate>=0.90"].
     """
-    block = [f"{c}>={thresholds[c].block:.2f}" for c in CATEGORIES if scores[c] >= thresholds[c].block]
+    cats = [c for c in CATEGORIES if c not in abstain]
+    block = [f"{c}>={thresholds[c].block:.2f}" for c in cats if scores[c] >= thresholds[c].block]
     if block:
         return "block", block
-    review = [f"{c}>={thresholds[c].review:.2f}" for c in CATEGORIES if scores[c] >= thresholds[c].review]
+    review = [f"{c}>={thresholds[c].review:.2f}" for c in cats if scores[c] >= thresholds[c].review]
     return ("review", review) if review else ("allow", [])
 
 

@@ -55,6 +55,7 @@ class CommentModels:
         self.featurizer = Featurizer(net.config.features, net.vocabulary())
         self.max_text_chars = max_text_chars
         self.thresholds = thresholds or ModerationSettings().thresholds
+        self.languages = {c: net.layout.languages(c) for c in CATEGORIES}  # where each head may decide
         self.batch_size = batch_size
         # Word-piece tokenizer of the static embedding view (the shipped one unless given).
         self.static_tokenizer_path: Path | None = None
@@ -131,8 +132,9 @@ class CommentModels:
         out = []
         for row, sent, lang in zip(scores.tolist(), sentiment.tolist(), resolved):
             cats = dict(zip(CATEGORIES, row))
-            action, reasons = decide(cats, self.thresholds)
-            out.append(CommentScore(cats, dict(zip(SENTIMENT_KEYS, sent)), lang, action, reasons))
+            abstained = [c for c in CATEGORIES if lang not in self.languages[c]]
+            action, reasons = decide(cats, self.thresholds, abstained)
+            out.append(CommentScore(cats, dict(zip(SENTIMENT_KEYS, sent)), lang, action, reasons, abstained))
         return out
 
     @property

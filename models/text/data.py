@@ -7,7 +7,7 @@ so every choice here (epochs, architecture) is made on a validation split carved
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -51,6 +51,22 @@ class Example:
     text: str
     lang: str
     labels: dict[str, int]
+    tags: dict[str, str] = field(default_factory=dict)  # the source's string metadata (COLD topic, YouTube video)
+
+
+def selected(example: Example, selectors: tuple[str, ...]) -> bool:
+    """Whether a selector names this example: "dataset", or "dataset:key=value" for one of its tags (the
+    out-of-distribution folds of models/text/ood.py leave such groups out of training)."""
+    for sel in selectors:
+        name, _, tag = sel.partition(":")
+        if name != example.dataset:
+            continue
+        if not tag:
+            return True
+        key, _, value = tag.partition("=")
+        if example.tags.get(key) == value:
+            return True
+    return False
 
 
 def default_data_dir() -> Path:
@@ -69,7 +85,8 @@ def load_dataset(data_dir: Path, spec: DatasetSpec, limit: int | None = None) ->
             labels = {k: int(rec["labels"][k]) for k in spec.labels if k in rec["labels"]}
             if spec.name in BINARY_SENTIMENT and "sentiment" in labels:
                 labels["sentiment"] *= 2
-            out.append(Example(spec.name, rec["text"], rec.get("lang") or spec.lang, labels))
+            tags = {k: v for k, v in (rec.get("meta") or {}).items() if isinstance(v, str)}
+            out.append(Example(spec.name, rec["text"], rec.get("lang") or spec.lang, labels, tags))
     if limit is not None and limit < len(out):
         keep = sorted(random.Random(f"{SPLIT_SEED}-limit-{spec.name}").sample(range(len(out)), limit))
         out = [out[i] for i in keep]

@@ -20,8 +20,11 @@ LIMITATIONS = """\
   disagree (each ranks the other's validation set near chance): 5-9% of HatEval validation tweets go
   mostly to the Davidson expert, which costs the en `hate` line on HatEval a few AUC points against
   HatEval's own expert.
-- `sexism` is learned from Chinese data only (SWSR) and `spam` from English data only (YouTube); scores
-  for the other language come from a model that never saw labeled examples of it.
+- `sexism` is learned from Chinese data only (SWSR), `spam` and `hate` from English data only (YouTube;
+  Davidson, HatEval). On the other language these heads abstain: they are still scored, but never decide
+  the action, and the flag lists them in `abstained` (before, "垃圾视频，滚" was blocked as spam 0.97).
+- Categories the data does not support at all (threats, self-harm, sexual content, harassment of a named
+  person as such) have no head; they are gaps, not guessed from the others.
 - `toxic` is one head trained on the union of jigsaw_toxic_sample `toxic` (349 rows) and every offensive /
   hate / sexism label (a text is toxic if any of them is 1); its validation line is the 35 jigsaw rows.
 - Neutral sentiment is learned from English tweets (tweeteval_sentiment) only. The binary sentiment sets

@@ -30,6 +30,10 @@ EXPERT_CATEGORIES = tuple(c for c in CATEGORIES if c != "toxic")
 TOXIC_SOURCES = ("toxic", "offensive", "hate", "sexism")
 
 
+def _labels_of(dataset: str) -> tuple[str, ...]:
+    return next((d.labels for d in DATASETS if d.name == dataset), ())
+
+
 @dataclass(frozen=True)
 class TaskLayout:
     """Where each head sits in the network's output vector."""
@@ -63,6 +67,16 @@ class TaskLayout:
         if category == "sentiment":
             return list(self.sentiment)
         return [d for d, label in self.binary if label == category]
+
+    def languages(self, category: str) -> frozenset[str]:
+        """Languages some training data of `category` is in: a head abstains on the others (the spam head
+        learned English YouTube comments only, and fired on Chinese abuse)."""
+        if category == "toxic":
+            return frozenset(
+                lang for d, lang in zip(self.domains, self.domain_langs)
+                if any(label in TOXIC_SOURCES for label in _labels_of(d))
+            )  # fmt: skip
+        return frozenset(self.domain_langs[self.domains.index(d)] for d in self.experts(category))
 
     @property
     def routers(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:

@@ -80,6 +80,8 @@ def write_scores(
                         "scores": {k: round(v, 6) for k, v in r.scores.items()},
                         "sentiment": {k: round(v, 6) for k, v in r.sentiment.items()},
                         "action": r.action,
+                        "reasons": r.reasons,
+                        "abstained": r.abstained,
                         "model_version": version,
                     }
                 )

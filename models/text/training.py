@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, save_checkpoint
 from models.text.config import CATEGORIES
-from models.text.data import BINARY_SENTIMENT, Example, load_splits
+from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads
 from models.text.metrics import binary_report, sentiment_report
@@ -55,6 +55,9 @@ class TrainOptions:
     vocab_size: int = 1 << 18
     vocab_min_df: int = 2
     net: NetConfig = field(default_factory=NetConfig)
+    # Datasets or groups ("dataset:key=value", data.selected) left out of training and validation: the
+    # out-of-distribution folds of models/text/ood.py.
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -362,6 +365,9 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     train_ex, val_ex = load_splits(data_dir, opts.limit_per_dataset)
+    if opts.exclude:
+        train_ex = [e for e in train_ex if not selected(e, opts.exclude)]
+        val_ex = [e for e in val_ex if not selected(e, opts.exclude)]
     static = _static_source(opts.static_dims)
     pieces = None
     if static is not None:
@@ -402,7 +408,11 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
         net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout), store.store(), idf,
         val_tasks, val_store.store(), dense_weight=net.static_linear if pieces is not None else None,
     )
-    rates = [targets.binary[targets.binary[:, j] >= 0, j].mean() for j in range(len(net.layout.binary))]
+    # A head without training rows (its dataset left out) gets an even prior, not the NaN of an empty mean.
+    rates = [
+        targets.binary[known, j].mean() if (known := targets.binary[:, j] >= 0).any() else 0.5
+        for j in range(len(net.layout.binary))
+    ]
     net.prior_logit.copy_(torch.tensor([np.log(r / (1 - r)) for r in np.clip(rates, 1e-3, 1 - 1e-3)]))
     opt_sparse = torch.optim.SparseAdam([net.embedding.weight], lr=opts.lr_embedding)
     opt_dense = torch.optim.AdamW([*net.encoder.parameters(), *net.heads.parameters()], lr=opts.lr_dense, weight_decay=1e-4)

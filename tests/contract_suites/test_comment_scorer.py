@@ -93,7 +93,8 @@ def _check_score(s: CommentScore, thresholds: Mapping[str, Thresholds]) -> None:
     assert sum(s.sentiment.values()) == pytest.approx(1.0, abs=1e-5)
     assert s.lang in ("en", "zh")
     assert s.action in ACTIONS
-    assert (s.action, s.reasons) == decide(s.scores, thresholds)
+    assert set(s.abstained) <= set(CATEGORIES)
+    assert (s.action, s.reasons) == decide(s.scores, thresholds, s.abstained)
 
 
 def _close(a: CommentScore, b: CommentScore, tol: float = 1e-5) -> None:
@@ -137,7 +138,21 @@ def test_action_and_reasons_follow_decide(subject: Subject) -> None:
     out = subject.scorer.score(TEXTS + HOSTILE)
     for s in out:
         assert s.action in ACTIONS
-        assert (s.action, s.reasons) == decide(s.scores, subject.thresholds)
+        assert (s.action, s.reasons) == decide(s.scores, subject.thresholds, s.abstained)
+
+
+def test_a_head_never_decides_on_a_language_it_has_no_training_data_for(subject: Subject) -> None:
+    """The spam head learned English YouTube comments only and blocked Chinese abuse as spam 0.97; the
+    sexism head learned Chinese only. On the other language they abstain, and the score says so."""
+    garbage_video = "垃圾视频，滚"  # "garbage video, get lost"
+    zh, en = subject.scorer.score([garbage_video, "women belong in the kitchen"], ["zh", "en"])
+    assert {"spam", "hate"} <= set(zh.abstained) and "offensive" not in zh.abstained
+    assert "sexism" in en.abstained and "spam" not in en.abstained
+    for s in (zh, en):
+        assert not {r.split(">=")[0] for r in s.reasons} & set(s.abstained), s
+    # every threshold at 0: only the categories trained in the comment's language decide
+    zero = {c: Thresholds(review=0.0, block=0.0) for c in CATEGORIES}
+    assert decide(zh.scores, zero, zh.abstained)[1] == [f"{c}>=0.00" for c in CATEGORIES if c not in zh.abstained]
 
 
 def test_lang_is_given_or_detected(subject: Subject) -> None:
