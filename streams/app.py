@@ -238,11 +238,12 @@ def create_app(
     replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side, factors))
     replica("user-gram", t.user_gram, _apply_grams(recommender, factors))
     refreshing: list[asyncio.Task] = []
+    comment_models = [scorer]  # the one being served: swapped whole, between two batches
 
     def on_version() -> None:
         """A new batch version: stamped from now on, and this worker's users are served again with it;
         not while tables recover (a restart replays the version the lists were already made with)."""
-        metrics.set_build(recommender.model_version, scorer.model_version)
+        metrics.set_build(recommender.model_version, comment_models[0].model_version)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # applied outside a running worker (tests, tools): nobody to serve
@@ -335,7 +336,18 @@ def create_app(
         model = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model)
         if model is not None:
             recommender.swap(model)
-            metrics.set_build(recommender.model_version, scorer.model_version)
+            metrics.set_build(recommender.model_version, comment_models[0].model_version)
+
+    @app.timer(settings.model_poll_interval_s)
+    @_retried_next_tick(steps.SWAP_COMMENT_MODEL)
+    async def swap_comment_model() -> None:
+        """New comment-model weights saved where the worker loaded its own are served without stopping; on
+        the inference thread, so a batch being scored finishes with the model it started with."""
+        model = await asyncio.get_running_loop().run_in_executor(executor, comment_models[0].newer)
+        if model is not None:
+            log.info("comment models %s -> %s", comment_models[0].model_version, model.model_version)
+            comment_models[0] = model
+            metrics.set_build(recommender.model_version, model.model_version)
 
     @app.timer(settings.recs.item_refresh_interval_s)
     @_retried_next_tick(steps.REFRESH_ITEMS)
@@ -358,9 +370,10 @@ def create_app(
         texts = [c.text for _, c in pending]
         langs = [c.lang for _, c in pending]
         # Off the event loop: other agents keep consuming while the model runs.
+        current = comment_models[0]  # its version stamps the flags it scored
         with metrics.INFERENCE.labels("comments").time():
-            results = await asyncio.get_running_loop().run_in_executor(executor, scorer.score, texts, langs)
-        pipeline.apply_comment_scores(pending, results, scorer.model_version)
+            results = await asyncio.get_running_loop().run_in_executor(executor, current.score, texts, langs)
+        pipeline.apply_comment_scores(pending, results, current.model_version)
 
     @app.agent(comments, name=steps.MODERATION)
     async def moderation(stream: faust.StreamT) -> None:

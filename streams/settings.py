@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 0.5
-    model_poll_interval_s: float = Field(10.0, gt=0)  # how often a worker looks for a new saved ALS model
+    model_poll_interval_s: float = Field(10.0, gt=0)  # how often a worker looks for new saved ALS and comment models
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)  # see streams/transport/fetch_wait.py
     # librdkafka compression of the worker's and trainer's outputs, changelogs included (a user's record is
     # their whole history: gzip shrinks it several times). gzip: the one codec aiokafka (Faust's table

@@ -11,6 +11,7 @@ ITEM_TRAINER = "item-trainer"  # interactions-by-video: the item side's inputs
 MODERATION = "moderation"  # comments: torch models, moderation flags, sentiment fed back
 
 SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
+SWAP_COMMENT_MODEL = "swap_comment_model"  # newer comment-model weights, served without stopping
 REFRESH_ITEMS = "refresh_items"  # the item cadence: re-solved item vectors and user Gram sums published
 REFRESH_RECS = "refresh_recs"  # every user served again after a new batch model version
 RESTORE_FACTORS = "restore_factors"  # the factors of users in partitions new to a worker, for its Gram sums

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -116,19 +115,14 @@ def test_comments_are_forwarded_and_scored_once_state_is_there(world):
     pending = pipe.comments_batch([Message("comments", 0, 0, 100.0, key, raw)])
     assert len(pending) == 1
 
-    @dataclass
-    class Result:
-        lang: str = "en"
-        scores: dict = None
-        sentiment: dict = None
-        action: str = "allow"
-        reasons: list = ()
+    from models.text.base import CommentScore
 
-    res = Result(scores={c: 0.0 for c in ("toxic", "offensive", "hate", "sexism", "spam")},
-                 sentiment={"negative": 0.1, "neutral": 0.2, "positive": 0.7}, reasons=[])  # fmt: skip
+    res = CommentScore(scores={c: 0.0 for c in ("toxic", "offensive", "hate", "sexism", "spam")},
+                       sentiment={"negative": 0.1, "neutral": 0.2, "positive": 0.7}, lang="en", action="allow",
+                       reasons=[], abstained=["sexism"])  # fmt: skip
     pipe.apply_comment_scores(pending, [res], "test-model")
     [flag] = sink.values("moderation-flags")
-    assert flag["event_id"] == "c1" and flag["model_version"] == "test-model"
+    assert flag["event_id"] == "c1" and flag["model_version"] == "test-model" and flag["abstained"] == ["sexism"]
     assert users["u1"]["events"][0][5] == [0.1, 0.2, 0.7]
     # a redelivered comment whose sentiment is known is not forwarded again
     sink.sent.clear()

@@ -21,7 +21,7 @@ from models.text.base import (
     load_comment_models,
     resolve_langs,
 )
-from models.text.comments import CommentModels
+from models.text.comments import SHIPPED_DIR, CommentModels
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 from models.text.data import default_data_dir
 from models.text.training import TrainOptions, headline, save, train
@@ -290,3 +290,26 @@ def test_static_tokenizer_matches_minilm_tokenizer(shipped: CommentModels) -> No
     for i, text in enumerate(texts):
         assert ids[bounds[i] : bounds[i + 1]].tolist() == ref.encode(text, add_special_tokens=False).ids[:256]
     assert shipped.net.config.static_dims > 0
+
+
+def test_newer_weights_saved_where_the_model_was_loaded_from_are_picked_up_once(tmp_path, shipped) -> None:
+    """The worker's hot swap (streams.app swap_comment_model) polls `newer`: nothing while the file is
+    unchanged, the new version once another is saved (atomically) there, and nothing again after."""
+    import shutil
+
+    from models.text.comments import WEIGHTS_FILE, save_checkpoint
+    from models.text.static_embeddings import TOKENIZER_FILE
+
+    for name in (WEIGHTS_FILE, TOKENIZER_FILE):
+        shutil.copyfile(SHIPPED_DIR / name, tmp_path / name)
+    first = load_comment_models(ModerationSettings(model_dir=str(tmp_path), device="cpu"))
+    assert first.model_version == shipped.model_version and first.newer() is None
+    save_checkpoint(first.net, tmp_path / WEIGHTS_FILE, first.model_version)  # rewritten, same version
+    assert first.newer() is None and first.newer() is None
+    save_checkpoint(first.net, tmp_path / WEIGHTS_FILE, "comment-net-v2")
+    assert not list(tmp_path.glob(".*.tmp"))  # written beside, renamed into place
+    second = first.newer()
+    assert second is not None and second.model_version == "comment-net-v2"
+    assert second.newer() is None
+    assert [s.scores for s in second.score(["you are an idiot"])] == [s.scores for s in first.score(["you are an idiot"])]
+    assert shipped.variant(torch.device("cpu"), 2).newer() is None  # built in memory: nowhere to look

@@ -63,6 +63,10 @@ class CommentScorer(Protocol):
 
     def score(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[CommentScore]: ...
 
+    def newer(self) -> CommentScorer | None:
+        """Another model version saved where this one was loaded from, loaded and ready to score; None when
+        there is none (slow when there is: call it off the event loop)."""
+
 
 def decide(
     scores: Mapping[str, float], thresholds: Mapping[str, Thresholds], abstain: Collection[str] = ()

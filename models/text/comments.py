@@ -6,6 +6,7 @@ expose the same network through the two narrower protocols of models.text.base.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,9 +31,17 @@ def select_device(device: str) -> torch.device:
 
 
 def save_checkpoint(net: CommentNet, path: Path, model_version: str) -> None:
-    """fp16 weights plus the config needed to rebuild; loadable with weights_only=True."""
+    """fp16 weights plus the config needed to rebuild; loadable with weights_only=True. Written beside and
+    renamed into place: a worker polling the directory (`CommentModels.newer`) never reads half a file."""
     state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in net.state_dict().items()}
-    torch.save({"model_version": model_version, "config": net.config.to_dict(), "state": state}, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model_version": model_version, "config": net.config.to_dict(), "state": state}, tmp)
+    os.replace(tmp, path)
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 class CommentModels:
@@ -56,6 +65,8 @@ class CommentModels:
         self.max_text_chars = max_text_chars
         self.thresholds = thresholds or ModerationSettings().thresholds
         self.languages = {c: net.layout.languages(c) for c in CATEGORIES}  # where each head may decide
+        # Where `load` read the weights from (None: built in memory), and the file's (mtime, size) then.
+        self.source: tuple[ModerationSettings, tuple[int, int]] | None = None
         self.batch_size = batch_size
         # Word-piece tokenizer of the static embedding view (the shipped one unless given).
         self.static_tokenizer_path: Path | None = None
@@ -78,13 +89,14 @@ class CommentModels:
         path = Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
         if not path.exists():
             raise FileNotFoundError(f"no comment model weights at {path}; run `reelstream train moderation`")
+        signature = _signature(path)  # before reading: a file replaced meanwhile is read again at the next poll
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         net = CommentNet(NetConfig.from_dict(ckpt["config"]))
         state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()}
         state.setdefault("route_mix", net.route_mix)  # checkpoints from before routers mixed in the domain head
         state.setdefault("route_bias", net.route_bias)  # ... and before routers had a source prior
         net.load_state_dict(state)
-        return cls(
+        models = cls(
             net,
             ckpt["model_version"],
             max_text_chars=settings.max_text_chars,
@@ -93,6 +105,26 @@ class CommentModels:
             batch_size=max(settings.batch_size, 1),
             static_tokenizer=path.parent / TOKENIZER_FILE,
         )
+        models.source = (settings, signature)
+        return models
+
+    def newer(self) -> CommentModels | None:
+        """The weights now in the directory this model was loaded from, when they changed and carry another
+        model version; None otherwise (slow when not None: call it off the event loop)."""
+        if self.source is None:
+            return None
+        settings, seen = self.source
+        path = Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
+        try:
+            if _signature(path) == seen:
+                return None
+            models = CommentModels.load(settings)
+        except (OSError, RuntimeError, ValueError, KeyError):
+            return None  # gone or unreadable right now: looked at again at the next poll
+        if models.model_version == self.model_version:
+            self.source = models.source
+            return None
+        return models
 
     @torch.inference_mode()
     def predict(
