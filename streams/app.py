@@ -170,6 +170,13 @@ def create_app(
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
+        # Only /metrics (below) and Faust's {"status": "OK"} at /: its table, router, graph, stats and
+        # performance views listed every table's contents and the partition assignment to anyone.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
