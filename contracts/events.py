@@ -142,6 +142,12 @@ REASONS = (
     "text_too_long",
     "processing_error",  # valid input the worker failed on (a bug): kept for replay after the fix
     "offset_gap",  # records the broker deleted before the worker read them (streams/transport/offset_gaps.py)
+    # internal topics (contracts/models.py): never applied
+    "invalid_item_vector",  # item-vectors
+    "invalid_gram",  # user-gram
+    "invalid_model_record",  # models
+    "invalid_item_message",  # interactions-by-video
+    "invalid_item_state",  # the item-state changelog
 )
 
 

@@ -1,4 +1,4 @@
-"""The internal topics of two-speed ALS: `item-vectors` values and the version records on `models`.
+"""The internal topics of two-speed ALS: `item-vectors` values, Gram sums and the version records on `models`.
 
 Written by the trainer (batch fits) and by the workers' item side (videos solved between fits), read by every
 worker's replicas; parsed here so that what one writes the other reads, and anything else is rejected.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, NamedTuple
+
+from orjson import loads as json_loads
 
 MODEL_KEY = "als"  # the key of the version record on `models`
 SCHEMA_VERSION = 1
@@ -33,6 +35,74 @@ def parse_vector_record(value: Any) -> tuple[list[float], bool] | None:
     return None
 
 
+def check_vector(vector: Any, factors: int, max_norm: float) -> list[float]:
+    """A factor or item vector as read from a topic: `factors` finite numbers (not booleans) with a norm of
+    at most `max_norm` (one vector of 1e30s would rank its video first for everyone). ValueError otherwise."""
+    if not isinstance(vector, list) or len(vector) != factors:
+        raise ValueError(f"not a list of {factors} numbers")
+    if not all(type(x) in (int, float) for x in vector):
+        raise ValueError("an entry is not a number")
+    if not all(math.isfinite(x) for x in vector):
+        raise ValueError("an entry is not finite")
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if norm > max_norm:
+        raise ValueError(f"norm {norm:.3g} above {max_norm:g}")
+    return vector
+
+
+def parse_item_vector(value: Any, factors: int, max_norm: float) -> tuple[list[float], bool]:
+    """A decoded `item-vectors` value checked for serving: (vector, solved by a batch fit); ValueError."""
+    parsed = parse_vector_record(value)
+    if parsed is None:
+        raise ValueError("not an item-vectors record")
+    return check_vector(parsed[0], factors, max_norm), parsed[1]
+
+
+def check_gram(flat: Any, factors: int) -> list[float]:
+    """A Gram sum X^T X as published (row-major): factors^2 finite numbers, symmetric, with a non-negative
+    diagonal (a sum of outer products has both). ValueError otherwise."""
+    if not isinstance(flat, list) or len(flat) != factors * factors:
+        raise ValueError(f"not {factors}x{factors} numbers")
+    if not all(type(x) in (int, float) for x in flat):
+        raise ValueError("an entry is not a number")
+    if not all(math.isfinite(x) for x in flat):
+        raise ValueError("an entry is not finite")
+    scale = max(1.0, max(abs(x) for x in flat))
+    for i in range(factors):
+        if flat[i * factors + i] < 0:
+            raise ValueError("a negative diagonal entry")
+        for j in range(i + 1, factors):
+            if abs(flat[i * factors + j] - flat[j * factors + i]) > 1e-6 * scale:
+                raise ValueError("not symmetric")
+    return flat
+
+
+ItemItem = tuple[str, str, list[float] | None, float]  # video_id, user_id, the user's factor, confidence
+
+
+def parse_item_messages(raw: bytes | None, factors: int, max_norm: float) -> list[ItemItem]:
+    """An `interactions-by-video` message: a list of [video_id, user_id, user factor or None, confidence]
+    (None with 0: the user withdrawn, erasure). Checked whole before any item is applied; ValueError."""
+    if raw is None:
+        raise ValueError("empty message")
+    items = json_loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("not a list of items")  # noqa: TRY004 - ValueError: what every check here raises
+    out = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 4:
+            raise ValueError("an item is not [video_id, user_id, factor, confidence]")
+        video, user, factor, confidence = item
+        if not isinstance(video, str) or not video or not isinstance(user, str) or not user:
+            raise ValueError("an item's video_id or user_id is not a non-empty string")
+        if type(confidence) not in (int, float) or not math.isfinite(confidence):
+            raise ValueError("an item's confidence is not a finite number")
+        if factor is not None:
+            check_vector(factor, factors, max_norm)
+        out.append((video, user, factor, float(confidence)))
+    return out
+
+
 class ModelRecord(NamedTuple):
     """A published batch model version, as workers need it."""
 
@@ -49,6 +119,4 @@ def parse_model_record(value: Any, factors: int) -> ModelRecord:
         raise ValueError("model_version missing")
     if value.get("factors") != factors or not isinstance(gram, list) or len(gram) != factors * factors:
         raise ValueError(f"gram is not {factors}x{factors} (the configured factors)")
-    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in gram):
-        raise ValueError("gram has a non-finite entry")
-    return ModelRecord(version, gram)
+    return ModelRecord(version, check_gram(gram, factors))

@@ -20,7 +20,8 @@ from faust.sensors.monitor import Monitor
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from contracts.models import MODEL_KEY, parse_model_record, parse_vector_record, vector_record
+from contracts.events import InvalidMessage
+from contracts.models import MODEL_KEY, check_gram, parse_item_vector, parse_model_record, vector_record
 from models.recs.base import Recommender
 from models.text.base import CommentScorer
 from monitoring import metrics
@@ -61,7 +62,39 @@ def _retried_next_tick(task: str):
     return wrap
 
 
-def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int):
+def _item_vector_check(factors: int, max_norm: float):
+    """What an item-vectors record must be to reach the index (streams.tables.ValidatedChangelog)."""
+
+    def check(key: Any, value: Any) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError("key is not a video id")
+        if value is not None:
+            parse_item_vector(value, factors, max_norm)
+
+    return check
+
+
+def _gram_check(factors: int, partitions: int):
+    def check(key: Any, value: Any) -> None:
+        if type(key) is not int or not 0 <= key < partitions:
+            raise ValueError(f"key is not an events partition (0..{partitions - 1})")
+        if value is not None:
+            check_gram(value, factors)
+
+    return check
+
+
+def _model_check(factors: int):
+    def check(key: Any, value: Any) -> None:
+        if key != MODEL_KEY:
+            raise ValueError(f"key is not {MODEL_KEY!r}")
+        if value is not None:
+            parse_model_record(value, factors)
+
+    return check
+
+
+def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int, max_norm: float):
     """item-vectors records: served at once; the item side leaves a batch fit's videos alone until the next."""
 
     def apply(latest: dict[str, Any]) -> None:
@@ -70,14 +103,10 @@ def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int):
             if value is None:
                 recommender.remove_video(video_id)
                 continue
-            parsed = parse_vector_record(value)
-            if parsed is None or len(parsed[0]) != factors:
-                log.error("item-vectors: record of %r not applied (not a %d-vector record)", video_id, factors)
-                metrics.DLQ.labels("invalid_item_vector").inc()
-                continue
+            vector, batch = parse_item_vector(value, factors, max_norm)  # checked before: the replica's validate
             ids.append(video_id)
-            vectors.append(parsed[0])
-            items.own(video_id, parsed[1])
+            vectors.append(vector)
+            items.own(video_id, batch)
         if ids:
             recommender.upsert_items(ids, np.asarray(vectors, dtype=np.float32))
 
@@ -91,12 +120,7 @@ def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_ve
         value = latest.get(MODEL_KEY)
         if value is None:
             return
-        try:
-            record = parse_model_record(value, factors)
-        except ValueError as exc:
-            log.error("models: record not applied: %s", exc)
-            metrics.DLQ.labels("invalid_model_record").inc()
-            return
+        record = parse_model_record(value, factors)  # checked before: the replica's validate
         if record.model_version != recommender.model_version:
             recommender.use_model(record.model_version, np.asarray(record.gram, dtype=np.float64).reshape(factors, factors))
             items.new_model(record.model_version)
@@ -229,10 +253,19 @@ def create_app(
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
-    def replica(name: str, topic: str, on_batch: Any, partitions: int = settings.partitions) -> TopicReplica:
-        changelog = app.topic(topic, partitions=partitions, key_type=str)
+    def reject(message: Any, reason: str, detail: str) -> None:
+        """A record of an internal topic that is not applied: dead-lettered like a bad event."""
+        m = message
+        raw = Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+        pipeline.dead_letter(raw, InvalidMessage(reason, detail))
+
+    def replica(name: str, topic: str, on_batch: Any, validate: Any, reason: str,
+                partitions: int = settings.partitions) -> TopicReplica:  # fmt: skip
+        # Raw bytes: a record that is not JSON reaches `validate` (and the DLQ) instead of failing in Faust's
+        # decoding, where recovery logs "Error in recovery" and drops it without a trace.
+        changelog = app.topic(topic, partitions=partitions, **raw)
         table = read_by_all(TopicReplica, name, partitions, changelog_topic=changelog)
-        table.on_batch = on_batch
+        table.on_batch, table.validate, table.reason, table.reject = on_batch, validate, reason, reject
         return table
 
     item_side = ItemSide(
@@ -240,10 +273,14 @@ def create_app(
         gram=recommender.gram,
         inactive=lambda: catalog.inactive,
         state=item_state,
+        partitions=settings.partitions,
+        reject=lambda msg, reason, detail: pipeline.dead_letter(msg, InvalidMessage(reason, detail)),
     )
-    factors = settings.recs.factors
-    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side, factors))
-    replica("user-gram", t.user_gram, _apply_grams(recommender, factors))
+    factors, max_norm = settings.recs.factors, settings.recs.max_vector_norm
+    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side, factors, max_norm),
+            _item_vector_check(factors, max_norm), "invalid_item_vector")  # fmt: skip
+    replica("user-gram", t.user_gram, _apply_grams(recommender, factors), _gram_check(factors, settings.partitions),
+            "invalid_gram")  # fmt: skip
     refreshing: list[asyncio.Task] = []
     comment_models = [scorer]  # the one being served: swapped whole, between two batches
 
@@ -300,7 +337,8 @@ def create_app(
     restoring: list[tuple[set[int], asyncio.Task]] = []  # partitions being restored, by task
     users.on_ready = restore_factors
 
-    replica("models", t.models, _apply_models(recommender, item_side, factors, on_version), partitions=1)
+    replica("models", t.models, _apply_models(recommender, item_side, factors, on_version), _model_check(factors),
+            "invalid_model_record", partitions=1)  # fmt: skip
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")

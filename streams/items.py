@@ -19,15 +19,17 @@ import faust
 import numpy as np
 import orjson
 
+from contracts.models import parse_item_messages
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer, own
 from monitoring import metrics
 from streams.pipeline import Message
-from streams.tables import ChangelogHoleCheck, OutputTable, latest_values
+from streams.tables import ChangelogHoleCheck, OutputTable, ValidatedChangelog, latest_values
+from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 
-class TopicReplica(ChangelogHoleCheck, faust.GlobalTable):
+class TopicReplica(ValidatedChangelog, ChangelogHoleCheck, faust.GlobalTable):
     """A GlobalTable over a compacted topic every worker reads in full (`item-vectors`, `user-gram`); what
     it applies, as {key: latest value or None for a tombstone}, is handed to `on_batch`.
 
@@ -50,7 +52,7 @@ class TopicReplica(ChangelogHoleCheck, faust.GlobalTable):
         return super()._changelog_topic_name()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        batch = list(batch)
+        batch = self.valid_only(batch)
         super().apply_changelog_batch(batch)
         latest = latest_values(batch)
         if self.on_batch is None or not latest:
@@ -162,8 +164,12 @@ class ItemSide:
         gram: Callable[[], np.ndarray],
         inactive: Callable[[], Collection[str]],
         state: ItemStateTable | None = None,
+        partitions: int = 0,
+        reject: Callable[[Message, str, str], None] = lambda msg, reason, detail: metrics.DLQ.labels(reason).inc(),
     ) -> None:
         self.settings = settings
+        self.partitions = partitions  # of interactions-by-video: each message's videos must be of its own
+        self.reject = reject  # a message not applied (the worker dead-letters it), with its reason and detail
         self.gram = gram
         self.inactive = inactive  # removed and blocked videos (the catalog's)
         self.state = state
@@ -192,11 +198,23 @@ class ItemSide:
             trainer.new_model(version)
 
     def apply(self, messages: list[Message]) -> None:
-        """Each message holds the (video_id, user_id, factor, confidence) items of one partition."""
+        """Each message holds the (video_id, user_id, factor, confidence) items of one partition, checked
+        whole first: a message with one bad item (or a video of another partition) is rejected, none of it
+        applied."""
+        s = self.settings
         for msg in messages:
+            try:
+                items = parse_item_messages(msg.value, s.factors, s.max_vector_norm)
+                own = self.partitions and {partition_for(v.encode(), self.partitions) for v, *_ in items}
+                if own and own != {msg.partition}:
+                    raise ValueError("a video of another partition")
+            except ValueError as exc:
+                log.warning("%s[%d]@%d not applied: %s", msg.topic, msg.partition, msg.offset, exc)
+                self.reject(msg, "invalid_item_message", str(exc))
+                continue
             trainer = self.trainer(msg.partition)
-            for video_id, user_id, factor, confidence in orjson.loads(msg.value or b"[]"):
-                trainer.apply(ItemMessage(video_id, user_id, factor, float(confidence)))
+            for video_id, user_id, factor, confidence in items:
+                trainer.apply(ItemMessage(video_id, user_id, factor, confidence))
 
     def tick(self) -> tuple[list[str], np.ndarray]:
         """New vectors of the available videos touched since the last tick. A removed or blocked video's

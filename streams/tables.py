@@ -121,6 +121,38 @@ class ChangelogHoleCheck:
                 report_gap(options_of(self.app), tp.topic, tp.partition, first, end, CHANGELOG_GAP_REASON)  # type: ignore[attr-defined]
 
 
+class ValidatedChangelog:
+    """Mixin for a table over an internal topic (item-vectors, user-gram, models): every record read from
+    its changelog, in recovery or live, is checked before it is applied (`valid_only`, called first by the
+    table's apply_changelog_batch). `validate(key, value)` (decoded
+    JSON; None value = tombstone) raises ValueError for a record that must not be applied; such a record is
+    handed to `reject(message, reason, detail)` (the worker dead-letters it) and left out of the batch, so
+    neither the table nor what it feeds (the index, the Gram) ever sees it. Internal topics are input too:
+    anyone with write access to them could otherwise steer every recommendation."""
+
+    validate: Callable[[Any, Any], None] | None = None
+    reason: str = ""
+    reject: Callable[[Any, str, str], None] | None = None
+
+    def valid_only(self, batch: Iterable[Any]) -> list[Any]:
+        """The batch's events that pass `validate` (all when there is none), in order; the others rejected."""
+        if self.validate is None:
+            return list(batch)
+        good = []
+        for event in batch:
+            m = event.message
+            try:
+                key = orjson.loads(m.key) if m.key is not None else None
+                self.validate(key, None if m.value is None else orjson.loads(m.value))
+            except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+                log.warning("%s[%d]@%d not applied (%s): %s", m.topic, m.partition, m.offset, self.reason, exc)
+                if self.reject is not None:
+                    self.reject(m, self.reason, str(exc))
+                continue
+            good.append(event)
+        return good
+
+
 @dataclass(slots=True)
 class _Write:
     """A user's record written but not yet in the local store: visible to reads, stored once acknowledged."""

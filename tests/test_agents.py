@@ -88,23 +88,28 @@ def test_replica_records_applied_together_reach_the_model_in_one_call(app_and_si
     calls = []
     replica.on_batch = calls.append
 
+    f = Settings().recs.factors
+
     def record(key, value):
         raw = None if value is None else json.dumps(value).encode()
-        message = SimpleNamespace(key=json.dumps(key).encode(), value=raw, partition=0)
+        message = SimpleNamespace(key=json.dumps(key).encode(), value=raw, topic="item-vectors", partition=0,
+                                  offset=0, timestamp=0.0)  # fmt: skip
         return SimpleNamespace(key=key, value=value, message=message)
 
     async def run():
         for n in range(3):
-            replica.apply_changelog_batch([record(f"v{n}", [float(n)] * 2)])
+            replica.apply_changelog_batch([record(f"v{n}", [float(n)] * f)])
         replica.apply_changelog_batch([record("v0", None)])
         seen_before = list(calls)
         await asyncio.sleep(replica.coalesce_s * 3)
         return seen_before
 
     assert asyncio.run(run()) == []
-    assert calls == [{"v0": None, "v1": [1.0, 1.0], "v2": [2.0, 2.0]}]
-    replica.apply_changelog_batch([record("v3", [3.0, 3.0])])  # no running loop: handed over at once
-    assert calls[-1] == {"v3": [3.0, 3.0]}
+    assert calls == [{"v0": None, "v1": [1.0] * f, "v2": [2.0] * f}]
+    replica.apply_changelog_batch([record("v3", [3.0] * f)])  # no running loop: handed over at once
+    assert calls[-1] == {"v3": [3.0] * f}
+    replica.apply_changelog_batch([record("v4", [3.0] * (f - 1)), record("v5", [1e30] * f)])  # not applied
+    assert calls[-1] == {"v3": [3.0] * f}
 
 
 def test_every_table_a_worker_reads_in_full_is_global(app_and_sink):
@@ -125,7 +130,7 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     from monitoring import metrics
     from streams.items import parse_state_key, state_key
     from streams.pipeline import Message
-    from streams.topics import ITEM_STATE_TABLE, changelog
+    from streams.topics import ITEM_STATE_TABLE, changelog, partition_for
     from streams.transport.rocks_store import RocksPartitions
 
     def worker(name):
@@ -143,10 +148,14 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     def message(partition, offset, items):
         return Message("interactions-by-video", partition, offset, 0.0, None, orjson.dumps(items))
 
-    side.apply([message(0, 0, [["v1", "u1", rng.normal(size=f).tolist(), 2.0], ["v2", "u1", rng.normal(size=f).tolist(), 1.5]]),
-                message(1, 0, [["v3", "u2", rng.normal(size=f).tolist(), -1.0]])])  # fmt: skip
+    # videos of partitions 0 and 1 (a message holds only its own partition's videos)
+    of = {p: [f"v{n}" for n in range(100) if partition_for(f"v{n}".encode(), settings.partitions) == p] for p in (0, 1)}
+    v1, v2, v3 = of[0][0], of[0][1], of[1][0]
+    side.apply([message(0, 0, [[v1, "u1", rng.normal(size=f).tolist(), 2.0], [v2, "u1", rng.normal(size=f).tolist(), 1.5]]),
+                message(1, 0, [[v3, "u2", rng.normal(size=f).tolist(), -1.0]])])  # fmt: skip
     side.new_model("batch-1")  # factors so far belong to the old version; the next ones to batch-1
-    side.apply([message(0, 1, [["v1", "u2", rng.normal(size=f).tolist(), 3.0], ["v2", "u1", None, 0.0]])])
+    side.apply([message(0, 1, [[v1, "u2", rng.normal(size=f).tolist(), 3.0], [v2, "u1", None, 0.0]])])
+    side.apply([message(1, 1, [[v1, "u3", rng.normal(size=f).tolist(), 1.0]])])  # v1 is not partition 1's: rejected
     table = a.tables[ITEM_STATE_TABLE]
     asyncio.run(table.flush())
     topic = changelog(settings, ITEM_STATE_TABLE)
@@ -170,6 +179,7 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
         assert users_of(theirs) == users_of(mine) and theirs.user_videos == mine.user_videos
         assert theirs.user_factors.keys() == mine.user_factors.keys()
         assert all(np.array_equal(theirs.user_factors[u], mine.user_factors[u]) for u in mine.user_factors)
-    assert users_of(side.trainers[0]) == {"v1": {"u1": 2.0, "u2": 3.0}}
+    assert users_of(side.trainers[0]) == {v1: {"u1": 2.0, "u2": 3.0}}
+    assert "u3" not in side.trainers[1].user_videos and [r for t, _, r in sink.sent if t == settings.topics.dlq]
     assert set(side.trainers[0].user_factors) == {"u2"}  # u1's factor came before batch-1
-    assert b.item_side.trainers[0].dirty == {"v1"}  # restored videos are solved again
+    assert b.item_side.trainers[0].dirty == {v1}  # restored videos are solved again

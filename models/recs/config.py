@@ -41,6 +41,10 @@ class RecsSettings(BaseModel):
     history_long_term_weight: float = Field(0.1, ge=0, le=1)
     history_session_gap_s: float = Field(1800.0, ge=0)
     item_refresh_interval_s: float = Field(2.0, gt=0)
+    # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above
+    # is dead-lettered (a hostile 1e30 vector would rank its video first for everyone). Fits of 3,000 users
+    # x 30 interactions gave at most 1.8 (items) and 3.6 (users), at regularization 10 and 0.1.
+    max_vector_norm: float = Field(100.0, gt=0)
     # The batch refit (models/recs/refit.py; the `reelstream trainer` process): none before
     # refit_min_interactions stored interactions, then whenever they changed by refit_growth times those of
     # the last fit, or refit_interval_s of event time after it. Warm-started refits run refit_iterations.
