@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from models.text.comments import CommentModels
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # reelstream/text_commands.py -> the checkout
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_OUT = REPO_ROOT / "models" / "text" / "weights"
 
@@ -111,22 +111,42 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         baseline: bool = typer.Option(True, help="Fit the TF-IDF+LR baseline on the same split."),
         model_dir: Path | None = typer.Option(None, help="Weights folder (default: settings, then shipped)."),
+        ood: bool = typer.Option(False, "--ood", help="Also the out-of-distribution view (models/text/ood.py)."),
+        folds_dir: Path = typer.Option(Path(".ood-folds"), help="Fold models: trained there unless present."),
+        limit_per_dataset: int | None = limit_opt,
+        write_thresholds: Path | None = typer.Option(
+            None, help="Write the thresholds chosen on the OOD checks to this weights folder (with --ood)."
+        ),
     ) -> None:
-        """Per dataset and label: AUC, macro-F1, accuracy on the validation split, next to the baseline."""
+        """Per dataset and label: AUC, macro-F1, accuracy on the validation split (in distribution), next to the
+        baseline; with --ood, the same for sources and groups left out of training, and the thresholds chosen
+        on them."""
         import orjson
 
         from models.text.evaluation import evaluate
 
         result = evaluate(_load_models(model_dir), data, with_baseline=baseline)
+        if ood:
+            from models.text.ood import card_section, evaluate_ood, write_card_section, write_thresholds_file
+
+            result["ood"] = evaluate_ood(data, folds_dir, limit=limit_per_dataset, with_baseline=baseline)
+            if write_thresholds is not None:
+                write_thresholds_file(result["ood"], write_thresholds)
+                card = write_thresholds / "MODEL_CARD.md"
+                if card.exists():
+                    write_card_section(card, card_section(result["ood"], result))
         if json:
             typer.echo(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode())
             return
-        for ds, labels in result["lines"].items():
-            for label, e in labels.items():
-                key = e["primary"]
-                base = e.get("baseline", {}).get(key, float("nan"))
-                typer.echo(f"{ds:26s} {label:10s} {key:8s} model {e['model'][key]:.4f}  baseline {base:.4f}")
-        typer.echo(f"beats baseline on {result['beats_baseline']} lines")
+        views = [("in distribution (validation split)", result)] + ([("out of distribution", result["ood"])] if ood else [])
+        for title, view in views:
+            typer.echo(f"-- {title}")
+            for ds, labels in view["lines"].items():
+                for label, e in labels.items():
+                    key = e["primary"]
+                    base = e.get("baseline", {}).get(key, float("nan"))
+                    typer.echo(f"{ds:34s} {label:10s} {key:8s} model {e['model'][key]:.4f}  baseline {base:.4f}")
+            typer.echo(f"beats baseline on {view['beats_baseline']} lines")
 
     @bench.command("models")
     def bench_models(

@@ -31,18 +31,23 @@ def baseline_report(
         va = [e for e in val if e.dataset == ds]
         report[ds] = {}
         for label in sorted({k for e in tr for k in e.labels}):
-            tr_l = [e for e in tr if label in e.labels]
-            va_l = [e for e in va if label in e.labels]
-            y_tr = np.array([e.labels[label] for e in tr_l])
-            y_va = np.array([e.labels[label] for e in va_l])
-            if len(set(y_tr.tolist())) < 2 or not va_l:
-                continue
-            model = _pipeline(tr_l[0].lang).fit([e.text for e in tr_l], y_tr)
-            proba = model.predict_proba([e.text for e in va_l])
-            if label == "sentiment":
-                full = np.zeros((len(va_l), 3))
-                full[:, model.classes_] = proba
-                report[ds][label] = sentiment_report(y_va, full, ds in BINARY_SENTIMENT)
-            else:
-                report[ds][label] = binary_report(y_va, proba[:, list(model.classes_).index(1)])
+            scored = fit_and_score([e for e in tr if label in e.labels], [e for e in va if label in e.labels], label, ds)
+            if scored is not None:
+                report[ds][label] = scored
     return report
+
+
+def fit_and_score(train: list[Example], test: list[Example], label: str, dataset: str) -> dict[str, float] | None:
+    """One baseline fitted on `train`'s `label` and scored on `test` (of `dataset`); None if either side
+    cannot be scored (one class only, nothing to test)."""
+    y_tr = np.array([e.labels[label] for e in train])
+    y_te = np.array([e.labels[label] for e in test])
+    if len(set(y_tr.tolist())) < 2 or not test:
+        return None
+    model = _pipeline(train[0].lang).fit([e.text for e in train], y_tr)
+    proba = model.predict_proba([e.text for e in test])
+    if label == "sentiment":
+        full = np.zeros((len(test), 3))
+        full[:, model.classes_] = proba
+        return sentiment_report(y_te, full, dataset in BINARY_SENTIMENT)
+    return binary_report(y_te, proba[:, list(model.classes_).index(1)])

@@ -6,8 +6,9 @@ expose the same network through the two narrower protocols of models.text.base.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from models.text.network import CommentNet, NetConfig
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 WEIGHTS_FILE = "comment_net.pt"
+THRESHOLDS_FILE = "thresholds.json"
+LANGS = ("en", "zh")
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -44,6 +47,20 @@ def _signature(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+def thresholds_for(settings: ModerationSettings, weights_dir: Path) -> dict[str, dict[str, Thresholds]]:
+    """Per language, per category: the thresholds set in configuration (for every language), else those
+    chosen for these weights on out-of-distribution checks (THRESHOLDS_FILE beside them, written by
+    `reelstream eval ood --write-thresholds`), else the configuration's defaults."""
+    path = weights_dir / THRESHOLDS_FILE
+    if "thresholds" in settings.model_fields_set or not path.exists():
+        return {lang: dict(settings.thresholds) for lang in LANGS}
+    chosen = json.loads(path.read_text())["thresholds"]
+    return {
+        lang: {c: Thresholds(**chosen[lang][c]) if c in chosen.get(lang, {}) else settings.thresholds[c] for c in CATEGORIES}
+        for lang in LANGS
+    }
+
+
 class CommentModels:
     """Shared featurizer + network; `score` gives both heads' outputs and the moderation decision."""
 
@@ -53,7 +70,7 @@ class CommentModels:
         model_version: str,
         *,
         max_text_chars: int = 5000,
-        thresholds: dict[str, Thresholds] | None = None,
+        thresholds: Mapping[str, Mapping[str, Thresholds]] | None = None,
         device: torch.device | None = None,
         batch_size: int = 256,
         static_tokenizer: Path | None = None,
@@ -63,7 +80,8 @@ class CommentModels:
         self.model_version = model_version
         self.featurizer = Featurizer(net.config.features, net.vocabulary())
         self.max_text_chars = max_text_chars
-        self.thresholds = thresholds or ModerationSettings().thresholds
+        default = ModerationSettings().thresholds
+        self.thresholds = {lang: dict((thresholds or {}).get(lang, default)) for lang in LANGS}  # lang -> category
         self.languages = {c: net.layout.languages(c) for c in CATEGORIES}  # where each head may decide
         # Where `load` read the weights from (None: built in memory), and the file's (mtime, size) then.
         self.source: tuple[ModerationSettings, tuple[int, int]] | None = None
@@ -100,7 +118,7 @@ class CommentModels:
             net,
             ckpt["model_version"],
             max_text_chars=settings.max_text_chars,
-            thresholds=settings.thresholds,
+            thresholds=thresholds_for(settings, path.parent),
             device=select_device(settings.device),
             batch_size=max(settings.batch_size, 1),
             static_tokenizer=path.parent / TOKENIZER_FILE,
@@ -165,7 +183,7 @@ class CommentModels:
         for row, sent, lang in zip(scores.tolist(), sentiment.tolist(), resolved):
             cats = dict(zip(CATEGORIES, row))
             abstained = [c for c in CATEGORIES if lang not in self.languages[c]]
-            action, reasons = decide(cats, self.thresholds, abstained)
+            action, reasons = decide(cats, self.thresholds[lang], abstained)
             out.append(CommentScore(cats, dict(zip(SENTIMENT_KEYS, sent)), lang, action, reasons, abstained))
         return out
 

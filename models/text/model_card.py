@@ -12,7 +12,9 @@ from models.text.training import TrainOptions, TrainResult
 
 LIMITATIONS = """\
 - Trained on public research datasets (tweets, Weibo/Zhihu comments, product/movie/hotel reviews, YouTube
-  comments); short-video comments differ. Thresholds in config are untuned defaults (0.5 review, 0.9 block).
+  comments); short-video comments differ. Thresholds are chosen per language and category on
+  out-of-distribution folds (`reelstream eval models --ood --write-thresholds`, section below); without
+  that file they are the configuration's untuned defaults (0.5 review, 0.9 block).
 - Scores of one category come from experts trained on different label definitions (Davidson "offensive"
   includes any profanity, OLID only targeted offense); they are mixed by how much a text resembles each
   source (a router or the domain head), so calibration differs between domains. A text that the router

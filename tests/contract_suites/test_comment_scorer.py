@@ -9,6 +9,7 @@ with configured thresholds far from the defaults.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from models.text.base import ACTIONS, SENTIMENT_KEYS, CommentScore, CommentScorer, decide, load_comment_models
-from models.text.comments import CommentModels
+from models.text.comments import SHIPPED_DIR, THRESHOLDS_FILE, CommentModels
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 
 SETTINGS = ModerationSettings(device="cpu")
@@ -52,7 +53,20 @@ HOSTILE = [
 @dataclass
 class Subject:
     scorer: CommentScorer
-    thresholds: Mapping[str, Thresholds]  # what its decisions are made with
+    thresholds: Mapping[str, Mapping[str, Thresholds]]  # per language: what its decisions are made with
+
+
+def _shipped_thresholds() -> dict[str, dict[str, Thresholds]]:
+    """Those chosen for the shipped weights (THRESHOLDS_FILE beside them), read here independently."""
+    path = SHIPPED_DIR / THRESHOLDS_FILE
+    if not path.exists():
+        return {lang: dict(SETTINGS.thresholds) for lang in ("en", "zh")}
+    chosen = json.loads(path.read_text())["thresholds"]
+    return {lang: {c: Thresholds(**chosen[lang].get(c, {})) for c in CATEGORIES} for lang in ("en", "zh")}
+
+
+SHIPPED = _shipped_thresholds()
+STRICT_BY_LANG = {lang: dict(STRICT.thresholds) for lang in ("en", "zh")}  # configuration wins everywhere
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +80,10 @@ def strict() -> CommentModels:
 
 
 IMPLEMENTATIONS: list = [
-    pytest.param(lambda m, _: Subject(m, SETTINGS.thresholds), id="comment-models-cpu"),
+    pytest.param(lambda m, _: Subject(m, SHIPPED), id="comment-models-cpu"),
+    pytest.param(lambda m, _: Subject(m.variant(torch.device("cpu"), batch_size=2), SHIPPED), id="variant-cpu-batch2"),
     pytest.param(
-        lambda m, _: Subject(m.variant(torch.device("cpu"), batch_size=2), SETTINGS.thresholds),
-        id="variant-cpu-batch2",
-    ),
-    pytest.param(
-        lambda _, strict: Subject(strict.variant(torch.device("cpu"), batch_size=2), STRICT.thresholds),
+        lambda _, strict: Subject(strict.variant(torch.device("cpu"), batch_size=2), STRICT_BY_LANG),
         id="variant-of-strict-thresholds",
     ),
 ]
@@ -84,7 +95,7 @@ def subject(request: pytest.FixtureRequest, shipped: CommentModels, strict: Comm
     return make(shipped, strict)
 
 
-def _check_score(s: CommentScore, thresholds: Mapping[str, Thresholds]) -> None:
+def _check_score(s: CommentScore, thresholds: Mapping[str, Mapping[str, Thresholds]]) -> None:
     assert isinstance(s, CommentScore)
     assert set(s.scores) == set(CATEGORIES) and len(s.scores) == len(CATEGORIES)
     assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in s.scores.values()), s.scores
@@ -94,7 +105,7 @@ def _check_score(s: CommentScore, thresholds: Mapping[str, Thresholds]) -> None:
     assert s.lang in ("en", "zh")
     assert s.action in ACTIONS
     assert set(s.abstained) <= set(CATEGORIES)
-    assert (s.action, s.reasons) == decide(s.scores, thresholds, s.abstained)
+    assert (s.action, s.reasons) == decide(s.scores, thresholds[s.lang], s.abstained)
 
 
 def _close(a: CommentScore, b: CommentScore, tol: float = 1e-5) -> None:
@@ -138,7 +149,7 @@ def test_action_and_reasons_follow_decide(subject: Subject) -> None:
     out = subject.scorer.score(TEXTS + HOSTILE)
     for s in out:
         assert s.action in ACTIONS
-        assert (s.action, s.reasons) == decide(s.scores, subject.thresholds, s.abstained)
+        assert (s.action, s.reasons) == decide(s.scores, subject.thresholds[s.lang], s.abstained)
 
 
 def test_a_head_never_decides_on_a_language_it_has_no_training_data_for(subject: Subject) -> None:
