@@ -78,7 +78,9 @@ def uncommitted(bootstrap: str, settings: Settings) -> int:
     """Messages in the agents' input topics past the app's committed offsets (the consumer-group lag)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": settings.app_id, "enable.auto.commit": False})
+    from streams.security import client_config
+
+    consumer = Consumer(client_config(bootstrap, **{"group.id": settings.app_id, "enable.auto.commit": False}))
     try:
         lag = 0
         for topic in agent_inputs(settings):

@@ -22,6 +22,7 @@ from typing import IO, Any
 import orjson
 
 from streams.producer import make_producer, produce
+from streams.security import client_config
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, in
     """Per partition, the offset the next record of `topic` will get."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reelstream-watermarks"})
+    c = Consumer(client_config(bootstrap, **{"group.id": "reelstream-watermarks"}))
     try:
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:
@@ -156,13 +157,15 @@ def read_topic(
     )
 
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "reelstream-record",  # required by the client; never joined nor committed (assign only)
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
-        }
+        client_config(
+            bootstrap,
+            **{
+                "group.id": "reelstream-record",  # required by the client; never joined nor committed (assign only)
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
+            },
+        )
     )
     stats = {} if stats is None else stats
     try:

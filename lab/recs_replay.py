@@ -136,13 +136,14 @@ class RecsListener(threading.Thread):
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.topic = topic
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+        from streams.security import client_config
+
+        self.consumer = Consumer(client_config(bootstrap, **{
             "group.id": "reelstream-recs-replay",  # required by the client; never joined (assign only)
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 5,  # the embedded broker holds an empty fetch for its whole wait
             "fetch.error.backoff.ms": 5,
-        })  # fmt: skip
+        }))  # fmt: skip
         parts = sorted(self.consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         self.partitions = parts
@@ -313,6 +314,7 @@ def run_via_kafka(
     from models.recs.confidence import append, event_weight
     from models.recs.popularity import PopularityRecommender
     from streams.producer import make_producer, produce
+    from streams.security import client_config
     from streams.topics import USERS_TABLE, changelog
 
     started = time.perf_counter()
@@ -337,7 +339,7 @@ def run_via_kafka(
         listener = RecsListener(stack.bootstrap, t.recommendations)
         listener.start()
         producer = make_producer(stack.bootstrap, **{"linger.ms": 1})
-        admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+        admin = AdminClient(client_config(stack.bootstrap))
         users_log = changelog(settings, USERS_TABLE)
 
         def live() -> list[Any]:

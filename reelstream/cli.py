@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+# Never local variables in tracebacks (explicit, whatever typer's default): a Kafka client's config in a crashing
+# frame holds its SASL/TLS passwords.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0], pretty_exceptions_show_locals=False
+)
 train_app = typer.Typer(no_args_is_help=True, help="Train models offline.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models; --json prints one object.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; every one prints JSON with a same-run baseline.")

@@ -97,7 +97,9 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        from streams.security import client_config
+
+        admin = AdminClient(client_config(settings.bootstrap_servers, settings.security))
         new = [
             NewTopic(n, p, replication, config={"cleanup.policy": "compact"} if n in keep else {})
             for n, p in wanted.items()

@@ -31,6 +31,7 @@ from streams.batching import micro_batches
 from streams.items import ItemSide, ItemStateTable, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
+from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
 from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, TABLES, USERS_TABLE, changelog
@@ -184,6 +185,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings.security),  # None for PLAINTEXT (streams/security.py)
         store="memory://",  # every table but users (_store_of) is rebuilt from its changelog topic on start
         datadir=settings.data_dir,
         topic_allow_declare=False,
@@ -219,7 +221,9 @@ def create_app(
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
 
-    output = output or OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
+    output = output or OutputProducer(
+        settings.bootstrap_servers, extra={"compression.type": settings.output_compression}, security=settings.security
+    )
     users = app.tables.add(OutputTable(
         app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions,
         **_store_of(settings, USERS_TABLE),

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.producer import make_producer, produce
+
+if TYPE_CHECKING:
+    from streams.security import KafkaSecurity
 
 
 class DeliveryFailed(RuntimeError):
@@ -22,11 +25,17 @@ class DeliveryFailed(RuntimeError):
 
 
 class OutputProducer:
-    def __init__(self, bootstrap_servers: str, linger_ms: int = 5, extra: dict[str, Any] | None = None) -> None:
-        """`extra`: more librdkafka settings (they win over the defaults here)."""
-        self._producer = make_producer(
-            bootstrap_servers, **{"linger.ms": linger_ms, "queue.buffering.max.messages": 1_000_000, **(extra or {})}
-        )
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        linger_ms: int = 5,
+        extra: dict[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
+    ) -> None:
+        """`extra`: more librdkafka settings (they win over the defaults here); `security`: TLS/SASL (default:
+        the environment's)."""
+        overrides = {"linger.ms": linger_ms, "queue.buffering.max.messages": 1_000_000, **(extra or {})}
+        self._producer = make_producer(bootstrap_servers, security, **overrides)
         self._errors: list[str] = []
         self._lock = threading.Lock()
 

@@ -8,7 +8,10 @@ producer retry from duplicating a message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.security import KafkaSecurity
 
 DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
@@ -17,12 +20,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:
+def make_producer(bootstrap_servers: str, security: KafkaSecurity | None = None, **overrides: Any) -> Any:
     """A confluent_kafka.Producer on `bootstrap_servers` with DEFAULTS; `overrides` are librdkafka settings
-    (dots in names: pass a dict with **) that win over them."""
+    (dots in names: pass a dict with **) that win over them. `security`: TLS/SASL (default: the
+    environment's, streams/security.py `client_config`)."""
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": bootstrap_servers, **DEFAULTS, **overrides})
+    from streams.security import client_config
+
+    return Producer(client_config(bootstrap_servers, security, **{**DEFAULTS, **overrides}))
 
 
 def produce(producer: Any, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.config import IndexSettings
 from models.recs.config import RecsSettings
 from models.text.config import ModerationSettings
+from streams.security import KafkaSecurity
 
 
 class TopicSettings(BaseModel):
@@ -33,12 +34,14 @@ class TopicSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: an invalid section would otherwise be echoed whole, secrets included.
     model_config = SettingsConfigDict(
-        env_prefix="REELSTREAM_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="REELSTREAM_", env_nested_delimiter="__", frozen=True, extra="ignore", hide_input_in_errors=True
     )
 
     app_id: str = "reelstream"
     bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurity = KafkaSecurity()  # TLS / SASL of every Kafka client (streams/security.py)
     partitions: int = Field(4, ge=1)
     # Video events are few; one partition lets every worker replicate the catalog (a Faust GlobalTable).
     videos_partitions: int = Field(1, ge=1, le=1)
@@ -88,8 +91,17 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def _printable(value: object) -> object:
+    """JSON for what json.dumps cannot encode: secrets masked (str(SecretStr) is '**********'), models as dicts."""
+    if isinstance(value, SecretStr):
+        return str(value)
+    assert isinstance(value, BaseModel), type(value)
+    return value.model_dump()
+
+
 def env_reference(settings: Settings) -> list[tuple[str, str]]:
-    """Every setting as (environment variable, effective value as JSON), nested sections flattened."""
+    """Every setting as (environment variable, effective value as JSON), nested sections flattened; secrets
+    masked."""
     import json
 
     def walk(prefix: str, obj: BaseModel) -> list[tuple[str, str]]:
@@ -100,7 +112,7 @@ def env_reference(settings: Settings) -> list[tuple[str, str]]:
             if isinstance(value, BaseModel):
                 rows += walk(var + "__", value)
             else:
-                rows.append((var, json.dumps(value, default=lambda m: m.model_dump())))
+                rows.append((var, json.dumps(value, default=_printable)))
         return rows
 
     return walk("REELSTREAM_", settings)

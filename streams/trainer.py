@@ -40,6 +40,7 @@ from monitoring import metrics
 from streams import steps
 from streams.catalog import is_available
 from streams.output import OutputProducer
+from streams.security import client_config
 from streams.settings import Settings
 from streams.topics import CATALOG_TABLE, USERS_TABLE, changelog
 
@@ -154,16 +155,17 @@ def run_trainer(settings: Settings, stop: threading.Event | None = None) -> None
             f"trainer: cannot serve /metrics on {settings.web_host}:{settings.web_port} ({exc.strerror}); "
             "set REELSTREAM_WEB_PORT to a free port"
         ) from exc
-    output = OutputProducer(settings.bootstrap_servers, extra={"compression.type": settings.output_compression})
+    output = OutputProducer(
+        settings.bootstrap_servers, extra={"compression.type": settings.output_compression}, security=settings.security
+    )
     trainer = Trainer(settings, output.emit, output.flush_blocking)
-    common = {
-        "bootstrap.servers": settings.bootstrap_servers,
+    common = client_config(settings.bootstrap_servers, settings.security, **{
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
         "max.poll.interval.ms": 1_800_000,  # a refit of a large model holds the loop for minutes
-    }
+    })  # fmt: skip
     users_topic = changelog(settings, USERS_TABLE)
     catalog_topic = changelog(settings, CATALOG_TABLE)
     data = Consumer({  # assign(): never joins its group
