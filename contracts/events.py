@@ -93,6 +93,10 @@ class VideoEvent(BaseModel):
 class RecItem(BaseModel):
     video_id: str
     score: float
+    # Why (additive; absent in records written before): the source of the list, and for ALS the videos of
+    # the user's history that added most to this item's score, largest first (models/recs/solve.py).
+    reason: Literal["als", "popular"] | None = None
+    because: list[str] = []
 
 
 class Recommendation(BaseModel):

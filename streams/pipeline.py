@@ -250,10 +250,13 @@ class Pipeline:
         ]
         served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
         now = self.clock()
-        for (user_id, state), (items, version) in zip(touched.items(), served, strict=True):
+        for (user_id, state), (items, version, because, reason) in zip(touched.items(), served, strict=True):
             rec = {
                 "user_id": user_id,
-                "items": [{"video_id": v, "score": round(float(s), 6)} for v, s in items],
+                "items": [
+                    {"video_id": v, "score": round(float(s), 6), "reason": reason, "because": why}
+                    for (v, s), why in zip(items, because, strict=True)
+                ],
                 "model_version": version,
                 "source_event_id": state.source_event_id,
                 "generated_at": now,

@@ -360,7 +360,10 @@ def test_eval_recs_cli_prints_one_json_object() -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert {"streaming", "batch_periodic", "popularity", "events", "seconds"} <= out.keys()
-    assert set(out["streaming"]) == {"hr@10", "ndcg@10", "unknown_user_events"} and out["events"] > 500
+    assert set(out["streaming"]) == {"hr@10", "ndcg@10", "coverage@10", "unknown_user_events", "explained_share"}
+    assert out["events"] > 500 and 0 < out["streaming"]["coverage@10"] <= 1
+    assert out["streaming"]["explained_share"] > 0.9  # nearly every ALS recommendation names its reasons
+    assert "explained_share" not in out["popularity"]
 
 
 @pytest.mark.gpu
@@ -377,3 +380,25 @@ def test_batch_fit_on_gpu_matches_cpu_quality() -> None:
     # users of one block get recommendations from their own block
     recs = model.recommend(histories["u0"], 5)
     assert recs and all(int(v[1:]) < 20 for v, _ in recs)
+
+
+def test_an_explanation_names_the_history_videos_that_add_most_to_the_score() -> None:
+    """The score of a recommended video splits exactly over the user's history (x = A^-1 sum c_j y_j):
+    the shares add up to the served score, and `because` names the largest positive ones, largest first."""
+    from models.recs.solve import contributions
+
+    matrix = _random_matrix(seed=5)
+    histories = {
+        f"u{u}": {f"v{i}": float(c) for i, c in zip(matrix[u].indices, matrix[u].data)} for u in range(matrix.shape[0])
+    }
+    als = StreamingALS.fit(histories, SMALL)
+    history = {**histories["u7"], "v0": -1.0}  # a skip: a negative confidence never explains
+    [(_, items, because)] = als.serve_many([history], 5, explain=3)
+    systems = als._solve_users([history], keep=True)[1]
+    keys = [als.item_ids[r] for r in systems.rows]  # the history's known videos, in solve order
+    shares = contributions(systems.a[0], systems.weighted, als._items[[als._row[v] for v, _ in items]])
+    np.testing.assert_allclose(shares.sum(1), [s for _, s in items], rtol=1e-4, atol=1e-6)
+    for (video, _), row, why in zip(items, shares, because):
+        ranked = [keys[j] for j in np.argsort(-row) if row[j] > 0][:3]
+        assert why == ranked and "v0" not in why and video not in why
+    assert als.serve_many([history], 5)[0][2] == [[] for _ in items]  # not asked: not computed

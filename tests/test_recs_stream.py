@@ -28,6 +28,15 @@ def _recs(bootstrap, user=None):
     return [r for r in out if user is None or r["user_id"] == user]
 
 
+def _stored_history(bootstrap, user) -> list[list]:
+    """The user's rows in the users table, as its changelog holds them last."""
+    from lab.chaos import last_values
+    from streams.settings import Settings
+    from streams.topics import USERS_TABLE, changelog
+
+    return orjson.loads(last_values(bootstrap, changelog(Settings(), USERS_TABLE))[orjson.dumps(user)])["events"]
+
+
 def _wait(predicate, timeout=30):
     wait_for(predicate, timeout, "condition in test")
 
@@ -71,6 +80,12 @@ def test_recommendations_move_toward_a_cluster_after_events_in_it(stack):
     after = next(r for r in _recs(s.bootstrap, user) if r["source_event_id"] == last)
     assert after["model_version"].startswith("als")
     assert share(after) > share(before) and share(after) >= 0.5, (share(before), share(after), after["items"])
+    # every ALS recommendation says why: at most 3 of the user's own videos, most of them the new cluster's
+    assert all(i["reason"] == "als" and 1 <= len(i["because"]) <= 3 for i in after["items"]), after["items"]
+    mine = {row[1] for row in _stored_history(s.bootstrap, user)}  # HistoryRow: event_id, video_id, ...
+    assert set(videos) <= mine and all(set(i["because"]) <= mine for i in after["items"]), after["items"]
+    named = collections.Counter(v for i in after["items"] for v in i["because"])
+    assert sum(n for v, n in named.items() if v in videos) > sum(n for v, n in named.items() if v not in videos)
 
 
 def test_a_removed_video_is_never_recommended_after_its_removal(stack):

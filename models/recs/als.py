@@ -14,14 +14,14 @@ import json
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from models.recs.base import Scored, top_k
 from models.recs.config import RecsSettings
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gather, gram, regularized, scale_confidence, solve_stacked
+from models.recs.solve import gather, gram, regularized, scale_confidence, solve_many, stacked_systems
 
 if TYPE_CHECKING:
     from indexer.base import VectorIndex
@@ -39,6 +39,18 @@ SAVED_SETTINGS = (
     "history_session_gap_s",
     "popularity_half_life_s",
 )
+
+
+class _Systems(NamedTuple):
+    """A micro-batch's user solves, kept to explain them: per placed user (`at`: request index -> i) their
+    system a[i], and their known videos' rows[bounds[i]:bounds[i+1]] with those vectors times their positive
+    ALS confidences (`weighted`: what each video adds to the right-hand side)."""
+
+    a: np.ndarray
+    weighted: np.ndarray
+    rows: np.ndarray
+    bounds: list[int]
+    at: dict[int, int]
 
 
 class StreamingALS:
@@ -136,16 +148,27 @@ class StreamingALS:
 
     def solve_users(self, histories: Sequence[Mapping[str, float]]) -> list[np.ndarray | None]:
         """`user_factor` for a micro-batch of users, solved in one stacked call."""
+        return self._solve_users(histories)[0]
+
+    def _solve_users(
+        self, histories: Sequence[Mapping[str, float]], keep: bool = False
+    ) -> tuple[list[np.ndarray | None], _Systems | None]:
+        """Factors, and with `keep` the systems solved (what `_explain_many` splits scores with)."""
         if self._base is None:
             self._base = regularized(self.item_gram(), self.settings.regularization)
         placed, rows, conf, bounds = gather(histories, self._row.get)
         out: list[np.ndarray | None] = [None] * len(histories)
-        if placed:
-            scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
-            solved = solve_stacked(self._items[rows].astype(np.float64), scaled, bounds, self._base)
-            for n, x in zip(placed, solved):
-                out[n] = x
-        return out
+        if not placed:
+            return out, None
+        scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
+        v = self._items[rows].astype(np.float64)
+        a, b = stacked_systems(v, scaled, bounds, self._base)
+        for n, x in zip(placed, solve_many(a, b)):
+            out[n] = x
+        if not keep:
+            return out, None
+        weighted = (v * np.maximum(scaled, 0.0)[:, None]).astype(np.float32)  # shares rank; float32 is enough
+        return out, _Systems(a, weighted, np.asarray(rows), bounds, {n: i for i, n in enumerate(placed)})
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
         return self.recommend_many([history], k, [exclude])[0]
@@ -157,14 +180,15 @@ class StreamingALS:
         excludes: Sequence[Collection[str]] | None = None,
     ) -> list[list[Scored]]:
         """Top-k for a micro-batch of users; histories are video_id -> confidence, seen videos excluded."""
-        return [items for _, items in self.serve_many(histories, k, excludes)]
+        return [items for _, items, _ in self.serve_many(histories, k, excludes)]
 
     def serve(
         self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()
     ) -> tuple[np.ndarray | None, list[Scored]]:
         """The user's new factor (None: no known video, popularity answered) and their top-k; the agent
         keeps the factor for the users' Gram and the item-side messages."""
-        return self.serve_many([history], k, [exclude])[0]
+        factor, items, _ = self.serve_many([history], k, [exclude])[0]
+        return factor, items
 
     def serve_many(
         self,
@@ -172,25 +196,71 @@ class StreamingALS:
         k: int,
         excludes: Sequence[Collection[str]] | None = None,
         exclude_all: Collection[str] = (),
-    ) -> list[tuple[np.ndarray | None, list[Scored]]]:
+        explain: int = 0,
+    ) -> list[tuple[np.ndarray | None, list[Scored], list[list[str]]]]:
         """`serve` for a micro-batch: one stacked solve and one index search for every placed user.
         `excludes`: per user (with their seen videos, as the agent passes them, no copy is made);
-        `exclude_all`: for everyone (unavailable videos), never copied per user on the index path."""
+        `exclude_all`: for everyone (unavailable videos), never copied per user on the index path.
+        Per user: (factor, top-k, per item the `explain` videos of the history that added most to its
+        score; empty lists when not asked, and for popularity, which no history explains)."""
         excludes = excludes or [()] * len(histories)
-        factors = self.solve_users(histories)
+        factors, systems = self._solve_users(histories, keep=explain > 0)
         placed = [n for n, x in enumerate(factors) if x is not None]
-        out: list[tuple[np.ndarray | None, list[Scored]]] = [
-            (None, self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)) if x is None else (x, [])
-            for h, ex, x in zip(histories, excludes, factors)
-        ]
+        out: list[tuple[np.ndarray | None, list[Scored], list[list[str]]]] = []
+        for h, ex, x in zip(histories, excludes, factors):
+            popular = []
+            if x is None:
+                popular = self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)
+            out.append((x, popular, [[] for _ in popular]))
         if placed and self.index is not None:
             skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
-            for n, items in zip(placed, self.index.search(queries, k, exclude_all or None, skips)):
-                out[n] = (factors[n], items)
+            found = dict(zip(placed, self.index.search(queries, k, exclude_all or None, skips)))
         else:
-            for n in placed:
-                out[n] = (factors[n], self.search(factors[n], histories[n], k, {*excludes[n], *exclude_all}))
+            found = {n: self.search(factors[n], histories[n], k, {*excludes[n], *exclude_all}) for n in placed}
+        explained = self._explain_many(systems, found, explain) if explain and systems is not None else {}
+        for n, items in found.items():
+            out[n] = (factors[n], items, explained.get(n) or [[] for _ in items])
+        return out
+
+    def _explain_many(
+        self, systems: _Systems, found: Mapping[int, list[Scored]], top: int
+    ) -> dict[int, list[list[str]]]:
+        """Per user (request index) and recommended item, the (at most `top`) videos of the history that
+        added most to its score, largest first, only those that added: a score splits exactly over the
+        history (solve.contributions). For the whole micro-batch at once: one stacked solve of each user's
+        A against their recommended items' vectors (k right-hand sides, not one per history video)."""
+        users = [n for n, items in found.items() if items]
+        if not users:
+            return {n: [] for n in found}
+        idx = np.array([systems.at[n] for n in users])
+        k = max(len(found[n]) for n in users)
+        item_rows = np.full((len(users), k), -1)
+        for u, n in enumerate(users):
+            item_rows[u, : len(found[n])] = [self._row.get(v, -1) for v, _ in found[n]]
+        targets = self._items[item_rows].astype(np.float64) * (item_rows >= 0)[..., None]  # (users, k, f)
+        z = np.linalg.solve(systems.a[idx], targets.transpose(0, 2, 1)).astype(np.float32)  # A^-1 y_i: (users, f, k)
+        starts = np.asarray(systems.bounds)[idx]
+        lengths = np.asarray(systems.bounds)[idx + 1] - starts
+        m = int(lengths.max())
+        offsets = np.arange(m)
+        valid = offsets[None, :] < lengths[:, None]  # (users, m)
+        flat = np.where(valid, starts[:, None] + offsets[None, :], 0)
+        weighted = systems.weighted[flat] * valid[..., None]  # (users, m, f), padded with 0
+        shares = weighted @ z  # each history video's share in each item's score: (users, m, k)
+        if m > top:  # the `top` largest (a partition, O(m)), then in order
+            part = np.argpartition(-shares, top - 1, axis=1)[:, :top]
+            order = np.argsort(-np.take_along_axis(shares, part, axis=1), axis=1, kind="stable")
+            best = np.take_along_axis(part, order, axis=1)
+        else:
+            best = np.argsort(-shares, axis=1, kind="stable")
+        positive = (np.take_along_axis(shares, best, axis=1) > 0).transpose(0, 2, 1).tolist()
+        videos = systems.rows[np.take_along_axis(flat, best.reshape(len(users), -1), axis=1)]
+        videos = videos.reshape(best.shape).transpose(0, 2, 1).tolist()  # item rows, (users, k, top)
+        ids = self.item_ids
+        out: dict[int, list[list[str]]] = {n: [] for n in found}
+        for u, n in enumerate(users):
+            out[n] = [[ids[r] for r, p in zip(rs, ps) if p] for rs, ps, _ in zip(videos[u], positive[u], found[n])]
         return out
 
     def search(

@@ -16,6 +16,17 @@ from models.recs.item_side import ItemMessage
 Scored = tuple[str, float]  # (video_id, score)
 
 
+class Served(NamedTuple):
+    """One user's list: top-k (video_id, score) best first, the model version that produced them, and per
+    item the videos of the user's history that added most to its score (empty: not explained, e.g.
+    popularity, which no history explains)."""
+
+    items: list[Scored]
+    model_version: str
+    because: list[list[str]]
+    reason: str = "als"  # what produced the list: "als", or "popular" for a user no model can place yet
+
+
 class ServeRequest(NamedTuple):
     """One user to serve in a micro-batch: their stored history and `events` partition (their state lives
     with it)."""
@@ -44,10 +55,10 @@ class Recommender(Protocol):
 
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
-    ) -> list[tuple[list[Scored], str]]:
-        """Per request, top-k (video_id, score), best first, and the model_version that produced them; never
-        a video of the user's history nor one in `exclude`. One call per micro-batch, so a model can solve
-        and search for all its users at once."""
+    ) -> list[Served]:
+        """Per request, top-k (video_id, score), best first, the model_version that produced them and why
+        (`Served`); never a video of the user's history nor one in `exclude`. One call per micro-batch, so a
+        model can solve and search for all its users at once."""
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the user's factor leaves the model, and every video they touched is told to drop them."""

@@ -41,6 +41,9 @@ class RecsSettings(BaseModel):
     history_long_term_weight: float = Field(0.1, ge=0, le=1)
     history_session_gap_s: float = Field(1800.0, ge=0)
     item_refresh_interval_s: float = Field(2.0, gt=0)
+    # Per ALS recommendation, how many videos of the user's history that added most to its score are named
+    # (`because`, models/recs/solve.py `contributions`); 0: none.
+    explain_top: int = Field(3, ge=0)
     # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above
     # is dead-lettered (a hostile 1e30 vector would rank its video first for everyone). Fits of 3,000 users
     # x 30 interactions gave at most 1.8 (items) and 3.6 (users), at regularization 10 and 0.1.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,20 +60,25 @@ class Tally:
     hits: int = 0
     ndcg: float = 0.0
     unknown: int = 0
+    recommended: set[str] = field(default_factory=set)  # every video in a scored list (coverage)
 
     def add(self, recs: Sequence[Scored], target: str, unknown: bool) -> None:
         self.n += 1
         self.unknown += unknown
+        self.recommended.update(vid for vid, _ in recs[:K])
         for rank, (vid, _) in enumerate(recs[:K]):
             if vid == target:
                 self.hits += 1
                 self.ndcg += 1.0 / math.log2(rank + 2)
                 break
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self, catalog: int = 0) -> dict[str, float | int]:
+        """HR@10, NDCG@10, and coverage@10: the share of the `catalog` (videos in the replay) that some
+        scored list held."""
         n = max(self.n, 1)
         hr, ndcg = round(self.hits / n, 4), round(self.ndcg / n, 4)
-        return {"hr@10": hr, "ndcg@10": ndcg, "unknown_user_events": self.unknown}
+        coverage = round(len(self.recommended) / catalog, 4) if catalog else 0.0
+        return {"hr@10": hr, "ndcg@10": ndcg, "coverage@10": coverage, "unknown_user_events": self.unknown}
 
 
 def ml100k_path() -> Path:
@@ -192,10 +197,16 @@ def prequential(
     latest: dict[str, tuple[list[Scored] | None, bool]] = {}  # per user: their latest recommendation, from ALS?
     interactions = since_items = 0
 
+    explained = [0, 0]  # ALS recommendations served, and those that name videos of the history
+
     def serve(users: Iterable[str]) -> None:
         requests = [ServeRequest(user, histories[user], 0) for user in users]
-        for r, (recs, version) in zip(requests, recommender.recommend_many(requests, K)):
-            latest[r.user_id] = (recs, version != recommender.popularity_version)
+        for r, (recs, version, because, _) in zip(requests, recommender.recommend_many(requests, K)):
+            placed = version != recommender.popularity_version
+            latest[r.user_id] = (recs, placed)
+            if placed:
+                explained[0] += len(recs)
+                explained[1] += sum(1 for b in because if b)
 
     with threadpool_limits(1, "blas"):
         for n0, mb in zip(range(0, len(groups), batch_size), _micro_batches(groups, batch_size)):
@@ -254,7 +265,9 @@ def prequential(
             if daily.due(interactions):
                 batch = daily.fit(histories, pop_decayed)
                 batch_rows = {u: i for i, u in enumerate(batch.user_ids)}
-    result = {name: t.as_dict() for name, t in tallies.items()}
+    catalog = len({g.video_id for g in groups})
+    result = {name: t.as_dict(catalog) for name, t in tallies.items()}
+    result["streaming"]["explained_share"] = round(explained[1] / explained[0], 4) if explained[0] else 0.0
     result.update(
         events=tallies["streaming"].n,
         replayed=len(groups),

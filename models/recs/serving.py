@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from contracts.history import EVENT_ID, TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
-from models.recs.base import Scored, ServeRequest
+from models.recs.base import Served, ServeRequest
 from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage
@@ -79,21 +79,21 @@ class StreamingRecommender:
 
     def recommend(
         self, user_id: str, history: list[Row], k: int, exclude: set[str], partition: int
-    ) -> tuple[list[Scored], str]:
+    ) -> Served:
         return self.recommend_many([ServeRequest(user_id, history, partition)], k, exclude)[0]
 
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
-    ) -> list[tuple[list[Scored], str]]:
+    ) -> list[Served]:
         """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
         seen: list[set[str]] = [set() for _ in requests]
         # Histories are the users table's rows: each event_id once (streams.pipeline dedups on append).
         confs = [self._confidences.confidences(r.user_id, r.history, s) for r, s in zip(requests, seen)]
         started = time.perf_counter()
-        served = self.als.serve_many(confs, k, seen, exclude)
+        served = self.als.serve_many(confs, k, seen, exclude, explain=self.s.explain_top)
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
-        for r, conf, (factor, items) in zip(requests, confs, served):
+        for r, conf, (factor, items, because) in zip(requests, confs, served):
             version = self.als.model_version if factor is not None else self.popularity_version
             if factor is None and conf:
                 factor = initial_factor(r.user_id, self.s.factors)
@@ -106,7 +106,7 @@ class StreamingRecommender:
                     vector = factor.tolist()
                     for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
                         self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
-            out.append((items, version))
+            out.append(Served(items, version, because, "als" if version == self.als.model_version else "popular"))
         return out
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:

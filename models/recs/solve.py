@@ -84,15 +84,29 @@ def gather(
     return placed, found, conf, bounds
 
 
-def solve_stacked(v: np.ndarray, scaled: np.ndarray, bounds: Sequence[int], base: np.ndarray) -> np.ndarray:
-    """`solve_factor` for many rows in one stacked LAPACK call: row n's observed counterparts are
-    v[bounds[n]:bounds[n+1]] (float64, every row has at least one), with ALS confidences `scaled` (see
-    `scale_confidence`); base = regularized(G, reg). Per-call numpy overhead dominated per row."""
+def stacked_systems(
+    v: np.ndarray, scaled: np.ndarray, bounds: Sequence[int], base: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The systems A (n, f, f) and right-hand sides b (n, f) that `solve_stacked` solves."""
     weighted = v * (np.abs(scaled) - 1.0)[:, None]
     b = np.add.reduceat(v * np.maximum(scaled, 0.0)[:, None], bounds[:-1], axis=0)
     a = np.stack([weighted[s:e].T @ v[s:e] for s, e in zip(bounds, bounds[1:])])
     a += base
-    return solve_many(a, b)
+    return a, b
+
+
+def solve_stacked(v: np.ndarray, scaled: np.ndarray, bounds: Sequence[int], base: np.ndarray) -> np.ndarray:
+    """`solve_factor` for many rows in one stacked LAPACK call: row n's observed counterparts are
+    v[bounds[n]:bounds[n+1]] (float64, every row has at least one), with ALS confidences `scaled` (see
+    `scale_confidence`); base = regularized(G, reg). Per-call numpy overhead dominated per row."""
+    return solve_many(*stacked_systems(v, scaled, bounds, base))
+
+
+def contributions(a: np.ndarray, weighted: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """How much each observed counterpart adds to each target's score (targets, m): the factor is
+    x = A^-1 sum_j max(c_j, 0) v_j, so target t's score t.x splits exactly into t.A^-1 v_j max(c_j, 0) per
+    counterpart j (implicit's `explain`, from the same system); `weighted` rows are v_j max(c_j, 0)."""
+    return np.asarray(targets, dtype=np.float64) @ np.linalg.solve(a, np.asarray(weighted).T)
 
 
 def solve_factor(

@@ -190,8 +190,14 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
     users = list(USERS)
     out = _serve(rec, users, k, exclude)
     assert len(out) == len(users)
-    for u, (items, version) in zip(users, out):
+    for u, (items, version, because, reason) in zip(users, out):
         assert isinstance(version, str) and version, u
+        assert len(because) == len(items) and reason in ("als", "popular"), u
+        if reason == "popular":
+            assert because == [[] for _ in items], u  # no history explains popularity
+        else:  # each item names at most 3 videos of the user's own history, every placed user's items some
+            assert all(len(b) <= 3 and set(b) <= _videos(USERS[u][1]) for b in because), (u, because)
+            assert any(because), u
         assert len(items) <= k, u
         ids = _ids(items)
         assert len(set(ids)) == len(ids), u
@@ -200,14 +206,14 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
         assert all(a >= b for a, b in itertools.pairwise(scores)), (u, scores)  # best first
         assert not set(ids) & _videos(USERS[u][1]), u  # never a video of the history (zero/negative ones too)
         assert not set(ids) & exclude, u
-    for u, (items, _) in zip(users, out):
+    for u, (items, *_) in zip(users, out):
         if u in PLACED:
             servable = set(subject.catalogue) - _videos(USERS[u][1]) - exclude
             if k >= len(subject.catalogue):  # top-k of more than there is: everything servable
                 assert set(_ids(items)) == servable, u
             else:
                 assert len(items) == k, u
-    assert any(items for u, (items, _) in zip(users, out) if u not in PLACED)  # popularity answered too
+    assert any(items for u, (items, *_) in zip(users, out) if u not in PLACED)  # popularity answered too
 
 
 def test_recommend_many_results_do_not_depend_on_the_batch(subject: Subject) -> None:
@@ -217,7 +223,7 @@ def test_recommend_many_results_do_not_depend_on_the_batch(subject: Subject) -> 
     users = list(USERS)
     forward = _serve(rec, users, 8)
     backward = _serve(rec, users[::-1], 8)[::-1]
-    for u, (a, va), (b, vb) in zip(users, forward, backward):
+    for u, (a, va, *_), (b, vb, *_) in zip(users, forward, backward):
         assert _ids(a) == _ids(b) and va == vb, u
         np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-5, atol=1e-6)
 
@@ -328,8 +334,8 @@ def test_use_model_stamps_its_version_and_its_gram_is_the_item_solves(subject: S
     batch_gram = np.diag(np.arange(1.0, F + 1))
     rec.use_model("als-trainer-1", batch_gram)
     assert rec.model_version == "als-trainer-1"
-    [(items, version)] = _serve(rec, ["bob"], 5)
-    assert items and version == "als-trainer-1"  # outputs carry the published version
+    [(items, version, _, reason)] = _serve(rec, ["bob"], 5)
+    assert items and version == "als-trainer-1" and reason == "als"  # outputs carry the published version
     np.testing.assert_allclose(rec.gram(), batch_gram)  # users served since do not change it
     assert set(rec.partials()) == {USERS["alice"][0], USERS["bob"][0]}  # partials are still kept
     rec.use_model("als-trainer-2", 2.0 * batch_gram)
@@ -405,13 +411,13 @@ def test_remove_video_is_never_recommended_again(subject: Subject) -> None:
     removed = {ranked, popular, "late-1"}
     for v in sorted(removed):
         rec.remove_video(v)
-    for u, (items, _) in zip(USERS, _serve(rec, list(USERS), ALL)):
+    for u, (items, *_) in zip(USERS, _serve(rec, list(USERS), ALL)):
         assert not set(_ids(items)) & removed, u
     # neither a late item-side update nor new engagement brings them back
     rec.upsert_items(sorted(removed), 10.0 * _item_vectors(sorted(removed), seed=6))
     fan = _rows("fan", [(v, "share") for v in sorted(removed)], t0=2000.0)
     rec.learn("fan", fan, fan)
-    for u, (items, _) in zip(USERS, _serve(rec, list(USERS), ALL)):
+    for u, (items, *_) in zip(USERS, _serve(rec, list(USERS), ALL)):
         assert not set(_ids(items)) & removed, u
 
 
@@ -426,7 +432,7 @@ def test_upsert_items_grow_the_index_and_are_served(subject: Subject) -> None:
     assert rec.index_size() == before + 3
     rec.upsert_items(new[:2], _item_vectors(new[:2], seed=8))  # new vectors for known videos: replaced
     assert rec.index_size() == before + 3
-    (alice, _), (newbie, newbie_version) = _serve(rec, ["alice", "newbie"], ALL)
+    (alice, *_), (newbie, newbie_version, *_) = _serve(rec, ["alice", "newbie"], ALL)
     assert set(new) <= set(_ids(alice))  # served from the next micro-batch on
     # newbie's videos are known now: the model itself places and serves them (popularity answered before)
     assert newbie_version == rec.model_version
@@ -447,7 +453,7 @@ def test_swap_serves_the_newer_saved_model(subject: Subject) -> None:
     rec = subject.rec
     old = rec.model_version
     _learn(rec, "alice", "bob")
-    ((_, served_old),) = _serve(rec, ["alice"], 5)
+    ((_, served_old, *_),) = _serve(rec, ["alice"], 5)
     assert served_old == old
     rec.remove_video("v5")  # removed while the old model serves
     newer = copy.deepcopy(_fitted(1))
@@ -458,7 +464,7 @@ def test_swap_serves_the_newer_saved_model(subject: Subject) -> None:
     assert rec.model_version == old  # loading is not swapping
     rec.swap(model)
     assert rec.model_version == newer.model_version
-    for items, version in _serve(rec, ["alice", "bob"], ALL):
+    for items, version, *_ in _serve(rec, ["alice", "bob"], ALL):
         assert version == newer.model_version
         assert items and "v5" not in _ids(items)  # removals outlive the model they were made under
     assert rec.newer_model() is None  # the saved one is the one served now
