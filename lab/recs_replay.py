@@ -252,6 +252,7 @@ class _Run:
     stale: int = 0
     stale_examples: list[dict[str, Any]] = field(default_factory=list)
     skipped_seen: int = 0
+    explained: list[int] = field(default_factory=lambda: [0, 0])  # scored ALS items, and those naming a video
     restarts: int = 0
     restart_s: list[float] = field(default_factory=list)
     changelog_pruned: list[bool] = field(default_factory=list)
@@ -366,6 +367,9 @@ def run_via_kafka(
                 placed = rec["model_version"] != PopularityRecommender.model_version
                 run.tallies["streaming"].add([(i["video_id"], i["score"]) for i in rec["items"]], g.video_id, not placed)
                 run.versions[rec["model_version"]] += 1
+                if placed:
+                    run.explained[0] += len(rec["items"])
+                    run.explained[1] += sum(1 for i in rec["items"] if i.get("because"))
                 # Current: served for the user's last sent event, or served again after a new version (its
                 # source then is the latest stored row in time order).
                 h = histories.get(g.user_id)
@@ -488,7 +492,10 @@ def run_via_kafka(
             if k.startswith("reelstream_dlq_messages_total"):
                 dlq_metric[k] = dlq_metric.get(k, 0.0) + v
     gap_key = 'reelstream_dlq_messages_total{reason="offset_gap"}'
-    result: dict[str, Any] = {name: tally.as_dict() for name, tally in run.tallies.items()}
+    catalog = len({g.video_id for g in groups})
+    result: dict[str, Any] = {name: tally.as_dict(catalog) for name, tally in run.tallies.items()}
+    explained, scored = run.explained[1], run.explained[0]
+    result["streaming"]["explained_share"] = round(explained / scored, 4) if scored else 0.0
     result.update(
         events=run.tallies["streaming"].n,
         replayed=len(groups),

@@ -161,12 +161,16 @@ def test_no_hostile_record_reaches_the_model_and_each_is_dead_lettered_with_its_
         table.on_batch = applied.append
     side = app.item_side
     before = {p: (dict(tr.video_users), dict(tr.user_factors)) for p, tr in side.trainers.items()}
-    sink.sent.clear()
-    for n, (topic, partition, key, value, _) in enumerate(records):
-        if topic == S.topics.interactions_by_video:
-            side.apply([Message(topic, partition, n, 0.0, key, value)])
-        else:
-            replicas[topic].apply_changelog_batch([_event(topic, partition, key, value, n)])
+
+    def send_all() -> None:
+        sink.sent.clear()
+        for n, (topic, partition, key, value, _) in enumerate(records):
+            if topic == S.topics.interactions_by_video:
+                side.apply([Message(topic, partition, n, 0.0, key, value)])
+            else:
+                replicas[topic].apply_changelog_batch([_event(topic, partition, key, value, n)])
+
+    send_all()
     assert applied == []
     assert {p: (dict(tr.video_users), dict(tr.user_factors)) for p, tr in side.trainers.items() if tr.video_users} == {
         p: v for p, v in before.items() if v[0]
@@ -175,12 +179,7 @@ def test_no_hostile_record_reaches_the_model_and_each_is_dead_lettered_with_its_
     assert [(d["reason"], d["topic"]) for d in dead] == [(reason, topic) for topic, _, _, _, reason in records]
     assert all(d["detail"] for d in dead)
     rnd.shuffle(records)  # order does not matter: the same again, shuffled, is rejected the same way
-    sink.sent.clear()
-    for n, (topic, partition, key, value, _) in enumerate(records):
-        if topic == S.topics.interactions_by_video:
-            side.apply([Message(topic, partition, n, 0.0, key, value)])
-        else:
-            replicas[topic].apply_changelog_batch([_event(topic, partition, key, value, n)])
+    send_all()
     assert len([1 for t, _, _ in sink.sent if t == S.topics.dlq]) == len(records) and applied == []
 
 

@@ -26,8 +26,11 @@ def result():
 
 
 def test_the_result_has_the_in_process_shape_and_the_deployment_fields(result):
-    for name in ("streaming", "popularity", "popularity_decayed"):
-        assert set(result[name]) == {"hr@10", "ndcg@10", "unknown_user_events"}, result[name]
+    for name in ("popularity", "popularity_decayed"):
+        assert set(result[name]) == {"hr@10", "ndcg@10", "coverage@10", "unknown_user_events"}, result[name]
+    assert set(result["streaming"]) == {"hr@10", "ndcg@10", "coverage@10", "unknown_user_events", "explained_share"}
+    assert 0 < result["streaming"]["coverage@10"] <= 1
+    assert result["streaming"]["explained_share"] > 0.9  # what the worker emitted names its reasons
     for key in ("events", "replayed", "seconds", "dataset", "settings", "refits", "model_versions", "dead_letters"):
         assert key in result, key
     assert result["via_kafka"] is True and result["bootstrap"] is False
