@@ -20,6 +20,7 @@ import numpy as np
 
 from models.recs.base import Scored, top_k
 from models.recs.config import RecsSettings
+from models.recs.diversity import rerank
 from models.recs.popularity import PopularityRecommender
 from models.recs.solve import gather, gram, regularized, scale_confidence, solve_many, stacked_systems
 
@@ -197,12 +198,16 @@ class StreamingALS:
         excludes: Sequence[Collection[str]] | None = None,
         exclude_all: Collection[str] = (),
         explain: int = 0,
+        diversity: float | None = None,
     ) -> list[tuple[np.ndarray | None, list[Scored], list[list[str]]]]:
         """`serve` for a micro-batch: one stacked solve and one index search for every placed user.
         `excludes`: per user (with their seen videos, as the agent passes them, no copy is made);
         `exclude_all`: for everyone (unavailable videos), never copied per user on the index path.
         Per user: (factor, top-k, per item the `explain` videos of the history that added most to its
-        score; empty lists when not asked, and for popularity, which no history explains)."""
+        score; empty lists when not asked, and for popularity, which no history explains). `diversity`
+        (default: settings.diversity): MMR strength over a pool of settings.diversity_pool x k candidates."""
+        strength = self.settings.diversity if diversity is None else diversity
+        fetch = k * self.settings.diversity_pool if strength > 0 else k
         excludes = excludes or [()] * len(histories)
         factors, systems = self._solve_users(histories, keep=explain > 0)
         placed = [n for n, x in enumerate(factors) if x is not None]
@@ -215,9 +220,12 @@ class StreamingALS:
         if placed and self.index is not None:
             skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
-            found = dict(zip(placed, self.index.search(queries, k, exclude_all or None, skips)))
+            found = dict(zip(placed, self.index.search(queries, fetch, exclude_all or None, skips)))
         else:
-            found = {n: self.search(factors[n], histories[n], k, {*excludes[n], *exclude_all}) for n in placed}
+            found = {n: self.search(factors[n], histories[n], fetch, {*excludes[n], *exclude_all}) for n in placed}
+        if strength > 0 and found:
+            lists = rerank(list(found.values()), lambda ids: self._items[[self._row[v] for v in ids]], k, strength)
+            found = dict(zip(found, lists))
         explained = self._explain_many(systems, found, explain) if explain and systems is not None else {}
         for n, items in found.items():
             out[n] = (factors[n], items, explained.get(n) or [[] for _ in items])

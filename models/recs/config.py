@@ -44,6 +44,10 @@ class RecsSettings(BaseModel):
     # Per ALS recommendation, how many videos of the user's history that added most to its score are named
     # (`because`, models/recs/solve.py `contributions`); 0: none.
     explain_top: int = Field(3, ge=0)
+    # Diversity (models/recs/diversity.py): MMR strength in [0, 1) over diversity_pool x top_k candidates of
+    # the index; 0 serves the plain nearest videos.
+    diversity: float = Field(0.0, ge=0, lt=1)
+    diversity_pool: int = Field(4, ge=1)
     # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above
     # is dead-lettered (a hostile 1e30 vector would rank its video first for everyone). Fits of 3,000 users
     # x 30 interactions gave at most 1.8 (items) and 3.6 (users), at regularization 10 and 0.1.

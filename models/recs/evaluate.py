@@ -61,6 +61,8 @@ class Tally:
     ndcg: float = 0.0
     unknown: int = 0
     recommended: set[str] = field(default_factory=set)  # every video in a scored list (coverage)
+    ild_sum: float = 0.0  # intra-list diversity, summed over the lists it was measured on
+    ild_n: int = 0
 
     def add(self, recs: Sequence[Scored], target: str, unknown: bool) -> None:
         self.n += 1
@@ -78,7 +80,20 @@ class Tally:
         n = max(self.n, 1)
         hr, ndcg = round(self.hits / n, 4), round(self.ndcg / n, 4)
         coverage = round(len(self.recommended) / catalog, 4) if catalog else 0.0
-        return {"hr@10": hr, "ndcg@10": ndcg, "coverage@10": coverage, "unknown_user_events": self.unknown}
+        out = {"hr@10": hr, "ndcg@10": ndcg, "coverage@10": coverage, "unknown_user_events": self.unknown}
+        if self.ild_n:
+            out["ild@10"] = round(self.ild_sum / self.ild_n, 4)
+        return out
+
+    def add_ild(self, vectors: np.ndarray) -> None:
+        """Intra-list diversity of one list: mean 1 - cosine over its pairs of item vectors."""
+        if len(vectors) < 2:
+            return
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        sim = unit @ unit.T
+        n = len(vectors)
+        self.ild_sum += float((n * n - sim.sum()) / (n * (n - 1)))
+        self.ild_n += 1
 
 
 def ml100k_path() -> Path:
@@ -182,7 +197,9 @@ def prequential(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     warm_n = int(len(groups) * warmup)
-    tallies = {name: Tally() for name in ("streaming", "batch_periodic", "popularity", "popularity_decayed")}
+    names = ("streaming", "batch_periodic", "popularity", "popularity_decayed")
+    diverse = settings.diversity > 0  # then the same lists without the re-ranking are scored too
+    tallies = {name: Tally() for name in (*names, *(("streaming_no_diversity",) if diverse else ()))}
     curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
     pop_all = PopularityRecommender(math.inf)
     recommender = StreamingRecommender(settings, IndexSettings(), StreamingALS(settings, model_version="als-streaming"))
@@ -198,6 +215,7 @@ def prequential(
     interactions = since_items = 0
 
     explained = [0, 0]  # ALS recommendations served, and those that name videos of the history
+    plain: dict[str, list[Scored]] = {}  # per user: their latest list without the re-ranking (if diverse)
 
     def serve(users: Iterable[str]) -> None:
         requests = [ServeRequest(user, histories[user], 0) for user in users]
@@ -207,6 +225,13 @@ def prequential(
             if placed:
                 explained[0] += len(recs)
                 explained[1] += sum(1 for b in because if b)
+        if diverse:
+            plain.update(zip((r.user_id for r in requests), recommender.ranked(requests, K, 0.0)))
+
+    def ild(name: str, recs: Sequence[Scored]) -> None:
+        """Intra-list diversity of a streaming list, over the vectors served now."""
+        rows = [recommender.als._row.get(v) for v, _ in recs]
+        tallies[name].add_ild(recommender.als._items[[r for r in rows if r is not None]])
 
     with threadpool_limits(1, "blas"):
         for n0, mb in zip(range(0, len(groups), batch_size), _micro_batches(groups, batch_size)):
@@ -219,6 +244,13 @@ def prequential(
                     if recs is None:  # no event yet, so no list: what a product shows then, for every model
                         recs = pop_decayed.recommend(mine, K)
                     tallies["streaming"].add(recs, g.video_id, not placed)
+                    if placed:
+                        ild("streaming", recs)
+                    if diverse:
+                        other = plain.get(g.user_id) if placed else recs
+                        tallies["streaming_no_diversity"].add(other or recs, g.video_id, not placed)
+                        if placed and other:
+                            ild("streaming_no_diversity", other)
                     row = batch_rows.get(g.user_id)
                     if row is None or batch is None:
                         recs = pop_decayed.recommend(mine, K)
@@ -290,7 +322,7 @@ DATASET_OVERRIDES: dict[str, dict] = {
 TUNED = (
     "factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "history_long_term_weight",
     "history_session_gap_s", "popularity_half_life_s", "refit_min_interactions", "refit_growth",
-    "refit_interval_s", "refit_iterations",
+    "refit_interval_s", "refit_iterations", "diversity", "diversity_pool",
 )  # fmt: skip
 # Replay knobs per dataset: the synthetic run evaluates a sample so it stays within a few minutes.
 DATASET_REPLAY: dict[str, dict] = {

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from contracts.history import EVENT_ID, TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
-from models.recs.base import Served, ServeRequest
+from models.recs.base import Scored, Served, ServeRequest
 from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage
@@ -86,9 +86,7 @@ class StreamingRecommender:
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
     ) -> list[Served]:
         """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
-        seen: list[set[str]] = [set() for _ in requests]
-        # Histories are the users table's rows: each event_id once (streams.pipeline dedups on append).
-        confs = [self._confidences.confidences(r.user_id, r.history, s) for r, s in zip(requests, seen)]
+        confs, seen = self._confidences_of(requests)
         started = time.perf_counter()
         served = self.als.serve_many(confs, k, seen, exclude, explain=self.s.explain_top)
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
@@ -108,6 +106,18 @@ class StreamingRecommender:
                         self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
             out.append(Served(items, version, because, "als" if version == self.als.model_version else "popular"))
         return out
+
+    def _confidences_of(self, requests: Sequence[ServeRequest]) -> tuple[list[dict[str, float]], list[set[str]]]:
+        """Per request, the user's video -> confidence and the videos they have seen (never recommended)."""
+        seen: list[set[str]] = [set() for _ in requests]
+        # Histories are the users table's rows: each event_id once (streams.pipeline dedups on append).
+        return [self._confidences.confidences(r.user_id, r.history, s) for r, s in zip(requests, seen)], seen
+
+    def ranked(self, requests: Sequence[ServeRequest], k: int, diversity: float) -> list[list[Scored]]:
+        """The lists these users would get with another diversity strength, nothing else changed (no factor
+        kept, nothing sent to the item side): `eval recs` scores the re-ranking against none in one run."""
+        confs, seen = self._confidences_of(requests)
+        return [items for _, items, _ in self.als.serve_many(confs, k, seen, diversity=diversity)]
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
