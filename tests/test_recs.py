@@ -360,8 +360,9 @@ def test_eval_recs_cli_prints_one_json_object() -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert {"streaming", "batch_periodic", "popularity", "events", "seconds"} <= out.keys()
-    assert set(out["streaming"]) == {"hr@10", "ndcg@10", "coverage@10", "ild@10", "unknown_user_events",
+    assert set(out["streaming"]) == {"hr@10", "ndcg@10", "coverage@10", "ild@10", "novelty@10", "unknown_user_events",
                                      "explained_share"}  # fmt: skip
+    assert out["popularity"]["novelty@10"] < out["streaming"]["novelty@10"]  # the most watched are the least novel
     assert 0 < out["streaming"]["ild@10"] <= 2 and "streaming_no_diversity" not in out  # diversity off
     assert out["events"] > 500 and 0 < out["streaming"]["coverage@10"] <= 1
     assert out["streaming"]["explained_share"] > 0.9  # nearly every ALS recommendation names its reasons

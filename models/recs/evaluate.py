@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -60,7 +60,9 @@ class Tally:
     hits: int = 0
     ndcg: float = 0.0
     unknown: int = 0
+    information: Callable[[str], float] | None = None  # a video's self-information now (novelty)
     recommended: set[str] = field(default_factory=set)  # every video in a scored list (coverage)
+    novelty_sum: float = 0.0
     ild_sum: float = 0.0  # intra-list diversity, summed over the lists it was measured on
     ild_n: int = 0
 
@@ -68,6 +70,8 @@ class Tally:
         self.n += 1
         self.unknown += unknown
         self.recommended.update(vid for vid, _ in recs[:K])
+        if self.information is not None and recs:
+            self.novelty_sum += sum(self.information(vid) for vid, _ in recs[:K]) / len(recs[:K])
         for rank, (vid, _) in enumerate(recs[:K]):
             if vid == target:
                 self.hits += 1
@@ -81,6 +85,8 @@ class Tally:
         hr, ndcg = round(self.hits / n, 4), round(self.ndcg / n, 4)
         coverage = round(len(self.recommended) / catalog, 4) if catalog else 0.0
         out = {"hr@10": hr, "ndcg@10": ndcg, "coverage@10": coverage, "unknown_user_events": self.unknown}
+        if self.information is not None:
+            out["novelty@10"] = round(self.novelty_sum / n, 4)
         if self.ild_n:
             out["ild@10"] = round(self.ild_sum / self.ild_n, 4)
         return out
@@ -199,9 +205,16 @@ def prequential(
     warm_n = int(len(groups) * warmup)
     names = ("streaming", "batch_periodic", "popularity", "popularity_decayed")
     diverse = settings.diversity > 0  # then the same lists without the re-ranking are scored too
-    tallies = {name: Tally() for name in (*names, *(("streaming_no_diversity",) if diverse else ()))}
-    curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
     pop_all = PopularityRecommender(math.inf)
+    observed = [0]  # interactions pop_all has counted (each weighs 1)
+
+    def information(video: str) -> float:
+        """Self-information of a video in bits, -log2 of its (add-one smoothed) share of the interactions
+        so far: novelty@10 is its mean over a list (recommending what everyone watched is not novel)."""
+        return -math.log2((pop_all.weight_of(video) + 1.0) / (observed[0] + len(pop_all.ids) + 1.0))
+
+    tallies = {name: Tally(information=information) for name in (*names, *(("streaming_no_diversity",) if diverse else ()))}
+    curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
     recommender = StreamingRecommender(settings, IndexSettings(), StreamingALS(settings, model_version="als-streaming"))
     pop_decayed = recommender.als.popularity  # learns through recommender.learn, as in a worker
     items = ItemTrainer(settings)
@@ -274,6 +287,7 @@ def prequential(
                 touched.setdefault(g.user_id, []).extend(new)
                 seen.setdefault(g.user_id, {})[g.video_id] = 1.0
                 pop_all.observe(g.video_id, 1.0, g.ts)
+                observed[0] += 1
                 # Stored rows, as the trainer counts them: rows added, and rows the history cap dropped.
                 interactions += len(rows) - before
                 changed = 2 * len(new) - (len(rows) - before)

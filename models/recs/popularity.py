@@ -90,6 +90,13 @@ class PopularityRecommender:
             return scores.copy()
         return scores * 2.0 ** ((self.t_ref - self.t_last) / self.half_life_s)
 
+    def weight_of(self, video_id: str) -> float:
+        """A video's score now (decayed to the latest event; its count, with an infinite half-life)."""
+        row = self._row.get(video_id)
+        if row is None or self.t_ref is None or self.t_last is None:
+            return 0.0
+        return float(self._scores[row] * 2.0 ** ((self.t_ref - self.t_last) / self.half_life_s))
+
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
         rows = [self._row[v] for v in (*history, *exclude) if v in self._row]
         scores = self.scores()
