@@ -21,7 +21,14 @@ from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts.events import InvalidMessage
-from contracts.models import MODEL_KEY, check_gram, parse_item_vector, parse_model_record, vector_record
+from contracts.models import (
+    MODEL_KEY,
+    check_gram,
+    parse_item_vector,
+    parse_model_record,
+    parse_vector_record,
+    vector_record,
+)
 from models.recs.base import Recommender
 from models.text.base import CommentScorer
 from monitoring import metrics
@@ -95,7 +102,7 @@ def _model_check(factors: int):
     return check
 
 
-def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int, max_norm: float):
+def _apply_vectors(recommender: Recommender, items: ItemSide):
     """item-vectors records: served at once; the item side leaves a batch fit's videos alone until the next."""
 
     def apply(latest: dict[str, Any]) -> None:
@@ -104,7 +111,7 @@ def _apply_vectors(recommender: Recommender, items: ItemSide, factors: int, max_
             if value is None:
                 recommender.remove_video(video_id)
                 continue
-            vector, batch = parse_item_vector(value, factors, max_norm)  # checked before: the replica's validate
+            vector, batch = parse_vector_record(value)  # type: ignore[misc] - checked by the replica's validate
             ids.append(video_id)
             vectors.append(vector)
             items.own(video_id, batch)
@@ -258,7 +265,8 @@ def create_app(
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
     def reject(message: Any, reason: str, detail: str) -> None:
-        """A record of an internal topic that is not applied: dead-lettered like a bad event."""
+        """A record of an internal topic that is not applied (a Faust message, or a streams.pipeline.Message:
+        the same fields): dead-lettered like a bad event."""
         m = message
         raw = Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
         pipeline.dead_letter(raw, InvalidMessage(reason, detail))
@@ -278,10 +286,10 @@ def create_app(
         inactive=lambda: catalog.inactive,
         state=item_state,
         partitions=settings.partitions,
-        reject=lambda msg, reason, detail: pipeline.dead_letter(msg, InvalidMessage(reason, detail)),
+        reject=reject,
     )
     factors, max_norm = settings.recs.factors, settings.recs.max_vector_norm
-    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side, factors, max_norm),
+    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side),
             _item_vector_check(factors, max_norm), "invalid_item_vector")  # fmt: skip
     replica("user-gram", t.user_gram, _apply_grams(recommender, factors), _gram_check(factors, settings.partitions),
             "invalid_gram")  # fmt: skip

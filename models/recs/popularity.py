@@ -83,19 +83,20 @@ class PopularityRecommender:
                     if row < len(part):
                         part[row] = 0.0
 
-    def scores(self) -> np.ndarray:
-        """Current scores, aligned with `ids`, decayed to the latest event observed."""
-        scores = self._scores[: len(self.ids)]
+    def _decay(self) -> float:
+        """What the kept scores (relative to t_ref) are multiplied by to read them as of the latest event."""
         if self.t_ref is None or self.t_last is None or self.t_last == self.t_ref:
-            return scores.copy()
-        return scores * 2.0 ** ((self.t_ref - self.t_last) / self.half_life_s)
+            return 1.0
+        return 2.0 ** ((self.t_ref - self.t_last) / self.half_life_s)
+
+    def scores(self) -> np.ndarray:
+        """Current scores, aligned with `ids`, decayed to the latest event observed (a copy)."""
+        return self._scores[: len(self.ids)] * self._decay()
 
     def weight_of(self, video_id: str) -> float:
         """A video's score now (decayed to the latest event; its count, with an infinite half-life)."""
         row = self._row.get(video_id)
-        if row is None or self.t_ref is None or self.t_last is None:
-            return 0.0
-        return float(self._scores[row] * 2.0 ** ((self.t_ref - self.t_last) / self.half_life_s))
+        return 0.0 if row is None else float(self._scores[row] * self._decay())
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
         rows = [self._row[v] for v in (*history, *exclude) if v in self._row]

@@ -72,8 +72,7 @@ class StreamingRecommender:
             # restore_users, whichever comes first.
             new_ids = {r[EVENT_ID] for r in new}
             self._count(user_id, [r for r in history if r[EVENT_ID] not in new_ids], partition)
-        for row in new:
-            self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS], partition)
+        self._observe(new, partition)
         self._new_videos.setdefault(user_id, set()).update(r[VIDEO_ID] for r in new)
         self._new_videos[user_id].update(changed)
 
@@ -131,9 +130,12 @@ class StreamingRecommender:
         """A user's stored rows into the popularity counts of their partition, once per ownership: the counts
         a restart or a rebalance lost, recomputed from the durable histories (the latest history_max_events
         rows of each user: older rows of a heavier user are not recounted)."""
+        self._observe(rows, partition)
+        self._counted[user_id] = partition
+
+    def _observe(self, rows: Sequence[Row], partition: int) -> None:
         for row in rows:
             self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS], partition)
-        self._counted[user_id] = partition
 
     def partials(self) -> dict[int, np.ndarray]:
         """Per `events` partition, X^T X of its users' current factors. Factor changes are queued per served

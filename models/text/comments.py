@@ -42,6 +42,10 @@ def save_checkpoint(net: CommentNet, path: Path, model_version: str) -> None:
     os.replace(tmp, path)
 
 
+def _weights_path(settings: ModerationSettings) -> Path:
+    return Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
+
+
 def _signature(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_mtime_ns, st.st_size
@@ -50,7 +54,7 @@ def _signature(path: Path) -> tuple[int, int]:
 def thresholds_for(settings: ModerationSettings, weights_dir: Path) -> dict[str, dict[str, Thresholds]]:
     """Per language, per category: the thresholds set in configuration (for every language), else those
     chosen for these weights on out-of-distribution checks (THRESHOLDS_FILE beside them, written by
-    `reelstream eval ood --write-thresholds`), else the configuration's defaults."""
+    `reelstream eval models --ood --write-thresholds`), else the configuration's defaults."""
     path = weights_dir / THRESHOLDS_FILE
     if "thresholds" in settings.model_fields_set or not path.exists():
         return {lang: dict(settings.thresholds) for lang in LANGS}
@@ -104,7 +108,7 @@ class CommentModels:
     def load(cls, settings: ModerationSettings) -> CommentModels:
         """Read weights from settings.model_dir (or the shipped ones) and set torch's thread count."""
         torch.set_num_threads(settings.torch_threads)
-        path = Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
+        path = _weights_path(settings)
         if not path.exists():
             raise FileNotFoundError(f"no comment model weights at {path}; run `reelstream train moderation`")
         signature = _signature(path)  # before reading: a file replaced meanwhile is read again at the next poll
@@ -132,7 +136,7 @@ class CommentModels:
         if self.source is None:
             return None
         settings, seen = self.source
-        path = Path(settings.model_dir or SHIPPED_DIR) / WEIGHTS_FILE
+        path = _weights_path(settings)
         try:
             if _signature(path) == seen:
                 return None
