@@ -76,19 +76,25 @@ def agent_inputs(settings: Settings) -> list[str]:
 
 def uncommitted(bootstrap: str, settings: Settings) -> int:
     """Messages in the agents' input topics past the app's committed offsets (the consumer-group lag)."""
+    return sum(lag_by_partition(bootstrap, settings).values())
+
+
+def lag_by_partition(bootstrap: str, settings: Settings) -> dict[str, int]:
+    """'topic[partition]' -> messages past the app's committed offset there, for every input partition
+    (what a failed wait on `uncommitted` reports: which partition is stuck)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from streams.security import client_config
 
     consumer = Consumer(client_config(bootstrap, **{"group.id": settings.app_id, "enable.auto.commit": False}))
     try:
-        lag = 0
+        lags = {}
         for topic in agent_inputs(settings):
             parts = consumer.list_topics(topic, timeout=5).topics[topic].partitions
             for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=5):
                 high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)[1]
-                lag += high - max(tp.offset, 0)
-        return lag
+                lags[f"{topic}[{tp.partition}]"] = high - max(tp.offset, 0)
+        return lags
     finally:
         consumer.close()
 

@@ -309,7 +309,7 @@ def run_via_kafka(
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
 
-    from lab.chaos import uncommitted
+    from lab.chaos import lag_by_partition, uncommitted
     from lab.local import LocalStack, total, wait_for
     from lab.recording import read_topic
     from models.recs.confidence import append, event_weight
@@ -425,11 +425,16 @@ def run_via_kafka(
                 if k.startswith("reelstream_dlq_messages_total"):
                     run.dlq_of_killed[k] = run.dlq_of_killed.get(k, 0.0) + v
             victim.stop(signal.SIGKILL)
-            stack.start_worker(timeout=wait_s)
+            stack.start_worker(timeout=wait_s, loglevel="INFO")  # its rebalance and recovery, in a failure's tail
             # The new worker re-processes what the dead one had not committed; then every recommendation it
             # re-emitted must be read before the next chunk is scored.
-            wait_for(lambda: uncommitted(stack.bootstrap, settings) == 0, wait_s, "inputs committed after restart",
-                     logs(), interval=0.2)  # fmt: skip
+            try:
+                wait_for(lambda: uncommitted(stack.bootstrap, settings) == 0, wait_s, "inputs committed after restart",
+                         logs(), interval=0.2)  # fmt: skip
+            except TimeoutError as e:
+                stuck = {k: v for k, v in lag_by_partition(stack.bootstrap, settings).items() if v}
+                owned = {w.log.name: sorted(k for k in w.metrics() if "consumer_lag_messages" in k) for w in live()}
+                raise TimeoutError(f"{e}\nuncommitted: {stuck}\nreported lag series: {owned}") from None
             highs = watermarks(t.recommendations)
             wait_for(lambda: listener.read_to(highs), wait_s, "recommendations read after restart", logs())
             run.restarts += 1

@@ -222,6 +222,7 @@ def create_app(
         stream_buffer_maxsize=max(8192, settings.batch_size * 8),
         consumer_max_fetch_size=4 * 1024 * 1024,
         monitor=_PerEventQuietMonitor(),
+        TableManager=transport.TableManager,  # recovery reports changelog holes (transport/recovery_holes.py)
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(t.events, partitions=settings.partitions, **raw)

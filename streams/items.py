@@ -24,12 +24,12 @@ from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer, own
 from monitoring import metrics
 from streams.pipeline import Message
-from streams.tables import ChangelogHoleCheck, OutputTable, ValidatedChangelog, latest_values
+from streams.tables import OutputTable, ValidatedChangelog, latest_values
 from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 
-class TopicReplica(ValidatedChangelog, ChangelogHoleCheck, faust.GlobalTable):
+class TopicReplica(ValidatedChangelog, faust.GlobalTable):
     """A GlobalTable over a compacted topic every worker reads in full (`item-vectors`, `user-gram`); what
     it applies, as {key: latest value or None for a tombstone}, is handed to `on_batch`.
 

@@ -10,7 +10,6 @@ active, so a micro-batch's exclusions are that set, not a scan of the whole cata
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -25,8 +24,6 @@ from monitoring import metrics
 from streams.catalog import inactive_videos, is_available
 from streams.output import OutputProducer
 from streams.topics import partition_for
-from streams.transport.offset_gaps import CHANGELOG_GAP_REASON, report_gap
-from streams.transport.options import options_of
 from streams.transport.rocks_store import RocksPartitions, is_rocksdb
 
 log = logging.getLogger(__name__)
@@ -80,47 +77,6 @@ class HistoryEncoder:
         self._last.pop(key, None)
 
 
-class ChangelogHoleCheck:
-    """Mixin for the worker's tables: a changelog whose records were deleted before this worker read them is
-    reported like an input offset gap (log, `reelstream_dlq_messages_total{reason="changelog_gap"}`, one DLQ
-    record naming the range), not recovered around. Faust's recovery starts at max(persisted offset + 1,
-    earliest offset still on the broker) without a word (faust/tables/recovery.py `_build_offsets`): state
-    the deleted records held is then silently gone. A compacted changelog keeps its start offset (compaction
-    removes superseded records, not the log's beginning), so a start beyond what the local store reached is
-    data lost: retention, a truncation, the embedded broker's 5 MiB per-partition cap. The broker is asked
-    just after the assignment, in a task of its own (the rebalance callback must not wait on it), so it may
-    see a moment later than recovery does: records deleted within that moment can be reported though recovery
-    read them, or missed though it did not."""
-
-    _hole_check: asyncio.Task | None = None
-
-    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
-        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)  # type: ignore[misc]
-        topic = self.changelog_topic_name  # type: ignore[attr-defined]
-        # Where recovery must start for each new partition: read now, before recovery moves the local offset.
-        needed = {}
-        for tp in newly_assigned:
-            if tp.topic == topic:
-                persisted = self.persisted_offset(tp)  # type: ignore[attr-defined]
-                needed[tp] = 0 if persisted is None else persisted + 1
-        if needed:
-            # The broker is asked outside the rebalance callback, which must not wait on a network round trip.
-            self._hole_check = asyncio.get_running_loop().create_task(self._check_holes(needed))
-
-    async def _check_holes(self, needed: dict[Any, int]) -> None:
-        try:
-            earliest = await self.app.consumer.earliest_offsets(*needed)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - no answer now: recovery goes on; the next rebalance checks again
-            log.warning("could not read the earliest offsets of %s to check for holes", sorted(needed), exc_info=True)
-            return
-        for tp, first in needed.items():
-            end = earliest.get(tp)
-            if end is not None and end > first:
-                # Through the agents' gap reporting (the app's transport options: the DLQ, its emit, and what
-                # was reported already, e.g. by the reset watcher of a standby reading this changelog).
-                report_gap(options_of(self.app), tp.topic, tp.partition, first, end, CHANGELOG_GAP_REASON)  # type: ignore[attr-defined]
-
-
 class ValidatedChangelog:
     """Mixin for a table over an internal topic (item-vectors, user-gram, models): every record read from
     its changelog, in recovery or live, is checked before it is applied (`valid_only`, called first by the
@@ -171,7 +127,7 @@ class _Write:
 _MISSING = object()
 
 
-class OutputTable(ChangelogHoleCheck, faust.Table):
+class OutputTable(faust.Table):
     """A `streams.pipeline.UserStore`.
 
     With Faust's memory store, a write goes to the table's dict and its changelog record to the output
@@ -380,7 +336,7 @@ class OutputTable(ChangelogHoleCheck, faust.Table):
             self.on_ready({tp.partition for tp in active_tps})
 
 
-class CatalogTable(ChangelogHoleCheck, faust.GlobalTable):
+class CatalogTable(faust.GlobalTable):
     """video_id -> status (streams.catalog), with `inactive` kept up to date on every local
     write and every changelog batch applied (other workers' writes, recovery)."""
 

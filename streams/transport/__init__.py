@@ -12,6 +12,8 @@ pins.py):
 - commit_flush.py: extra producers (streams/output.py) flushed before every offset commit.
 - rocks_store.py: the users table's RocksDB partitions written directly, only with acknowledged changelog
   records and their offset (streams/tables.py OutputTable).
+- recovery_holes.py: a table recovery starting beyond what the table applied (records deleted unread) is
+  reported as a changelog gap, not recovered around (the app's `TableManager`).
 
 Settings are passed in, not module globals: `streams.app.create_app` builds a `TransportOptions` and
 `configure(app, options)` attaches it to the app; the patches read it through their `app`. Importing this
@@ -33,8 +35,11 @@ from streams.transport.options import TransportOptions, configure, options_of
 from streams.transport.outage_start import OutageStartProducer, OutageStartThread
 from streams.transport.pins import PINNED, check_pins
 from streams.transport.raw_delivery import RawDeliveryConductor
+from streams.transport.recovery_holes import TableManager
 
-__all__ = ["PINNED", "SCHEME", "Transport", "TransportOptions", "check_pins", "configure", "options_of"]
+__all__ = [
+    "PINNED", "SCHEME", "TableManager", "Transport", "TransportOptions", "check_pins", "configure", "options_of"
+]
 
 SCHEME = "reelstream"
 

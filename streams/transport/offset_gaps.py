@@ -10,9 +10,9 @@ offset for the partition (a restarted worker), may never commit that partition a
 `offset_gap`, one per missing offset), written to the DLQ as one record naming the range, and handed to
 Faust as a gap so commits go past it. Tables' changelogs (`TransportOptions.changelog_topics`) are watched
 too, while a standby or a recovery reads them: a reset there is reported as `changelog_gap` (the start of a
-recovery beyond the local store is checked at assignment instead, streams/tables.py ChangelogHoleCheck:
-Faust starts recovery at the earliest offset itself, so no reset happens). Only a move forward to the earliest offset counts (not a seek, nor
-`seek_to_end`).
+recovery beyond what a table applied is checked where recovery starts instead, recovery_holes.py: Faust
+starts recovery at the earliest offset itself, so no reset happens). Only a move forward to the earliest
+offset counts (not a seek, nor `seek_to_end`).
 
 Only a consumer that opted in is changed: when its app's options name gap topics, the consumer thread
 gives its new AIOKafkaConsumer a `_GapWatchingSubscriptions` (before the consumer starts, so the fetcher
@@ -134,8 +134,8 @@ def report_gap(
 ) -> None:
     """Offsets first..end-1 of topic[partition] will never be delivered: say so, loudly and durably, once
     per offset (`TransportOptions.gaps`).
-    `reason`: GAP_REASON for an agent's input, CHANGELOG_GAP_REASON for a table's changelog (streams/tables.py
-    ChangelogHoleCheck: the records were gone before the table was recovered from them)."""
+    `reason`: GAP_REASON for an agent's input, CHANGELOG_GAP_REASON for a table's changelog
+    (recovery_holes.py, or a standby's reset: the records were gone before the table was recovered from them)."""
     from contracts.events import DeadLetter, dumps
     from monitoring import metrics
 

@@ -17,8 +17,8 @@ RETRY_MAX_S = 5.0
 
 class ReportedGaps:
     """Per app: the offset ranges reported lost per (topic, partition), so that one loss is reported once,
-    whoever sees it and in whatever order: the consumer's reset watcher (a thread of its own), a table's
-    check at assignment, a re-read of the same hole after a rebalance."""
+    whoever sees it and in whatever order: the consumer's reset watcher (a thread of its own), the check
+    where a table's recovery starts, a re-read of the same hole after a rebalance."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
