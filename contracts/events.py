@@ -93,9 +93,10 @@ class VideoEvent(BaseModel):
 class RecItem(BaseModel):
     video_id: str
     score: float
-    # Why (additive; absent in records written before): the source of the list, and for ALS the videos of
-    # the user's history that added most to this item's score, largest first (models/recs/solve.py).
-    reason: Literal["als", "popular"] | None = None
+    # Why (additive; absent in records written before): the source of the list ("explore": an exploration
+    # slot for a video with few interactions yet, models/recs/exploration.py), and for ALS the videos of the
+    # user's history that added most to this item's score, largest first (models/recs/solve.py).
+    reason: Literal["als", "popular", "explore"] | None = None
     because: list[str] = []
 
 

@@ -367,9 +367,10 @@ def run_via_kafka(
                 placed = rec["model_version"] != PopularityRecommender.model_version
                 run.tallies["streaming"].add([(i["video_id"], i["score"]) for i in rec["items"]], g.video_id, not placed)
                 run.versions[rec["model_version"]] += 1
-                if placed:
-                    run.explained[0] += len(rec["items"])
-                    run.explained[1] += sum(1 for i in rec["items"] if i.get("because"))
+                if placed:  # ALS's items (not exploration slots): how many name videos of the history
+                    ranked = [i for i in rec["items"] if i.get("reason") != "explore"]
+                    run.explained[0] += len(ranked)
+                    run.explained[1] += sum(1 for i in ranked if i.get("because"))
                 # Current: served for the user's last sent event, or served again after a new version (its
                 # source then is the latest stored row in time order).
                 h = histories.get(g.user_id)

@@ -263,6 +263,7 @@ def create_app(
         )  # fmt: skip
 
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
+    catalog.on_available = recommender.add_video  # new uploads into the exploration pool
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
     def reject(message: Any, reason: str, detail: str) -> None:

@@ -37,6 +37,7 @@ from contracts.events import (
 )
 from contracts.history import EVENT_ID, SENTIMENT, TIME_ORDER, HistoryRow, Row, row_with_sentiment
 from models.recs.base import Recommender, ServeRequest
+from models.recs.exploration import REASON as EXPLORE
 from monitoring import metrics
 from streams.catalog import ACTIVE, FINAL, STATUS_OF, inactive_videos
 from streams.settings import Settings
@@ -250,11 +251,12 @@ class Pipeline:
         ]
         served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
         now = self.clock()
-        for (user_id, state), (items, version, because, reason) in zip(touched.items(), served, strict=True):
+        for (user_id, state), (items, version, because, reason, explored) in zip(touched.items(), served, strict=True):
             rec = {
                 "user_id": user_id,
                 "items": [
-                    {"video_id": v, "score": round(float(s), 6), "reason": reason, "because": why}
+                    {"video_id": v, "score": round(float(s), 6), "reason": EXPLORE if v in explored else reason,
+                     "because": why}
                     for (v, s), why in zip(items, because, strict=True)
                 ],
                 "model_version": version,

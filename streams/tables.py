@@ -341,6 +341,9 @@ class CatalogTable(faust.GlobalTable):
     write and every changelog batch applied (other workers' writes, recovery)."""
 
     _inactive: set[str] | None = None
+    # Called with each video that becomes available, from local writes and every changelog batch (other
+    # workers' uploads, recovery): the recommender's exploration pool (Recommender.add_video).
+    on_available: Callable[[str], None] | None = None
 
     @property
     def inactive(self) -> set[str]:
@@ -351,6 +354,8 @@ class CatalogTable(faust.GlobalTable):
     def _track(self, key: str, status: Any) -> None:
         if is_available(status):
             self.inactive.discard(key)
+            if self.on_available is not None and status is not None:  # an upload, not a tombstone
+                self.on_available(key)
         else:
             self.inactive.add(key)
 

@@ -62,6 +62,7 @@ def test_catalog_agent_blocks_videos(app_and_sink):
     asyncio.run(run())
     assert app.pipeline.catalog["v1"] == "blocked"  # a re-upload does not lift a block
     assert app.pipeline.catalog.inactive == {"v1"}
+    assert list(app.pipeline.recommender.exploration.pool()) == []  # shown in no exploration slot either
 
 
 def test_the_catalog_keeps_its_inactive_set_from_changelog_batches_too(app_and_sink):
@@ -75,8 +76,11 @@ def test_the_catalog_keeps_its_inactive_set_from_changelog_batches_too(app_and_s
 
     catalog.apply_changelog_batch([record("v1", b'"blocked"'), record("v2", b'"removed"'), record("v3", b'"active"')])
     assert catalog.inactive == {"v1", "v2"}
+    pool = app_and_sink[0].pipeline.recommender.exploration
+    assert list(pool.pool()) == ["v3"]  # another worker's upload: exploration slots here too
     catalog.apply_changelog_batch([record("v2", b'"active"'), record("v1", None)])
     assert catalog.inactive == set()
+    assert list(pool.pool()) == ["v3", "v2"]
 
 
 def test_replica_records_applied_together_reach_the_model_in_one_call(app_and_sink):

@@ -215,3 +215,14 @@ def test_history_encoder_gives_exactly_the_full_encoding() -> None:
         value = {"events": rows} if op < 0.97 else {"events": rows, "other": 1}
         assert enc.encode(key, value) == orjson.dumps(value)
     assert enc.spliced > 150  # the splice path ran, not only full encodings
+
+
+def test_a_new_upload_is_shown_in_the_exploration_slot_with_its_reason(world, settings):
+    pipe, _, _, sink = world
+    pipe.process_events([msg(ev("e1"))])
+    pipe.recommender.add_video("fresh")  # what the worker's catalog calls for every upload it applies
+    sink.sent.clear()
+    pipe.process_events([msg(ev("e2", video="v2"))])
+    [rec] = sink.values("recommendations")
+    assert rec["items"][-1] == {"video_id": "fresh", "score": 0.0, "reason": "explore", "because": []}
+    assert len(rec["items"]) <= settings.recs.top_k

@@ -363,7 +363,11 @@ def test_eval_recs_cli_prints_one_json_object() -> None:
     assert set(out["streaming"]) == {"hr@10", "ndcg@10", "coverage@10", "ild@10", "novelty@10", "unknown_user_events",
                                      "explained_share"}  # fmt: skip
     assert out["popularity"]["novelty@10"] < out["streaming"]["novelty@10"]  # the most watched are the least novel
-    assert 0 < out["streaming"]["ild@10"] <= 2 and "streaming_no_diversity" not in out  # diversity off
+    assert 0 < out["streaming"]["ild@10"] <= 2
+    # Exploration slots are on by default: the same lists without them are scored beside.
+    assert out["settings"]["explore_share"] == 0.05 and "streaming_no_diversity" in out
+    new = out["new_videos"]  # synthetic uploads during the replay: shown in lists, when
+    assert 0 < new["shown"] <= new["uploaded"] and new["first_impression_s"]["p50"] is not None
     assert out["events"] > 500 and 0 < out["streaming"]["coverage@10"] <= 1
     assert out["streaming"]["explained_share"] > 0.9  # nearly every ALS recommendation names its reasons
     assert "explained_share" not in out["popularity"]

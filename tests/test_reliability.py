@@ -273,5 +273,8 @@ def test_the_worker_web_server_binds_the_configured_loopback_address(settings):
         model_version = "stub"
         gram = np.zeros((2, 2))
 
+        def add_video(self, video_id: str) -> None:
+            pass
+
     app = create_app(settings, Stub(), Stub(), output=Sink())
     assert app.conf.web_bind == "127.0.0.1" and app.conf.web_host == "127.0.0.1"

@@ -19,12 +19,13 @@ Scored = tuple[str, float]  # (video_id, score)
 class Served(NamedTuple):
     """One user's list: top-k (video_id, score) best first, the model version that produced them, and per
     item the videos of the user's history that added most to its score (empty: not explained, e.g.
-    popularity, which no history explains)."""
+    popularity, which no history explains, or an exploration slot)."""
 
     items: list[Scored]
     model_version: str
     because: list[list[str]]
     reason: str = "als"  # what produced the list: "als", or "popular" for a user no model can place yet
+    explored: frozenset[str] = frozenset()  # items in exploration slots (models/recs/exploration.py), last
 
 
 class ServeRequest(NamedTuple):
@@ -65,6 +66,10 @@ class Recommender(Protocol):
 
     def remove_video(self, video_id: str) -> None:
         """A removed or blocked video is never recommended again."""
+
+    def add_video(self, video_id: str) -> None:
+        """A video is available (an upload, seen live or in the catalog's recovery): a new one may be shown in
+        exploration slots until it has interactions of its own."""
 
     def index_size(self) -> int: ...
 

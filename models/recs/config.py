@@ -48,6 +48,12 @@ class RecsSettings(BaseModel):
     # the index; 0 serves the plain nearest videos.
     diversity: float = Field(0.0, ge=0, lt=1)
     diversity_pool: int = Field(4, ge=1)
+    # Exploration (models/recs/exploration.py): explore_share of the list positions served (the last ones of
+    # a list) go to videos with fewer than explore_until_interactions interactions (new uploads get their
+    # first ones there), each shown at most explore_max_impressions times per worker that way; 0: off.
+    explore_share: float = Field(0.05, ge=0, lt=1)
+    explore_until_interactions: int = Field(5, ge=1)
+    explore_max_impressions: int = Field(100, ge=1)
     # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above
     # is dead-lettered (a hostile 1e30 vector would rank its video first for everyone). Fits of 3,000 users
     # x 30 interactions gave at most 1.8 (items) and 3.6 (users), at regularization 10 and 0.1.

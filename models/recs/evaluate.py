@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -131,11 +131,8 @@ def synthetic_events(users: int, videos: int, events: int, seed: int, days: floa
     videos upload over time (a third exist at the start). In-taste picks are watched longer and liked;
     exploration picks are skipped more often."""
     rng = np.random.default_rng(seed)
-    n_clusters = max(4, int(round(math.sqrt(videos) / 2)))
     span = days * DAY_S
-    cluster = rng.integers(0, n_clusters, videos)
-    quality = rng.lognormal(0.0, 1.0, videos)
-    upload = np.where(rng.random(videos) < 1 / 3, 0.0, rng.uniform(0, span, videos))
+    n_clusters, cluster, quality, upload = _synthetic_videos(rng, videos, span)
     taste = rng.dirichlet(np.full(n_clusters, 0.05), users)
     taste_cdf = np.cumsum(taste, axis=1)
     activity = rng.lognormal(0.0, 1.0, users)
@@ -172,6 +169,36 @@ def synthetic_events(users: int, videos: int, events: int, seed: int, days: floa
     return out
 
 
+def _synthetic_videos(
+    rng: np.random.Generator, videos: int, span: float
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The synthetic catalog, drawn first from the stream's generator: clusters, per video its cluster,
+    quality and upload time (0: there from the start)."""
+    n_clusters = max(4, int(round(math.sqrt(videos) / 2)))
+    cluster = rng.integers(0, n_clusters, videos)
+    quality = rng.lognormal(0.0, 1.0, videos)
+    upload = np.where(rng.random(videos) < 1 / 3, 0.0, rng.uniform(0, span, videos))
+    return n_clusters, cluster, quality, upload
+
+
+def synthetic_uploads(videos: int, seed: int, days: float = 14.0) -> dict[str, float]:
+    """Each video's upload time in `synthetic_events(..., videos, ..., seed, days)`: what a worker learns
+    from the `videos` topic before anyone interacts with it."""
+    upload = _synthetic_videos(np.random.default_rng(seed), videos, days * DAY_S)[3]
+    return {f"v{v}": float(t) for v, t in enumerate(upload)}
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50 and p95 (None: beyond every finite value, i.e. never)."""
+    if not values:
+        return {"p50": None, "p95": None}
+    out = {}
+    for name, q in (("p50", 50), ("p95", 95)):
+        v = float(np.percentile(np.asarray(values, dtype=np.float64), q, method="higher"))
+        out[name] = round(v, 1) if math.isfinite(v) else None
+    return out
+
+
 def _micro_batches(groups: Sequence[Group], size: int) -> Iterator[Sequence[Group]]:
     for i in range(0, len(groups), size):
         yield groups[i : i + size]
@@ -195,16 +222,21 @@ def prequential(
     eval_fraction: float = 1.0,
     seed: int = 0,
     curve_every: int = 0,
+    uploads: Mapping[str, float] | None = None,
 ) -> dict:
     """Replay `groups` (time-ordered) in micro-batches; returns the JSON-ready result. With `curve_every`,
-    "curves" also holds each model's cumulative [evaluated events, hits@10] every that many evaluated events."""
+    "curves" also holds each model's cumulative [evaluated events, hits@10] every that many evaluated events.
+    `uploads` (video -> upload time): announced to the recommender as a worker's catalog does, and
+    "new_videos" reports, for uploads after the warm-up began, how long until a served list first held
+    them and until their first interaction in the stream (a replay: not caused by the lists)."""
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     warm_n = int(len(groups) * warmup)
     names = ("streaming", "batch_periodic", "popularity", "popularity_decayed")
-    diverse = settings.diversity > 0  # then the same lists without the re-ranking are scored too
+    # Then the same lists without the re-ranking (MMR) and the exploration slots are scored too.
+    diverse = settings.diversity > 0 or settings.explore_share > 0
     pop_all = PopularityRecommender(math.inf)
     observed = [0]  # interactions pop_all has counted (each weighs 1)
 
@@ -213,7 +245,9 @@ def prequential(
         so far: novelty@10 is its mean over a list (recommending what everyone watched is not novel)."""
         return -math.log2((pop_all.weight_of(video) + 1.0) / (observed[0] + len(pop_all.ids) + 1.0))
 
-    tallies = {name: Tally(information=information) for name in (*names, *(("streaming_no_diversity",) if diverse else ()))}
+    tallies = {
+        name: Tally(information=information) for name in (*names, *(("streaming_no_diversity",) if diverse else ()))
+    }
     curves: dict[str, list[list[float]]] = {name: [] for name in tallies}
     recommender = StreamingRecommender(settings, IndexSettings(), StreamingALS(settings, model_version="als-streaming"))
     pop_decayed = recommender.als.popularity  # learns through recommender.learn, as in a worker
@@ -227,17 +261,29 @@ def prequential(
     latest: dict[str, tuple[list[Scored] | None, bool]] = {}  # per user: their latest recommendation, from ALS?
     interactions = since_items = 0
 
+    pending_uploads = sorted((t, v) for v, t in (uploads or {}).items())[::-1]  # popped from the end
+    warm_ts = groups[warm_n].ts if warm_n < len(groups) else math.inf
+    uploaded_at: dict[str, float] = {}  # uploads after the warm-up began: their time
+    unshown: set[str] = set()
+    first_shown: dict[str, float] = {}
+    first_interaction: dict[str, float] = {}
+    clock = [0.0]  # event time of the micro-batch being served
+
     explained = [0, 0]  # ALS recommendations served, and those that name videos of the history
     plain: dict[str, list[Scored]] = {}  # per user: their latest list without the re-ranking (if diverse)
 
     def serve(users: Iterable[str]) -> None:
         requests = [ServeRequest(user, histories[user], 0) for user in users]
-        for r, (recs, version, because, _) in zip(requests, recommender.recommend_many(requests, K)):
+        for r, (recs, version, because, _, explored) in zip(requests, recommender.recommend_many(requests, K)):
+            if unshown:
+                for v in unshown.intersection(v for v, _ in recs):
+                    first_shown[v] = clock[0]
+                    unshown.discard(v)
             placed = version != recommender.popularity_version
             latest[r.user_id] = (recs, placed)
             if placed:
-                explained[0] += len(recs)
-                explained[1] += sum(1 for b in because if b)
+                explained[0] += len(recs) - len(explored)  # exploration slots are not ALS's
+                explained[1] += sum(1 for (v, _), b in zip(recs, because) if b and v not in explored)
         if diverse:
             plain.update(zip((r.user_id for r in requests), recommender.ranked(requests, K, 0.0)))
 
@@ -275,9 +321,19 @@ def prequential(
                     if curve_every and tallies["streaming"].n % curve_every == 0:
                         for name, t in tallies.items():
                             curves[name].append([t.n, t.hits])
+            # Uploads up to this batch's time reach the catalog first (a video's first interaction is later).
+            clock[0] = mb[-1].ts
+            while pending_uploads and pending_uploads[-1][0] <= clock[0]:
+                t, v = pending_uploads.pop()
+                recommender.add_video(v)
+                if t >= warm_ts:
+                    uploaded_at[v] = t
+                    unshown.add(v)
             # Learn, as the interactions agent does per micro-batch: store, learn, serve every touched user.
             touched: dict[str, list[list]] = {}
             for g in mb:
+                if g.video_id in uploaded_at:
+                    first_interaction.setdefault(g.video_id, g.ts)
                 new = [i.stored() for i in g.interactions]
                 rows = histories.setdefault(g.user_id, [])
                 before = len(rows)
@@ -311,7 +367,7 @@ def prequential(
             if daily.due(interactions):
                 batch = daily.fit(histories, pop_decayed)
                 batch_rows = {u: i for i, u in enumerate(batch.user_ids)}
-    catalog = len({g.video_id for g in groups})
+    catalog = len({g.video_id for g in groups} | set(uploads or ()))  # every video a list could hold
     result = {name: t.as_dict(catalog) for name, t in tallies.items()}
     result["streaming"]["explained_share"] = round(explained[1] / explained[0], 4) if explained[0] else 0.0
     result.update(
@@ -321,6 +377,18 @@ def prequential(
         batch_refits=daily.fits,
         seconds=round(time.perf_counter() - started, 1),
     )
+    if uploaded_at:
+
+        def waits(at: Mapping[str, float]) -> list[float]:
+            return [at[v] - t if v in at else math.inf for v, t in uploaded_at.items()]
+
+        result["new_videos"] = {
+            "uploaded": len(uploaded_at),
+            "shown": len(first_shown),
+            "interacted": len(first_interaction),
+            "first_impression_s": _percentiles(waits(first_shown)),
+            "first_interaction_s": _percentiles(waits(first_interaction)),
+        }
     if curve_every:
         result["curves"] = curves
     return result
@@ -336,7 +404,8 @@ DATASET_OVERRIDES: dict[str, dict] = {
 TUNED = (
     "factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "history_long_term_weight",
     "history_session_gap_s", "popularity_half_life_s", "refit_min_interactions", "refit_growth",
-    "refit_interval_s", "refit_iterations", "diversity", "diversity_pool",
+    "refit_interval_s", "refit_iterations", "diversity", "diversity_pool", "explore_share",
+    "explore_until_interactions", "explore_max_impressions",
 )  # fmt: skip
 # Replay knobs per dataset: the synthetic run evaluates a sample so it stays within a few minutes.
 DATASET_REPLAY: dict[str, dict] = {
@@ -368,11 +437,12 @@ def run(
 ) -> dict:
     """The `reelstream eval recs` entry point (`curve_every`: see `prequential`)."""
     groups = load_groups(dataset, users, videos, events, seed)
+    uploads = synthetic_uploads(videos, seed) if dataset == "synthetic" else None
     settings = settings.model_copy(update=DATASET_OVERRIDES[dataset])
     replay = dict(DATASET_REPLAY[dataset])
     if eval_fraction is not None:
         replay["eval_fraction"] = eval_fraction
-    result = prequential(groups, settings, warmup=warmup, seed=seed, curve_every=curve_every, **replay)
+    result = prequential(groups, settings, warmup=warmup, seed=seed, curve_every=curve_every, uploads=uploads, **replay)
     result["dataset"] = dataset
     result["settings"] = {k: getattr(settings, k) for k in TUNED} | {
         "weights": settings.weights.model_dump(),

@@ -23,6 +23,7 @@ from models.recs.als import StreamingALS
 from models.recs.base import Scored, Served, ServeRequest
 from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
 from models.recs.config import RecsSettings
+from models.recs.exploration import Exploration
 from models.recs.item_side import ItemMessage
 from models.recs.popularity import PopularityRecommender
 from monitoring.metrics import ALS_UPDATE
@@ -58,6 +59,8 @@ class StreamingRecommender:
             self.s.weights, self.s.history_half_life_s, long_term_of(self.s)
         )
         self._counted: dict[str, int] = {}  # user -> partition: their stored rows are in the popularity counts
+        self.exploration = Exploration(settings.explore_share, settings.explore_until_interactions,
+                                       settings.explore_max_impressions)  # fmt: skip
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
@@ -90,8 +93,11 @@ class StreamingRecommender:
         served = self.als.serve_many(confs, k, seen, exclude, explain=self.s.explain_top)
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
-        for r, conf, (factor, items, because) in zip(requests, confs, served):
+        for r, conf, seen_r, (factor, items, because) in zip(requests, confs, seen, served):
             version = self.als.model_version if factor is not None else self.popularity_version
+            explored = self.exploration.fill(items, k, seen_r, exclude)
+            if explored:
+                because = [*because[: len(items) - len(explored)], *([] for _ in explored)]
             if factor is None and conf:
                 factor = initial_factor(r.user_id, self.s.factors)
             if factor is not None:
@@ -103,7 +109,8 @@ class StreamingRecommender:
                     vector = factor.tolist()
                     for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
                         self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
-            out.append(Served(items, version, because, "als" if version == self.als.model_version else "popular"))
+            reason = "als" if version == self.als.model_version else "popular"
+            out.append(Served(items, version, because, reason, frozenset(explored)))
         return out
 
     def _confidences_of(self, requests: Sequence[ServeRequest]) -> tuple[list[dict[str, float]], list[set[str]]]:
@@ -136,6 +143,7 @@ class StreamingRecommender:
     def _observe(self, rows: Sequence[Row], partition: int) -> None:
         for row in rows:
             self.als.observe(row[VIDEO_ID], max(0.0, event_weight(row, self.s.weights)), row[TS], partition)
+            self.exploration.observe(row[VIDEO_ID])
 
     def partials(self) -> dict[int, np.ndarray]:
         """Per `events` partition, X^T X of its users' current factors. Factor changes are queued per served
@@ -197,6 +205,10 @@ class StreamingRecommender:
 
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
+        self.exploration.remove(video_id)
+
+    def add_video(self, video_id: str) -> None:
+        self.exploration.upload(video_id)
 
     def use_model(self, model_version: str, gram: np.ndarray) -> None:
         self.als.model_version = model_version

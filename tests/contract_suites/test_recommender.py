@@ -27,7 +27,11 @@ from models.recs.config import RecsSettings
 from models.recs.serving import load_recommender
 
 F = 8
-RECS = RecsSettings(factors=F, regularization=0.1, alpha=2.0, iterations=5, popularity_half_life_s=3600.0)
+# Exploration off: these checks are about ranking (exploration slots rotate between calls by design); its own
+# check below turns it on.
+RECS = RecsSettings(
+    factors=F, regularization=0.1, alpha=2.0, iterations=5, popularity_half_life_s=3600.0, explore_share=0
+)
 EXACT = IndexSettings()
 # nprobe == nlist: every list is probed, so the IVF answers are complete (k >= catalogue returns it all).
 IVF = IndexSettings(kind="ivf", nlist=4, nprobe=4, train_per_list=4)
@@ -87,9 +91,9 @@ def _check_ivf(rec, index: IndexSettings) -> None:
         assert rec.als.index.inner.trained
 
 
-def cold(index: IndexSettings) -> Callable[[Path], Subject]:
-    def make(tmp_path: Path) -> Subject:
-        rec = load_recommender(RECS, index)
+def cold(index: IndexSettings) -> Callable[..., Subject]:
+    def make(tmp_path: Path, recs: RecsSettings = RECS) -> Subject:
+        rec = load_recommender(recs, index)
         rec.upsert_items(CATALOGUE, _item_vectors(CATALOGUE))
         _check_ivf(rec, index)
         return Subject(rec, list(CATALOGUE), None)
@@ -97,11 +101,11 @@ def cold(index: IndexSettings) -> Callable[[Path], Subject]:
     return make
 
 
-def loaded(index: IndexSettings) -> Callable[[Path], Subject]:
-    def make(tmp_path: Path) -> Subject:
+def loaded(index: IndexSettings) -> Callable[..., Subject]:
+    def make(tmp_path: Path, recs: RecsSettings = RECS) -> Subject:
         model_dir = tmp_path / "model"
         _fitted(0).save(model_dir)
-        rec = load_recommender(RECS.model_copy(update={"model_dir": str(model_dir)}), index)
+        rec = load_recommender(recs.model_copy(update={"model_dir": str(model_dir)}), index)
         _check_ivf(rec, index)
         return Subject(rec, list(_fitted(0).item_ids), model_dir)
 
@@ -119,6 +123,18 @@ IMPLEMENTATIONS = [
 @pytest.fixture(params=IMPLEMENTATIONS)
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     return request.param(tmp_path)
+
+
+# One exploration slot per list of 5 (a share of 0.2); a video leaves the pool at its first interaction, or
+# after 3 exploration impressions.
+EXPLORING = RECS.model_copy(
+    update={"explore_share": 0.2, "explore_until_interactions": 1, "explore_max_impressions": 3}
+)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def exploring(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+    return request.param(tmp_path, EXPLORING)
 
 
 # ---- users ---------------------------------------------------------------------------------------------------
@@ -190,9 +206,13 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
     users = list(USERS)
     out = _serve(rec, users, k, exclude)
     assert len(out) == len(users)
-    for u, (items, version, because, reason) in zip(users, out):
+    for u, (items, version, because, reason, explored) in zip(users, out):
         assert isinstance(version, str) and version, u
         assert len(because) == len(items) and reason in ("als", "popular"), u
+        # Exploration slots come last, explained by nothing; the ranked part before them is checked below.
+        n = len(items) - len(explored)
+        assert set(_ids(items[n:])) == explored and because[n:] == [[] for _ in explored], u
+        items, because = items[:n], because[:n]
         if reason == "popular":
             assert because == [[] for _ in items], u  # no history explains popularity
         else:  # each item names at most 3 videos of the user's own history, every placed user's items some
@@ -206,11 +226,12 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
         assert all(a >= b for a, b in itertools.pairwise(scores)), (u, scores)  # best first
         assert not set(ids) & _videos(USERS[u][1]), u  # never a video of the history (zero/negative ones too)
         assert not set(ids) & exclude, u
-    for u, (items, *_) in zip(users, out):
+    for u, (items, *_, explored) in zip(users, out):
+        ranked = [(v, s) for v, s in items if v not in explored]
         if u in PLACED:
             servable = set(subject.catalogue) - _videos(USERS[u][1]) - exclude
             if k >= len(subject.catalogue):  # top-k of more than there is: everything servable
-                assert set(_ids(items)) == servable, u
+                assert set(_ids(ranked)) == servable, u
             else:
                 assert len(items) == k, u
     assert any(items for u, (items, *_) in zip(users, out) if u not in PLACED)  # popularity answered too
@@ -334,7 +355,7 @@ def test_use_model_stamps_its_version_and_its_gram_is_the_item_solves(subject: S
     batch_gram = np.diag(np.arange(1.0, F + 1))
     rec.use_model("als-trainer-1", batch_gram)
     assert rec.model_version == "als-trainer-1"
-    [(items, version, _, reason)] = _serve(rec, ["bob"], 5)
+    [(items, version, _, reason, _)] = _serve(rec, ["bob"], 5)
     assert items and version == "als-trainer-1" and reason == "als"  # outputs carry the published version
     np.testing.assert_allclose(rec.gram(), batch_gram)  # users served since do not change it
     assert set(rec.partials()) == {USERS["alice"][0], USERS["bob"][0]}  # partials are still kept
@@ -468,3 +489,27 @@ def test_swap_serves_the_newer_saved_model(subject: Subject) -> None:
         assert version == newer.model_version
         assert items and "v5" not in _ids(items)  # removals outlive the model they were made under
     assert rec.newer_model() is None  # the saved one is the one served now
+
+
+def test_new_videos_get_the_last_slot_until_they_have_interactions_or_used_their_budget(exploring: Subject) -> None:
+    rec = exploring.rec
+    _learn(rec, "alice", "bob")
+    for video in ("up-1", "up-2", "up-3", "gone"):
+        rec.add_video(video)
+    rec.remove_video("gone")
+    shown: list[str] = []
+    for _ in range(4):
+        [(items, _, because, reason, explored)] = _serve(rec, ["alice"], 5)
+        assert reason == "als" and len(items) == 5 and len(explored) == 1  # one slot, the last
+        assert items[-1][0] in explored and because[-1] == [] and not set(explored) & _videos(USERS["alice"][1])
+        shown.append(items[-1][0])
+    assert shown == ["up-1", "up-2", "up-3", "up-1"]  # round robin, least shown first; never a removed video
+    [(items, *_, explored)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
+    assert explored == {"up-2"} and items[-1][0] == "up-2"
+    rec.learn("carol", *[_rows("carol", [("up-3", "watch", 1.0)])] * 2)  # its first interaction: graduated
+    for expected in ("up-1", "up-2", None):  # each had its 3 impressions: the pool is empty
+        [(items, *_, explored)] = _serve(rec, ["alice"], 5)
+        assert explored == ({expected} if expected else set()) and len(items) == 5
+    rec.add_video("up-4")  # a later upload: its turn at once
+    [(items, *_, explored)] = _serve(rec, ["bob"], 5)
+    assert explored == {"up-4"}

@@ -1,0 +1,93 @@
+"""Exploration slots: a fixed share of list positions goes to videos that have (almost) no interactions yet.
+
+Why: a new upload has no ALS vector until someone interacts with it, and then a short one (solved from a
+few interactions under strong regularisation), so ranking alone would rarely show it; popularity never
+would. Here a new video waits in a pool until it has `explore_until_interactions` interactions on this
+worker's partitions (it "graduates": ranking can take over) or has had `explore_max_impressions` exploration
+impressions here without getting them (it had its chance; the budget goes to the next one). The budget is
+`explore_share` of the list positions served: a running allowance grows by share x k per list, and a list
+gives its last positions to pool videos while the allowance holds whole ones (share 0.05, k 10: the last
+position of every other list). Pool videos are taken round robin: the pool is a queue, a video shown goes
+to its back, so the least shown come first (explore-first, not a learned bandit: every new video gets the
+same budget whatever its early response; what users then do decides through ranking). Nothing is spent
+while the pool has no video the user has not seen.
+
+State: the pool and the per-video counts are kept in memory. After a restart or a rebalance the counts come
+back from the users' stored histories (`observe` through the recommender's recount) and the pool from the
+catalog's uploads; impressions restart at 0 (at worst a video gets its budget again).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from itertools import islice
+
+from models.recs.base import Scored
+
+REASON = "explore"
+
+
+class Exploration:
+    def __init__(self, share: float, until_interactions: int, max_impressions: int, scan: int = 16) -> None:
+        self.share, self.until, self.max_impressions, self.scan = share, until_interactions, max_impressions, scan
+        self._allowance = 0.0  # list positions owed to exploration
+        self._pool: OrderedDict[str, int] = OrderedDict()  # video -> exploration impressions, least shown first
+        self._interactions: dict[str, int] = {}  # per video seen here, capped at `until`
+        self._gone: set[str] = set()  # removed or blocked
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def upload(self, video_id: str) -> None:
+        """A video is available: into the pool unless it graduated or is gone."""
+        if self.share and video_id not in self._gone and self._interactions.get(video_id, 0) < self.until:
+            self._pool.setdefault(video_id, 0)
+
+    def observe(self, video_id: str) -> None:
+        """One interaction with a video (a video first seen here through an interaction is new too)."""
+        n = self._interactions.get(video_id, 0)
+        if n >= self.until:
+            return
+        self._interactions[video_id] = n + 1
+        if n + 1 >= self.until:
+            self._pool.pop(video_id, None)
+        else:
+            self.upload(video_id)
+
+    def remove(self, video_id: str) -> None:
+        self._gone.add(video_id)
+        self._pool.pop(video_id, None)
+
+    def fill(self, items: list[Scored], k: int, seen: Collection[str], exclude: Collection[str]) -> set[str]:
+        """Put pool videos in the last positions the allowance holds of a top-k list (in place; a shorter list
+        is extended); returns the videos placed. Never one of the user's `seen` videos, one in `exclude`, or
+        one already listed."""
+        if not self._pool or not self.share:
+            return set()
+        self._allowance += self.share * k
+        slots = min(int(self._allowance), k)
+        if not slots:
+            return set()
+        listed = {v for v, _ in items}
+        picked: list[str] = []
+        for video in list(islice(self._pool, self.scan)):
+            if len(picked) == slots:
+                break
+            if video in seen or video in exclude or video in listed:
+                continue
+            picked.append(video)
+        if not picked:
+            return set()
+        self._allowance -= len(picked)
+        keep = max(0, min(len(items), k - len(picked)))
+        del items[keep:]
+        items.extend((video, 0.0) for video in picked)
+        for video in picked:
+            shown = self._pool.pop(video) + 1
+            if shown < self.max_impressions:
+                self._pool[video] = shown  # to the back of the queue
+        return set(picked)
+
+    def pool(self) -> Iterable[str]:
+        return iter(self._pool)
