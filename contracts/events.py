@@ -106,6 +106,7 @@ class Recommendation(BaseModel):
     model_version: str
     source_event_id: str
     generated_at: float
+    arm: str | None = None  # the user's A/B arm when an experiment runs (additive; absent otherwise)
 
 
 class ModerationFlag(BaseModel):

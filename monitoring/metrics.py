@@ -67,6 +67,16 @@ RESTORED = Counter(
     registry=REGISTRY,
 )
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
+# A/B arms (models/recs/arms.py): arm names come from configuration (a few, validated), never user ids.
+AB_LISTS = Counter(
+    "reelstream_ab_lists_closed_total", "Served lists closed by their user's next event, by A/B arm.", ["arm"],
+    registry=REGISTRY,
+)
+AB_HITS = Counter(
+    "reelstream_ab_list_hits_total",
+    "Closed lists whose user's next event watched or liked one of their videos, by A/B arm and action.",
+    ["arm", "action"], registry=REGISTRY,
+)
 INDEX_ITEMS = Gauge("reelstream_index_items", "Item vectors in this worker's index replica.", registry=REGISTRY)
 INDEX_OPS = Counter(
     "reelstream_index_operations_total", "Vectors upserted into or removed from the index replica, by op.",

@@ -18,6 +18,7 @@ class Dataset(str, Enum):
 
 def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands. Keep imports of heavy libraries inside the command bodies."""
+    register_report(app)
 
     @train.command("als")
     def train_als_cmd(
@@ -109,3 +110,60 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         if via_kafka:
             keys = ("restarts", "refits", "model_versions", "stale_recs", "offset_gaps", "dead_letters")
             typer.echo(", ".join(f"{k} {result[k]}" for k in keys))
+
+
+def register_report(app: typer.Typer) -> None:
+    """`reelstream report ab`: per-arm outcomes of an A/B experiment from the topics (recorded or live)."""
+    report_app = typer.Typer(no_args_is_help=True, help="Reports over what the pipeline emitted.")
+    app.add_typer(report_app, name="report")
+
+    @report_app.command("ab")
+    def report_ab_cmd(
+        from_: Annotated[
+            Optional[list[Path]],
+            typer.Option("--from", help="Record files (reelstream record) of the events and recommendations topics."),
+        ] = None,
+        bootstrap: Annotated[
+            Optional[str], typer.Option("--bootstrap", help="Read both topics live from these brokers instead.")
+        ] = None,
+        arms: Annotated[
+            Optional[str], typer.Option("--arms", help="Arm names in order, the control first (default: settings).")
+        ] = None,
+        json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ) -> None:
+        """Per A/B arm: served lists closed by the user's next event, how many of those took up a listed video
+        (watch or like), the rate with its 95% interval, and each arm's difference from the control."""
+        import orjson
+
+        from models.recs.arms import replay_outcomes, report
+        from streams.settings import get_settings
+
+        s = get_settings()
+        t = s.topics
+        if bool(from_) == bool(bootstrap):
+            typer.echo("error: give --from FILE... or --bootstrap (live topics), one of them", err=True)
+            raise typer.Exit(2)
+        if from_:
+            from lab.recording import read_records
+
+            records = [r for path in from_ for r in read_records(path)]
+        else:
+            from lab.recording import read_topic
+
+            records = [r for topic in (t.events, t.recommendations) for r in read_topic(bootstrap, topic)]
+        # Each partition in offset order: a user's events (keyed by user) are then in their order.
+        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        outcomes = replay_outcomes(
+            (r.value for r in records if r.topic == t.events),
+            (r.value for r in records if r.topic == t.recommendations),
+            max_bytes=s.max_message_bytes, max_text_chars=s.max_text_chars,
+        )  # fmt: skip
+        names = arms.split(",") if arms else [a.name for a in s.recs.arms]
+        result = report(outcomes, names) | {"lists_closed": len(outcomes)}
+        if json_:
+            typer.echo(orjson.dumps(result).decode())
+            return
+        for name, a in result["arms"].items():
+            vs = a.get("vs_control")
+            extra = f", vs {result['control']}: {vs['difference']:+.4f} {vs['ci95']}" if vs else ""
+            typer.echo(f"{name}: {a['hits']}/{a['lists']} lists taken up, rate {a['hit_rate']} {a['ci95']}{extra}")

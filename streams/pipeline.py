@@ -36,6 +36,7 @@ from contracts.events import (
     parse_video_event,
 )
 from contracts.history import EVENT_ID, SENTIMENT, TIME_ORDER, HistoryRow, Row, row_with_sentiment
+from models.recs.arms import ListOutcomes
 from models.recs.base import Recommender, ServeRequest
 from models.recs.exploration import REASON as EXPLORE
 from monitoring import metrics
@@ -135,6 +136,8 @@ class Pipeline:
         self._events = {t: metrics.EVENTS.labels(t) for t in EVENT_TYPES}
         self._out = {o: metrics.OUTPUTS.labels(o) for o in ("recommendations", "moderation_flags", "dlq", "comments")}
         self._rec_latency = metrics.LATENCY.labels("recommendations")
+        # A/B arms: each user's latest list until their next event says whether it was taken up.
+        self.outcomes = ListOutcomes() if settings.recs.arms else None
 
     # --- dead letters -------------------------------------------------------------------------
     def dead_letter(self, msg: Message, err: InvalidMessage) -> None:
@@ -219,6 +222,8 @@ class Pipeline:
                     state.rows.append(row)
                 state.by_id[row[EVENT_ID]] = row
                 state.new.append(row)
+                if self.outcomes is not None and len(state.new) == 1:
+                    self._close_list(user, event.video_id, event.type)
                 if isinstance(event, Comment):
                     self.forward_comment(msg, event)
             state.source_event_id = event.event_id
@@ -251,7 +256,9 @@ class Pipeline:
         ]
         served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
         now = self.clock()
-        for (user_id, state), (items, version, because, reason, explored) in zip(touched.items(), served, strict=True):
+        for (user_id, state), (items, version, because, reason, explored, arm) in zip(
+            touched.items(), served, strict=True
+        ):
             rec = {
                 "user_id": user_id,
                 "items": [
@@ -263,11 +270,25 @@ class Pipeline:
                 "source_event_id": state.source_event_id,
                 "generated_at": now,
             }
+            if arm is not None:
+                rec["arm"] = arm
+                if self.outcomes is not None:
+                    self.outcomes.served(user_id, arm, (v for v, _ in items))
             self.emit(self.t.recommendations, user_id.encode(), orjson.dumps(rec), None)
             self._out["recommendations"].inc()
             for ts in state.stamps:
                 self._rec_latency.observe(max(0.0, now - ts))
         self.send_item_messages()
+
+    def _close_list(self, user_id: str, video_id: str, type_: str) -> None:
+        """The user's first new event of a batch closes the list they had: counted for its arm, a hit if it
+        watched or liked one of its videos (the online HR@k; `reelstream report ab` from the topics)."""
+        outcome = self.outcomes.next_event(user_id, video_id, type_)  # type: ignore[union-attr]
+        if outcome is not None:
+            arm, engaged = outcome
+            metrics.AB_LISTS.labels(arm).inc()
+            if engaged is not None:
+                metrics.AB_HITS.labels(arm, engaged).inc()
 
     def refresh(self, partitions: Mapping[str, int]) -> int:
         """Serve users (user_id -> their `events` partition) again with the current model, events or not:
@@ -313,6 +334,8 @@ class Pipeline:
         if record is not None:
             self.users.remove(user_id, partition)  # a tombstone on the changelog
         self.recommender.forget_user(user_id, record["events"] if record else [])
+        if self.outcomes is not None:
+            self.outcomes.forget(user_id)
         self.send_item_messages()
         self.emit(self.t.recommendations, user_id.encode(), None, None)  # tombstone for compacted consumers
         metrics.ERASURES.inc()

@@ -26,6 +26,7 @@ class Served(NamedTuple):
     because: list[list[str]]
     reason: str = "als"  # what produced the list: "als", or "popular" for a user no model can place yet
     explored: frozenset[str] = frozenset()  # items in exploration slots (models/recs/exploration.py), last
+    arm: str | None = None  # the user's A/B arm (models/recs/arms.py); None: no experiment
 
 
 class ServeRequest(NamedTuple):

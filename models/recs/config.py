@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.recs.arms import Arm, check_arms
 
 
 class ConfidenceWeights(BaseModel):
@@ -67,3 +69,13 @@ class RecsSettings(BaseModel):
     refit_iterations: int = Field(5, ge=1)
     model_dir: str = ""  # a saved batch model to bootstrap from; empty = start cold
     weights: ConfidenceWeights = ConfidenceWeights()
+    # A/B arms (models/recs/arms.py), e.g. REELSTREAM_RECS__ARMS='[{"name": "control", "share": 0.5},
+    # {"name": "diverse", "share": 0.5, "diversity": 0.3}]': users assigned by a stable hash of (ab_salt,
+    # user id); shares add up to 1. Empty: no experiment, no `arm` on outputs.
+    arms: tuple[Arm, ...] = ()
+    ab_salt: str = Field("ab-1", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _arms_are_a_partition(self) -> RecsSettings:
+        check_arms(self.arms)
+        return self

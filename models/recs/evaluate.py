@@ -274,7 +274,7 @@ def prequential(
 
     def serve(users: Iterable[str]) -> None:
         requests = [ServeRequest(user, histories[user], 0) for user in users]
-        for r, (recs, version, because, _, explored) in zip(requests, recommender.recommend_many(requests, K)):
+        for r, (recs, version, because, _, explored, _) in zip(requests, recommender.recommend_many(requests, K)):
             if unshown:
                 for v in unshown.intersection(v for v, _ in recs):
                     first_shown[v] = clock[0]

@@ -29,9 +29,13 @@ REASON = "explore"
 
 
 class Exploration:
-    def __init__(self, share: float, until_interactions: int, max_impressions: int, scan: int = 16) -> None:
+    def __init__(
+        self, share: float, until_interactions: int, max_impressions: int, scan: int = 16, pooled: bool | None = None
+    ) -> None:
+        """`pooled`: keep the pool although `share` is 0 (an A/B arm explores); default: share > 0."""
         self.share, self.until, self.max_impressions, self.scan = share, until_interactions, max_impressions, scan
-        self._allowance = 0.0  # list positions owed to exploration
+        self.pooled = share > 0 if pooled is None else pooled
+        self._allowance: dict[str, float] = {}  # per budget (an A/B arm's, or ""): list positions owed
         self._pool: OrderedDict[str, int] = OrderedDict()  # video -> exploration impressions, least shown first
         self._interactions: dict[str, int] = {}  # per video seen here, capped at `until`
         self._gone: set[str] = set()  # removed or blocked
@@ -41,7 +45,7 @@ class Exploration:
 
     def upload(self, video_id: str) -> None:
         """A video is available: into the pool unless it graduated or is gone."""
-        if self.share and video_id not in self._gone and self._interactions.get(video_id, 0) < self.until:
+        if self.pooled and video_id not in self._gone and self._interactions.get(video_id, 0) < self.until:
             self._pool.setdefault(video_id, 0)
 
     def observe(self, video_id: str) -> None:
@@ -59,14 +63,24 @@ class Exploration:
         self._gone.add(video_id)
         self._pool.pop(video_id, None)
 
-    def fill(self, items: list[Scored], k: int, seen: Collection[str], exclude: Collection[str]) -> set[str]:
+    def fill(
+        self,
+        items: list[Scored],
+        k: int,
+        seen: Collection[str],
+        exclude: Collection[str],
+        share: float | None = None,
+        budget: str = "",
+    ) -> set[str]:
         """Put pool videos in the last positions the allowance holds of a top-k list (in place; a shorter list
         is extended); returns the videos placed. Never one of the user's `seen` videos, one in `exclude`, or
-        one already listed."""
-        if not self._pool or not self.share:
+        one already listed. `share` (default: the configured one) and `budget`: an A/B arm's own."""
+        share = self.share if share is None else share
+        if not self._pool or not share:
             return set()
-        self._allowance += self.share * k
-        slots = min(int(self._allowance), k)
+        allowance = self._allowance.get(budget, 0.0) + share * k
+        slots = min(int(allowance), k)
+        self._allowance[budget] = allowance
         if not slots:
             return set()
         listed = {v for v, _ in items}
@@ -79,7 +93,7 @@ class Exploration:
             picked.append(video)
         if not picked:
             return set()
-        self._allowance -= len(picked)
+        self._allowance[budget] = allowance - len(picked)
         keep = max(0, min(len(items), k - len(picked)))
         del items[keep:]
         items.extend((video, 0.0) for video in picked)

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from contracts.history import EVENT_ID, TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
+from models.recs.arms import Arm, assign
 from models.recs.base import Scored, Served, ServeRequest
 from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
 from models.recs.config import RecsSettings
@@ -59,8 +60,10 @@ class StreamingRecommender:
             self.s.weights, self.s.history_half_life_s, long_term_of(self.s)
         )
         self._counted: dict[str, int] = {}  # user -> partition: their stored rows are in the popularity counts
-        self.exploration = Exploration(settings.explore_share, settings.explore_until_interactions,
-                                       settings.explore_max_impressions)  # fmt: skip
+        self.exploration = Exploration(
+            settings.explore_share, settings.explore_until_interactions, settings.explore_max_impressions,
+            pooled=settings.explore_share > 0 or any(a.explore_share for a in settings.arms),
+        )  # fmt: skip
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
@@ -87,15 +90,27 @@ class StreamingRecommender:
     def recommend_many(
         self, requests: Sequence[ServeRequest], k: int, exclude: Collection[str] = ()
     ) -> list[Served]:
-        """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search."""
+        """A micro-batch of users: confidences (and seen videos) per user, one stacked solve, one search (one
+        per A/B arm with its own diversity, when arms are configured)."""
         confs, seen = self._confidences_of(requests)
+        arms = [assign(r.user_id, self.s.arms, self.s.ab_salt) for r in requests]
         started = time.perf_counter()
-        served = self.als.serve_many(confs, k, seen, exclude, explain=self.s.explain_top)
+        served: list = [None] * len(requests)
+        for arm, at in _by_arm(arms):
+            diversity = arm.diversity if arm is not None else None
+            part = self.als.serve_many([confs[i] for i in at], k, [seen[i] for i in at], exclude,
+                                       explain=self.s.explain_top, diversity=diversity)  # fmt: skip
+            for i, one in zip(at, part):
+                served[i] = one
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
-        for r, conf, seen_r, (factor, items, because) in zip(requests, confs, seen, served):
+        for r, conf, seen_r, arm, (factor, items, because) in zip(requests, confs, seen, arms, served):
             version = self.als.model_version if factor is not None else self.popularity_version
-            explored = self.exploration.fill(items, k, seen_r, exclude)
+            if arm is not None and arm.ranker == "popularity":  # the control arm: the factor is kept all the same
+                items = self.als.popularity.recommend(conf, k, {*seen_r, *exclude})
+                version, because = self.popularity_version, [[] for _ in items]
+            share = arm.explore_share if arm is not None else None
+            explored = self.exploration.fill(items, k, seen_r, exclude, share, arm.name if arm is not None else "")
             if explored:
                 because = [*because[: len(items) - len(explored)], *([] for _ in explored)]
             if factor is None and conf:
@@ -110,7 +125,7 @@ class StreamingRecommender:
                     for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
                         self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
             reason = "als" if version == self.als.model_version else "popular"
-            out.append(Served(items, version, because, reason, frozenset(explored)))
+            out.append(Served(items, version, because, reason, frozenset(explored), arm.name if arm else None))
         return out
 
     def _confidences_of(self, requests: Sequence[ServeRequest]) -> tuple[list[dict[str, float]], list[set[str]]]:
@@ -243,6 +258,14 @@ class StreamingRecommender:
 
     def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         self.als.upsert_items(ids, vectors)
+
+
+def _by_arm(arms: Sequence[Arm | None]) -> list[tuple[Arm | None, list[int]]]:
+    """Request positions grouped by arm, in first-seen order (one group of all without arms)."""
+    groups: dict[str | None, tuple[Arm | None, list[int]]] = {}
+    for i, arm in enumerate(arms):
+        groups.setdefault(arm.name if arm is not None else None, (arm, []))[1].append(i)
+    return list(groups.values())
 
 
 def _load_als(settings: RecsSettings, index_settings: IndexSettings) -> StreamingALS:

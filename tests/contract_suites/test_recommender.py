@@ -22,6 +22,7 @@ import pytest
 from contracts.history import HistoryRow
 from indexer.config import IndexSettings
 from models.recs.als import StreamingALS
+from models.recs.arms import Arm, assign
 from models.recs.base import Recommender, ServeRequest
 from models.recs.config import RecsSettings
 from models.recs.serving import load_recommender
@@ -206,7 +207,7 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
     users = list(USERS)
     out = _serve(rec, users, k, exclude)
     assert len(out) == len(users)
-    for u, (items, version, because, reason, explored) in zip(users, out):
+    for u, (items, version, because, reason, explored, _arm) in zip(users, out):
         assert isinstance(version, str) and version, u
         assert len(because) == len(items) and reason in ("als", "popular"), u
         # Exploration slots come last, explained by nothing; the ranked part before them is checked below.
@@ -226,7 +227,7 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
         assert all(a >= b for a, b in itertools.pairwise(scores)), (u, scores)  # best first
         assert not set(ids) & _videos(USERS[u][1]), u  # never a video of the history (zero/negative ones too)
         assert not set(ids) & exclude, u
-    for u, (items, *_, explored) in zip(users, out):
+    for u, (items, *_, explored, _arm) in zip(users, out):
         ranked = [(v, s) for v, s in items if v not in explored]
         if u in PLACED:
             servable = set(subject.catalogue) - _videos(USERS[u][1]) - exclude
@@ -355,7 +356,7 @@ def test_use_model_stamps_its_version_and_its_gram_is_the_item_solves(subject: S
     batch_gram = np.diag(np.arange(1.0, F + 1))
     rec.use_model("als-trainer-1", batch_gram)
     assert rec.model_version == "als-trainer-1"
-    [(items, version, _, reason, _)] = _serve(rec, ["bob"], 5)
+    [(items, version, _, reason, *_)] = _serve(rec, ["bob"], 5)
     assert items and version == "als-trainer-1" and reason == "als"  # outputs carry the published version
     np.testing.assert_allclose(rec.gram(), batch_gram)  # users served since do not change it
     assert set(rec.partials()) == {USERS["alice"][0], USERS["bob"][0]}  # partials are still kept
@@ -499,17 +500,46 @@ def test_new_videos_get_the_last_slot_until_they_have_interactions_or_used_their
     rec.remove_video("gone")
     shown: list[str] = []
     for _ in range(4):
-        [(items, _, because, reason, explored)] = _serve(rec, ["alice"], 5)
+        [(items, _, because, reason, explored, _)] = _serve(rec, ["alice"], 5)
         assert reason == "als" and len(items) == 5 and len(explored) == 1  # one slot, the last
         assert items[-1][0] in explored and because[-1] == [] and not set(explored) & _videos(USERS["alice"][1])
         shown.append(items[-1][0])
     assert shown == ["up-1", "up-2", "up-3", "up-1"]  # round robin, least shown first; never a removed video
-    [(items, *_, explored)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
+    [(items, *_, explored, _)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
     assert explored == {"up-2"} and items[-1][0] == "up-2"
     rec.learn("carol", *[_rows("carol", [("up-3", "watch", 1.0)])] * 2)  # its first interaction: graduated
     for expected in ("up-1", "up-2", None):  # each had its 3 impressions: the pool is empty
-        [(items, *_, explored)] = _serve(rec, ["alice"], 5)
+        [(items, *_, explored, _)] = _serve(rec, ["alice"], 5)
         assert explored == ({expected} if expected else set()) and len(items) == 5
     rec.add_video("up-4")  # a later upload: its turn at once
-    [(items, *_, explored)] = _serve(rec, ["bob"], 5)
+    [(items, *_, explored, _)] = _serve(rec, ["bob"], 5)
     assert explored == {"up-4"}
+
+
+ARMED = RECS.model_copy(
+    update={"arms": (Arm(name="control", share=0.5, ranker="popularity"), Arm(name="treat", share=0.5, diversity=0.3))}
+)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def armed(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+    return request.param(tmp_path, ARMED)
+
+
+def test_each_user_is_served_by_their_arm_and_every_factor_is_kept_alike(armed: Subject) -> None:
+    rec = armed.rec
+    _learn(rec, *PLACED)
+    out = _serve(rec, list(PLACED), 5)
+    arms = {u: assign(u, ARMED.arms, ARMED.ab_salt).name for u in PLACED}
+    assert set(arms.values()) == {"control", "treat"}  # these users fall in both arms
+    for u, served in zip(PLACED, out):
+        assert served.arm == arms[u], u
+        if served.arm == "control":  # popularity, explained by nothing, never a seen video
+            assert served.model_version == "popularity-v1" and served.reason == "popular", u
+            assert served.because == [[] for _ in served.items] and not set(_ids(served.items)) & _videos(USERS[u][1])
+        else:
+            assert served.reason == "als" and any(served.because), u
+    # The control arm's users still have their factors in the partial Grams: the item side learns from all.
+    partials = rec.partials()
+    for u in PLACED:
+        assert np.abs(partials[USERS[u][0]]).max() > 0, u
