@@ -157,6 +157,30 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             bench_timeline(result.pop("series"), plot, title=title)
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 if not json_ else 0).decode())
 
+    @app.command("recs-api")
+    def recs_api(
+        bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers (default: settings).")] = None,
+    ) -> None:
+        """Serve GET /users/{id}/recommendations from the compacted recommendations topic (bearer token from
+        REELSTREAM_READ_API__TOKEN; off without one)."""
+        from aiohttp import web
+
+        from streams.read_api import LatestLists, make_web_app
+
+        s = get_settings()
+        token = s.read_api.token.get_secret_value() if s.read_api.token is not None else ""
+        if not token:
+            typer.echo("error: the read API is off: set REELSTREAM_READ_API__TOKEN to a secret its clients send "
+                       "as `Authorization: Bearer <token>`", err=True)  # fmt: skip
+            raise typer.Exit(2)
+        lists = LatestLists(s, bootstrap)
+        lists.start()
+        typer.echo(f"recs-api: serving on http://{s.read_api.host}:{s.read_api.port}", err=True)
+        try:
+            web.run_app(make_web_app(lists, token), host=s.read_api.host, port=s.read_api.port, print=None)
+        finally:
+            lists.stop()
+
     @app.command()
     def config() -> None:
         """Print every setting as its environment variable and effective value."""

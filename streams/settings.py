@@ -33,6 +33,15 @@ class TopicSettings(BaseModel):
     models: str = "models"  # batch model versions published by the trainer (one partition)
 
 
+class ReadApiSettings(BaseModel):
+    """`reelstream recs-api` (streams/read_api.py): off unless a token is set."""
+
+    model_config = ConfigDict(frozen=True)
+    token: SecretStr | None = None  # required: every request must send `Authorization: Bearer <token>`
+    host: str = "127.0.0.1"
+    port: int = Field(6068, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: an invalid section would otherwise be echoed whole, secrets included.
     model_config = SettingsConfigDict(
@@ -77,6 +86,7 @@ class Settings(BaseSettings):
     store_block_cache_mib: int = Field(256, ge=8)  # RocksDB block cache, shared out over the table's partitions
 
     recs: RecsSettings = RecsSettings()
+    read_api: ReadApiSettings = ReadApiSettings()
     moderation: ModerationSettings = ModerationSettings()
     index: IndexSettings = IndexSettings()
 

@@ -187,6 +187,8 @@ def test_report_ab_from_a_worker_on_the_broker_matches_its_counters(tmp_path):
     assert live == recorded and live["control"] == "control"
     for name, arm in live["arms"].items():
         assert arm["lists"] == metrics.get(f'reelstream_ab_lists_closed_total{{arm="{name}"}}', 0), (name, arm)
-        hits = sum(v for k, v in metrics.items() if k.startswith("reelstream_ab_list_hits_total") and f'arm="{name}"' in k)
+        hits = sum(
+            v for k, v in metrics.items() if k.startswith("reelstream_ab_list_hits_total") and f'arm="{name}"' in k
+        )
         assert arm["hits"] == hits, (name, arm)
     assert sum(a["lists"] for a in live["arms"].values()) > 150
