@@ -168,8 +168,8 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         from streams.read_api import LatestLists, make_web_app
 
         s = get_settings()
-        token = s.read_api.token.get_secret_value() if s.read_api.token is not None else ""
-        if not token:
+        bearer = s.read_api.token.get_secret_value() if s.read_api.token is not None else ""
+        if not bearer:
             typer.echo("error: the read API is off: set REELSTREAM_READ_API__TOKEN to a secret its clients send "
                        "as `Authorization: Bearer <token>`", err=True)  # fmt: skip
             raise typer.Exit(2)
@@ -177,7 +177,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         lists.start()
         typer.echo(f"recs-api: serving on http://{s.read_api.host}:{s.read_api.port}", err=True)
         try:
-            web.run_app(make_web_app(lists, token), host=s.read_api.host, port=s.read_api.port, print=None)
+            web.run_app(make_web_app(lists, bearer), host=s.read_api.host, port=s.read_api.port, print=None)
         finally:
             lists.stop()
 

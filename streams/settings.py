@@ -37,7 +37,7 @@ class ReadApiSettings(BaseModel):
     """`reelstream recs-api` (streams/read_api.py): off unless a token is set."""
 
     model_config = ConfigDict(frozen=True)
-    token: SecretStr | None = None  # required: every request must send `Authorization: Bearer <token>`
+    token: None | SecretStr = None  # required: every request must send `Authorization: Bearer <token>`
     host: str = "127.0.0.1"
     port: int = Field(6068, ge=0, le=65535)
 

@@ -19,10 +19,10 @@ from lab.local import LocalStack, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "s3cret-read-token"
+BEARER = "s3cret-read-token"
 
 
-def _get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, dict]:
+def _get(port: int, path: str, token: str | None = BEARER) -> tuple[int, dict]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -62,7 +62,7 @@ def test_a_user_s_current_list_is_served_with_the_token_only_and_forgotten_at_er
         stack.wait_consumed(4)
         port = free_port()
         log = tmp_path / "api.log"
-        env = {**os.environ, "REELSTREAM_READ_API__TOKEN": TOKEN, "REELSTREAM_READ_API__PORT": str(port),
+        env = {**os.environ, "REELSTREAM_READ_API__TOKEN": BEARER, "REELSTREAM_READ_API__PORT": str(port),
                "REELSTREAM_BOOTSTRAP_SERVERS": stack.bootstrap}  # fmt: skip
         api = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "recs-api"], cwd=ROOT, env=env,
                                stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
@@ -87,4 +87,4 @@ def test_a_user_s_current_list_is_served_with_the_token_only_and_forgotten_at_er
         finally:
             api.terminate()
             api.wait(10)
-        assert TOKEN not in log.read_text()
+        assert BEARER not in log.read_text()

@@ -368,6 +368,7 @@ def test_eval_recs_cli_prints_one_json_object() -> None:
     assert out["settings"]["explore_share"] == 0.05 and "streaming_no_diversity" in out
     new = out["new_videos"]  # synthetic uploads during the replay: shown in lists, when
     assert 0 < new["shown"] <= new["uploaded"] and new["first_impression_s"]["p50"] is not None
+    assert 0 < new["liked"] <= new["interacted"] <= new["uploaded"]
     assert out["events"] > 500 and 0 < out["streaming"]["coverage@10"] <= 1
     assert out["streaming"]["explained_share"] > 0.9  # nearly every ALS recommendation names its reasons
     assert "explained_share" not in out["popularity"]

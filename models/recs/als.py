@@ -54,6 +54,12 @@ class _Systems(NamedTuple):
     at: dict[int, int]
 
 
+def placed_by(factor: np.ndarray | None) -> bool:
+    """Whether a user's factor ranks videos: None (no known video) or all zeros (no positive evidence) does
+    not, and popularity answers instead."""
+    return factor is not None and bool(factor.any())
+
+
 class StreamingALS:
     """Implements models.recs.base.Ranker; users it cannot place (no known video) get popularity."""
 
@@ -204,17 +210,20 @@ class StreamingALS:
         `excludes`: per user (with their seen videos, as the agent passes them, no copy is made);
         `exclude_all`: for everyone (unavailable videos), never copied per user on the index path.
         Per user: (factor, top-k, per item the `explain` videos of the history that added most to its
-        score; empty lists when not asked, and for popularity, which no history explains). `diversity`
+        score; empty lists when not asked, and for popularity, which no history explains); popularity
+        answers when the factor does not place the user (`placed_by`). `diversity`
         (default: settings.diversity): MMR strength over a pool of settings.diversity_pool x k candidates."""
         strength = self.settings.diversity if diversity is None else diversity
         fetch = k * self.settings.diversity_pool if strength > 0 else k
         excludes = excludes or [()] * len(histories)
         factors, systems = self._solve_users(histories, keep=explain > 0)
-        placed = [n for n, x in enumerate(factors) if x is not None]
+        # A zero factor (only skips or dislikes of known videos: no positive evidence) scores every video 0,
+        # so its "ranking" would be index order: popularity answers, and the factor is still returned.
+        placed = [n for n, x in enumerate(factors) if placed_by(x)]
         out: list[tuple[np.ndarray | None, list[Scored], list[list[str]]]] = []
         for h, ex, x in zip(histories, excludes, factors):
             popular = []
-            if x is None:
+            if not placed_by(x):
                 popular = self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)
             out.append((x, popular, [[] for _ in popular]))
         if placed and self.index is not None:

@@ -228,7 +228,8 @@ def prequential(
     "curves" also holds each model's cumulative [evaluated events, hits@10] every that many evaluated events.
     `uploads` (video -> upload time): announced to the recommender as a worker's catalog does, and
     "new_videos" reports, for uploads after the warm-up began, how long until a served list first held
-    them and until their first interaction in the stream (a replay: not caused by the lists)."""
+    them and until their first interaction and first like in the stream (a replay: not caused by the
+    lists); percentiles count a video never reached as never (None when the percentile falls there)."""
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
@@ -267,6 +268,7 @@ def prequential(
     unshown: set[str] = set()
     first_shown: dict[str, float] = {}
     first_interaction: dict[str, float] = {}
+    first_like: dict[str, float] = {}
     clock = [0.0]  # event time of the micro-batch being served
 
     explained = [0, 0]  # ALS recommendations served, and those that name videos of the history
@@ -334,6 +336,8 @@ def prequential(
             for g in mb:
                 if g.video_id in uploaded_at:
                     first_interaction.setdefault(g.video_id, g.ts)
+                    if any(i.kind == "like" for i in g.interactions):
+                        first_like.setdefault(g.video_id, g.ts)
                 new = [i.stored() for i in g.interactions]
                 rows = histories.setdefault(g.user_id, [])
                 before = len(rows)
@@ -388,6 +392,8 @@ def prequential(
             "interacted": len(first_interaction),
             "first_impression_s": _percentiles(waits(first_shown)),
             "first_interaction_s": _percentiles(waits(first_interaction)),
+            "liked": len(first_like),
+            "first_like_s": _percentiles(waits(first_like)),
         }
     if curve_every:
         result["curves"] = curves

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from contracts.history import EVENT_ID, TS, VIDEO_ID, Row
 from indexer.config import IndexSettings
-from models.recs.als import StreamingALS
+from models.recs.als import StreamingALS, placed_by
 from models.recs.arms import Arm, assign
 from models.recs.base import Scored, Served, ServeRequest
 from models.recs.confidence import FlooredPrefixCache, event_weight, long_term_of, user_confidences, video_confidences
@@ -105,7 +105,7 @@ class StreamingRecommender:
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
         for r, conf, seen_r, arm, (factor, items, because) in zip(requests, confs, seen, arms, served):
-            version = self.als.model_version if factor is not None else self.popularity_version
+            version = self.als.model_version if placed_by(factor) else self.popularity_version
             if arm is not None and arm.ranker == "popularity":  # the control arm: the factor is kept all the same
                 items = self.als.popularity.recommend(conf, k, {*seen_r, *exclude})
                 version, because = self.popularity_version, [[] for _ in items]

@@ -543,3 +543,14 @@ def test_each_user_is_served_by_their_arm_and_every_factor_is_kept_alike(armed: 
     partials = rec.partials()
     for u in PLACED:
         assert np.abs(partials[USERS[u][0]]).max() > 0, u
+
+
+def test_a_user_with_no_positive_evidence_gets_popularity_not_an_arbitrary_ranking(subject: Subject) -> None:
+    """Only a skip of a known video: nothing ranks for them (ALS would score every video 0, in index order)."""
+    rec = subject.rec
+    _learn(rec, *PLACED)  # popularity needs engagement
+    skipper = _rows("skipper", [("v5", "skip")])
+    rec.learn("skipper", skipper, skipper)
+    [served] = rec.recommend_many([ServeRequest("skipper", skipper, 0)], 5)
+    assert served.reason == "popular" and served.model_version == "popularity-v1" and served.items
+    assert "v5" not in _ids(served.items) and served.because == [[] for _ in served.items]
