@@ -354,6 +354,8 @@ class Pipeline:
                 continue  # a re-upload does not lift a removal or a block
             self.bind(msg)
             self.catalog[event.video_id] = status
+            if status == ACTIVE:  # with its time (the catalog's own hook knows it only from changelog records)
+                self.recommender.add_video(event.video_id, event.ts)
             if status != ACTIVE:
                 self.recommender.remove_video(event.video_id)
                 # Every worker's index replica drops it (the item-vectors topic is compacted).

@@ -342,8 +342,9 @@ class CatalogTable(faust.GlobalTable):
 
     _inactive: set[str] | None = None
     # Called with each video that becomes available, from local writes and every changelog batch (other
-    # workers' uploads, recovery): the recommender's exploration pool (Recommender.add_video).
-    on_available: Callable[[str], None] | None = None
+    # workers' uploads, recovery), with the changelog record's timestamp when there is one (when the upload
+    # was applied): the recommender's exploration pool and freshness prior (Recommender.add_video).
+    on_available: Callable[[str, float | None], None] | None = None
 
     @property
     def inactive(self) -> set[str]:
@@ -351,11 +352,11 @@ class CatalogTable(faust.GlobalTable):
             self._inactive = inactive_videos(self.data)
         return self._inactive
 
-    def _track(self, key: str, status: Any) -> None:
+    def _track(self, key: str, status: Any, ts: float | None = None) -> None:
         if is_available(status):
             self.inactive.discard(key)
             if self.on_available is not None and status is not None:  # an upload, not a tombstone
-                self.on_available(key)
+                self.on_available(key, ts)
         else:
             self.inactive.add(key)
 
@@ -370,5 +371,6 @@ class CatalogTable(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)
+        stamps = {orjson.loads(e.message.key): getattr(e.message, "timestamp", None) for e in batch}
         for key, status in latest_values(batch).items():
-            self._track(key, status)
+            self._track(key, status, stamps.get(key))

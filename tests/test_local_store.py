@@ -114,7 +114,10 @@ def test_a_kill_9_and_a_restart_on_the_same_disk_read_only_the_tail_and_lose_not
     assert stored == logged  # the local store is the changelog, by value
     # Popularity (what a user nobody can place is served) counts every event once, as without the kill: the
     # restart recounted the stored histories, and the redelivered tail was not counted again.
-    assert served == pytest.approx(_popularity_uninterrupted(s), rel=1e-5)
+    # (An exploration slot may take the list's last position: the popularity part is compared.)
+    uninterrupted = list(_popularity_uninterrupted(s).items())
+    assert len(served) >= len(uninterrupted) - 1
+    assert served == pytest.approx(dict(uninterrupted[: len(served)]), rel=1e-5)
 
 
 PROBE = {"schema_version": 1, "event_id": "probe-e", "type": "like", "user_id": "probe", "video_id": "v-unknown",
@@ -135,7 +138,7 @@ def _popularity_served(stack, settings, worker) -> dict[str, float]:
     rec = orjson.loads(last_values(stack.bootstrap, settings.topics.recommendations)[b"probe"])
     assert rec["model_version"] == "popularity-v1", rec
     assert total(worker.metrics(), "reelstream_events_total") > 0
-    return {item["video_id"]: item["score"] for item in rec["items"]}
+    return {item["video_id"]: item["score"] for item in rec["items"] if item["reason"] != "explore"}
 
 
 def _popularity_uninterrupted(settings) -> dict[str, float]:

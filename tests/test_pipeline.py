@@ -226,3 +226,12 @@ def test_a_new_upload_is_shown_in_the_exploration_slot_with_its_reason(world, se
     [rec] = sink.values("recommendations")
     assert rec["items"][-1] == {"video_id": "fresh", "score": 0.0, "reason": "explore", "because": []}
     assert len(rec["items"]) <= settings.recs.top_k
+
+
+def test_an_upload_reaches_the_recommender_with_its_time(settings):
+    """For the freshness prior (and the exploration pool): the owner of the videos partition tells its
+    recommender at once; other workers learn it from the catalog's changelog records."""
+    s = settings.model_copy(update={"recs": settings.recs.model_copy(update={"freshness": 1.0})})
+    pipe = Pipeline(s, {}, {}, load_recommender(s.recs, s.index), Sink().emit)
+    pipe.process_videos([Message("videos", 0, 0, 100.0, b"v9", b'{"video_id": "v9", "type": "upload", "ts": 42.5}')])
+    assert pipe.recommender._uploaded == {"v9": 42.5} and list(pipe.recommender.exploration.pool()) == ["v9"]

@@ -273,7 +273,7 @@ def test_the_worker_web_server_binds_the_configured_loopback_address(settings):
         model_version = "stub"
         gram = np.zeros((2, 2))
 
-        def add_video(self, video_id: str) -> None:
+        def add_video(self, video_id: str, ts: float | None = None) -> None:
             pass
 
     app = create_app(settings, Stub(), Stub(), output=Sink())

@@ -205,6 +205,7 @@ class StreamingALS:
         exclude_all: Collection[str] = (),
         explain: int = 0,
         diversity: float | None = None,
+        fresh: tuple[Sequence[str], np.ndarray] | None = None,
     ) -> list[tuple[np.ndarray | None, list[Scored], list[list[str]]]]:
         """`serve` for a micro-batch: one stacked solve and one index search for every placed user.
         `excludes`: per user (with their seen videos, as the agent passes them, no copy is made);
@@ -212,7 +213,10 @@ class StreamingALS:
         Per user: (factor, top-k, per item the `explain` videos of the history that added most to its
         score; empty lists when not asked, and for popularity, which no history explains); popularity
         answers when the factor does not place the user (`placed_by`). `diversity`
-        (default: settings.diversity): MMR strength over a pool of settings.diversity_pool x k candidates."""
+        (default: settings.diversity): MMR strength over a pool of settings.diversity_pool x k candidates.
+        `fresh`: (video ids, score multipliers >= 1): recent uploads scored for every placed user with their
+        multiplier and merged into the candidates (`_with_fresh`): a new video's vector, solved from its
+        first few interactions, is short and would rarely reach the index's top-k by itself."""
         strength = self.settings.diversity if diversity is None else diversity
         fetch = k * self.settings.diversity_pool if strength > 0 else k
         excludes = excludes or [()] * len(histories)
@@ -232,12 +236,47 @@ class StreamingALS:
             found = dict(zip(placed, self.index.search(queries, fetch, exclude_all or None, skips)))
         else:
             found = {n: self.search(factors[n], histories[n], fetch, {*excludes[n], *exclude_all}) for n in placed}
+        if fresh is not None and found:
+            found = self._with_fresh(found, factors, histories, excludes, exclude_all, fresh, fetch)
         if strength > 0 and found:
             lists = rerank(list(found.values()), lambda ids: self._items[[self._row[v] for v in ids]], k, strength)
             found = dict(zip(found, lists))
         explained = self._explain_many(systems, found, explain) if explain and systems is not None else {}
         for n, items in found.items():
             out[n] = (factors[n], items, explained.get(n) or [[] for _ in items])
+        return out
+
+    def _with_fresh(
+        self,
+        found: dict[int, list[Scored]],
+        factors: Sequence[np.ndarray | None],
+        histories: Sequence[Mapping[str, float]],
+        excludes: Sequence[Collection[str]],
+        exclude_all: Collection[str],
+        fresh: tuple[Sequence[str], np.ndarray],
+        fetch: int,
+    ) -> dict[int, list[Scored]]:
+        """Each placed user's candidates with the fresh videos' boosted scores: per user, the `fetch` best
+        fresh ones (one matrix product for the batch) merged with the index's, a video kept once at its
+        higher score, best first."""
+        ids, boost = fresh
+        rows = [(self._row[v], b) for v, b in zip(ids, boost) if v in self._row and v not in exclude_all]
+        if not rows:
+            return found
+        fresh_ids = [self.item_ids[r] for r, _ in rows]
+        users = list(found)
+        scores = (np.stack([factors[n] for n in users]) @ self._items[[r for r, _ in rows]].T) * np.array(
+            [b for _, b in rows], dtype=np.float32
+        )
+        out = {}
+        for u, n in enumerate(users):
+            skip = _with_history(excludes[n], histories[n])
+            merged = dict(found[n])
+            for i in np.argsort(-scores[u], kind="stable")[: fetch + len(skip)]:
+                video = fresh_ids[i]
+                if video not in skip:
+                    merged[video] = max(merged.get(video, -np.inf), float(scores[u, i]))
+            out[n] = sorted(merged.items(), key=lambda vs: -vs[1])[:fetch]
         return out
 
     def _explain_many(

@@ -1,7 +1,7 @@
 """A/B arms: recommender configurations served side by side, and what users did next, per arm.
 
 An arm changes how lists are made, not what the model learns: its ranker (ALS, or popularity as a control),
-its MMR diversity and its exploration share. Every arm's users still have their factor solved and kept in
+its MMR diversity, its exploration share and its freshness prior. Every arm's users still have their factor solved and kept in
 the partial Grams, so the item side learns from everyone alike and arms compare on one model.
 
 Users are assigned by a stable hash of (salt, user id) into [0, 1), cut by the arms' shares in order: the
@@ -41,6 +41,7 @@ class Arm(BaseModel):
     ranker: Literal["als", "popularity"] = "als"
     diversity: float | None = Field(None, ge=0, lt=1)  # None: the section's setting
     explore_share: float | None = Field(None, ge=0, lt=1)
+    freshness: float | None = Field(None, ge=0)
 
 
 def check_arms(arms: Sequence[Arm]) -> None:

@@ -68,9 +68,10 @@ class Recommender(Protocol):
     def remove_video(self, video_id: str) -> None:
         """A removed or blocked video is never recommended again."""
 
-    def add_video(self, video_id: str) -> None:
-        """A video is available (an upload, seen live or in the catalog's recovery): a new one may be shown in
-        exploration slots until it has interactions of its own."""
+    def add_video(self, video_id: str, ts: float | None = None) -> None:
+        """A video is available (an upload, seen live or in the catalog's recovery), uploaded at `ts` when
+        known: a new one may be shown in exploration slots until it has interactions of its own, and a recent
+        one's score gets the freshness prior."""
 
     def index_size(self) -> int: ...
 

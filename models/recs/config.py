@@ -54,6 +54,11 @@ class RecsSettings(BaseModel):
     # a list) go to videos with fewer than explore_until_interactions interactions (new uploads get their
     # first ones there), each shown at most explore_max_impressions times per worker that way; 0: off.
     explore_share: float = Field(0.05, ge=0, lt=1)
+    # Freshness (models/recs/als.py `_with_fresh`): a video uploaded age seconds ago has its ALS score
+    # multiplied by 1 + freshness x 2^(-age / freshness_half_life_s) for 4 half-lives, and competes with the
+    # index's candidates; 0: off.
+    freshness: float = Field(0.0, ge=0)
+    freshness_half_life_s: float = Field(21_600.0, gt=0)
     explore_until_interactions: int = Field(5, ge=1)
     explore_max_impressions: int = Field(100, ge=1)
     # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above

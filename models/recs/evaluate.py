@@ -327,7 +327,7 @@ def prequential(
             clock[0] = mb[-1].ts
             while pending_uploads and pending_uploads[-1][0] <= clock[0]:
                 t, v = pending_uploads.pop()
-                recommender.add_video(v)
+                recommender.add_video(v, t)
                 if t >= warm_ts:
                     uploaded_at[v] = t
                     unshown.add(v)
@@ -410,7 +410,8 @@ DATASET_OVERRIDES: dict[str, dict] = {
 TUNED = (
     "factors", "regularization", "alpha", "confidence_offset", "history_half_life_s", "history_long_term_weight",
     "history_session_gap_s", "popularity_half_life_s", "refit_min_interactions", "refit_growth",
-    "refit_interval_s", "refit_iterations", "diversity", "diversity_pool", "explore_share",
+    "refit_interval_s", "refit_iterations", "diversity", "diversity_pool", "freshness", "freshness_half_life_s",
+    "explore_share",
     "explore_until_interactions", "explore_max_impressions",
 )  # fmt: skip
 # Replay knobs per dataset: the synthetic run evaluates a sample so it stays within a few minutes.

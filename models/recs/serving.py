@@ -64,6 +64,7 @@ class StreamingRecommender:
             settings.explore_share, settings.explore_until_interactions, settings.explore_max_impressions,
             pooled=settings.explore_share > 0 or any(a.explore_share for a in settings.arms),
         )  # fmt: skip
+        self._uploaded: dict[str, float] = {}  # video -> upload time, while fresh (settings.freshness)
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
@@ -98,8 +99,9 @@ class StreamingRecommender:
         served: list = [None] * len(requests)
         for arm, at in _by_arm(arms):
             diversity = arm.diversity if arm is not None else None
+            fresh = self._fresh(arm.freshness if arm is not None else None)
             part = self.als.serve_many([confs[i] for i in at], k, [seen[i] for i in at], exclude,
-                                       explain=self.s.explain_top, diversity=diversity)  # fmt: skip
+                                       explain=self.s.explain_top, diversity=diversity, fresh=fresh)  # fmt: skip
             for i, one in zip(at, part):
                 served[i] = one
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
@@ -138,7 +140,7 @@ class StreamingRecommender:
         """The lists these users would get with another diversity strength, nothing else changed (no factor
         kept, nothing sent to the item side): `eval recs` scores the re-ranking against none in one run."""
         confs, seen = self._confidences_of(requests)
-        return [items for _, items, _ in self.als.serve_many(confs, k, seen, diversity=diversity)]
+        return [items for _, items, _ in self.als.serve_many(confs, k, seen, diversity=diversity, fresh=self._fresh())]
 
     def forget_user(self, user_id: str, history: list[Row]) -> None:
         """Erasure: the factor leaves the Gram, and every video the user touched is told to drop them."""
@@ -221,9 +223,28 @@ class StreamingRecommender:
     def remove_video(self, video_id: str) -> None:
         self.als.remove_videos([video_id])
         self.exploration.remove(video_id)
+        self._uploaded.pop(video_id, None)
 
-    def add_video(self, video_id: str) -> None:
+    def add_video(self, video_id: str, ts: float | None = None) -> None:
         self.exploration.upload(video_id)
+        if ts is not None and (self.s.freshness > 0 or any(a.freshness for a in self.s.arms)):
+            self._uploaded.setdefault(video_id, ts)
+
+    def _fresh(self, freshness: float | None = None) -> tuple[list[str], np.ndarray] | None:
+        """Videos uploaded within 4 freshness half-lives of the latest event seen, with their multipliers
+        (`freshness`: an A/B arm's; default the section's)."""
+        strength = self.s.freshness if freshness is None else freshness
+        now = self.als.popularity.t_last
+        if not strength or not self._uploaded or now is None:
+            return None
+        half_life = self.s.freshness_half_life_s
+        for video in [v for v, ts in self._uploaded.items() if now - ts > 4 * half_life]:
+            del self._uploaded[video]
+        if not self._uploaded:
+            return None
+        ids = list(self._uploaded)
+        age = np.maximum(now - np.fromiter(self._uploaded.values(), dtype=np.float64, count=len(ids)), 0.0)
+        return ids, (1.0 + strength * np.exp2(-age / half_life)).astype(np.float32)
 
     def use_model(self, model_version: str, gram: np.ndarray) -> None:
         self.als.model_version = model_version

@@ -554,3 +554,20 @@ def test_a_user_with_no_positive_evidence_gets_popularity_not_an_arbitrary_ranki
     [served] = rec.recommend_many([ServeRequest("skipper", skipper, 0)], 5)
     assert served.reason == "popular" and served.model_version == "popularity-v1" and served.items
     assert "v5" not in _ids(served.items) and served.because == [[] for _ in served.items]
+
+
+def test_a_fresh_upload_competes_with_its_prior_and_an_old_one_does_not(tmp_path: Path) -> None:
+    """A new video whose vector is short (solved from a few interactions) but points where alice's taste
+    does: below her top-5 on its score alone, first with the freshness prior while it is recent."""
+    for n, make in enumerate((cold(EXACT), loaded(IVF))):
+        for fresh in (False, True):
+            recs = RECS.model_copy(update={"freshness": 30.0, "freshness_half_life_s": 3600.0})
+            rec = make(tmp_path / f"{n}-{fresh}", recs).rec
+            _learn(rec, *PLACED)
+            [first] = _serve(rec, ["alice"], 5)
+            top = first.items[0][0]
+            rec.upsert_items(["new-1"], 0.05 * rec.als._items[[rec.als._row[top]]])  # setup: a short vector
+            rec.add_video("new-1", 1003.0 if fresh else 1003.0 - 10 * 3600.0)  # alice's events: t = 1000..1002
+            [served] = _serve(rec, ["alice"], 5)
+            assert (served.items[0][0] == "new-1") is fresh, (n, fresh, served.items)
+            assert ("new-1" in _ids(served.items)) is fresh
