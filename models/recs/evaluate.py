@@ -174,7 +174,7 @@ def _synthetic_videos(
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """The synthetic catalog, drawn first from the stream's generator: clusters, per video its cluster,
     quality and upload time (0: there from the start)."""
-    n_clusters = max(4, int(round(math.sqrt(videos) / 2)))
+    n_clusters = max(4, round(math.sqrt(videos) / 2))
     cluster = rng.integers(0, n_clusters, videos)
     quality = rng.lognormal(0.0, 1.0, videos)
     upload = np.where(rng.random(videos) < 1 / 3, 0.0, rng.uniform(0, span, videos))
