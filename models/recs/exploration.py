@@ -29,6 +29,8 @@ REASON = "explore"
 
 
 class Exploration:
+    """The pool of little-seen videos and the exploration budgets (one per A/B arm, or one)."""
+
     def __init__(
         self, share: float, until_interactions: int, max_impressions: int, scan: int = 16, pooled: bool | None = None
     ) -> None:
@@ -39,9 +41,6 @@ class Exploration:
         self._pool: OrderedDict[str, int] = OrderedDict()  # video -> exploration impressions, least shown first
         self._interactions: dict[str, int] = {}  # per video seen here, capped at `until`
         self._gone: set[str] = set()  # removed or blocked
-
-    def __len__(self) -> int:
-        return len(self._pool)
 
     def upload(self, video_id: str) -> None:
         """A video is available: into the pool unless it graduated or is gone."""
@@ -104,4 +103,5 @@ class Exploration:
         return set(picked)
 
     def pool(self) -> Iterable[str]:
+        """The videos waiting, least shown first."""
         return iter(self._pool)
