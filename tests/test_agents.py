@@ -80,7 +80,7 @@ def test_the_catalog_keeps_its_inactive_set_from_changelog_batches_too(app_and_s
     assert list(pool.pool()) == ["v3"]  # another worker's upload: exploration slots here too
     catalog.apply_changelog_batch([record("v2", b'"active"'), record("v1", None)])
     assert catalog.inactive == set()
-    assert list(pool.pool()) == ["v3", "v2"]
+    assert list(pool.pool()) == ["v2", "v3"]  # the newest first: never shown yet
 
 
 def test_replica_records_applied_together_reach_the_model_in_one_call(app_and_sink):

@@ -7,8 +7,8 @@ worker's partitions (it "graduates": ranking can take over) or has had `explore_
 impressions here without getting them (it had its chance; the budget goes to the next one). The budget is
 `explore_share` of the list positions served: a running allowance grows by share x k per list, and a list
 gives its last positions to pool videos while the allowance holds whole ones (share 0.05, k 10: the last
-position of every other list). Pool videos are taken round robin: the pool is a queue, a video shown goes
-to its back, so the least shown come first (explore-first, not a learned bandit: every new video gets the
+position of every other list). Pool videos are taken round robin: the pool is a queue, a new video enters
+at its front and a video shown goes to its back, so the least shown come first (explore-first, not a learned bandit: every new video gets the
 same budget whatever its early response; what users then do decides through ranking). Nothing is spent
 while the pool has no video the user has not seen.
 
@@ -43,9 +43,16 @@ class Exploration:
         self._gone: set[str] = set()  # removed or blocked
 
     def upload(self, video_id: str) -> None:
-        """A video is available: into the pool unless it graduated or is gone."""
-        if self.pooled and video_id not in self._gone and self._interactions.get(video_id, 0) < self.until:
-            self._pool.setdefault(video_id, 0)
+        """A video is available: into the pool unless it graduated or is gone; a new one at the front (never
+        shown: its turn comes first, not after a whole round of the pool)."""
+        if (
+            self.pooled
+            and video_id not in self._pool
+            and video_id not in self._gone
+            and self._interactions.get(video_id, 0) < self.until
+        ):
+            self._pool[video_id] = 0
+            self._pool.move_to_end(video_id, last=False)
 
     def observe(self, video_id: str) -> None:
         """One interaction with a video (a video first seen here through an interaction is new too)."""

@@ -504,16 +504,17 @@ def test_new_videos_get_the_last_slot_until_they_have_interactions_or_used_their
         assert reason == "als" and len(items) == 5 and len(explored) == 1  # one slot, the last
         assert items[-1][0] in explored and because[-1] == [] and not set(explored) & _videos(USERS["alice"][1])
         shown.append(items[-1][0])
-    assert shown == ["up-1", "up-2", "up-3", "up-1"]  # round robin, least shown first; never a removed video
+    # Round robin, least shown first (a new upload at the front); never a removed video.
+    assert shown == ["up-3", "up-2", "up-1", "up-3"]
     [(items, *_, explored, _)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
     assert explored == {"up-2"} and items[-1][0] == "up-2"
-    rec.learn("carol", *[_rows("carol", [("up-3", "watch", 1.0)])] * 2)  # its first interaction: graduated
-    for expected in ("up-1", "up-2", None):  # each had its 3 impressions: the pool is empty
-        [(items, *_, explored, _)] = _serve(rec, ["alice"], 5)
-        assert explored == ({expected} if expected else set()) and len(items) == 5
-    rec.add_video("up-4")  # a later upload: its turn at once
+    rec.add_video("up-4")  # a later upload: its turn at once, before the videos already shown
     [(items, *_, explored, _)] = _serve(rec, ["bob"], 5)
     assert explored == {"up-4"}
+    rec.learn("carol", *[_rows("carol", [("up-4", "watch", 1.0)])] * 2)  # its first interaction: graduated
+    for expected in ("up-1", "up-3", "up-2", "up-1", None):  # each had its 3 impressions: the pool is empty
+        [(items, *_, explored, _)] = _serve(rec, ["alice"], 5)
+        assert explored == ({expected} if expected else set()) and len(items) == 5
 
 
 ARMED = RECS.model_copy(
