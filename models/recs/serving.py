@@ -64,7 +64,9 @@ class StreamingRecommender:
             settings.explore_share, settings.explore_until_interactions, settings.explore_max_impressions,
             pooled=settings.explore_share > 0 or any(a.explore_share for a in settings.arms),
         )  # fmt: skip
-        self._uploaded: dict[str, float] = {}  # video -> upload time, while fresh (settings.freshness)
+        # video -> upload time, while fresh; kept only when a freshness prior is on (the section's or an arm's)
+        self._uploaded: dict[str, float] = {}
+        self._keeps_uploads = settings.freshness > 0 or any(a.freshness for a in settings.arms)
         self._blas = threadpool_limits(1, "blas")  # latency path: one BLAS thread (DESIGN.md pitfalls)
 
     @property
@@ -98,18 +100,25 @@ class StreamingRecommender:
         started = time.perf_counter()
         served: list = [None] * len(requests)
         for arm, at in _by_arm(arms):
-            diversity = arm.diversity if arm is not None else None
-            fresh = self._fresh(arm.freshness if arm is not None else None)
-            part = self.als.serve_many([confs[i] for i in at], k, [seen[i] for i in at], exclude,
-                                       explain=self.s.explain_top, diversity=diversity, fresh=fresh)  # fmt: skip
+            group_confs, group_seen = [confs[i] for i in at], [seen[i] for i in at]
+            if _popular_arm(arm):  # the control arm: factors solved (they feed the Gram), never searched
+                part = [
+                    (x, self.als.popularity.recommend(c, k, {*s, *exclude}), [])
+                    for x, c, s in zip(self.als.solve_users(group_confs), group_confs, group_seen)
+                ]
+            else:
+                diversity = arm.diversity if arm is not None else None
+                fresh = self._fresh(arm.freshness if arm is not None else None)
+                part = self.als.serve_many(group_confs, k, group_seen, exclude, explain=self.s.explain_top,
+                                           diversity=diversity, fresh=fresh)  # fmt: skip
             for i, one in zip(at, part):
                 served[i] = one
         ALS_UPDATE.labels("user").observe(time.perf_counter() - started)
         out = []
         for r, conf, seen_r, arm, (factor, items, because) in zip(requests, confs, seen, arms, served):
-            version = self.als.model_version if placed_by(factor) else self.popularity_version
-            if arm is not None and arm.ranker == "popularity":  # the control arm: the factor is kept all the same
-                items = self.als.popularity.recommend(conf, k, {*seen_r, *exclude})
+            if placed_by(factor) and not _popular_arm(arm):
+                version = self.als.model_version
+            else:
                 version, because = self.popularity_version, [[] for _ in items]
             share = arm.explore_share if arm is not None else None
             explored = self.exploration.fill(items, k, seen_r, exclude, share, arm.name if arm is not None else "")
@@ -227,7 +236,7 @@ class StreamingRecommender:
 
     def add_video(self, video_id: str, ts: float | None = None) -> None:
         self.exploration.upload(video_id)
-        if ts is not None and (self.s.freshness > 0 or any(a.freshness for a in self.s.arms)):
+        if ts is not None and self._keeps_uploads:
             self._uploaded.setdefault(video_id, ts)
 
     def _fresh(self, freshness: float | None = None) -> tuple[list[str], np.ndarray] | None:
@@ -279,6 +288,10 @@ class StreamingRecommender:
 
     def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         self.als.upsert_items(ids, vectors)
+
+
+def _popular_arm(arm: Arm | None) -> bool:
+    return arm is not None and arm.ranker == "popularity"
 
 
 def _by_arm(arms: Sequence[Arm | None]) -> list[tuple[Arm | None, list[int]]]:
