@@ -354,7 +354,7 @@ class Pipeline:
                 continue  # a re-upload does not lift a removal or a block
             self.bind(msg)
             self.catalog[event.video_id] = status
-            if status == ACTIVE:  # with its time (the catalog's own hook knows it only from changelog records)
+            if status == ACTIVE:  # with its time (the catalog tells the uploads it reads from its changelog)
                 self.recommender.add_video(event.video_id, event.ts)
             if status != ACTIVE:
                 self.recommender.remove_video(event.video_id)

@@ -341,9 +341,9 @@ class CatalogTable(faust.GlobalTable):
     write and every changelog batch applied (other workers' writes, recovery)."""
 
     _inactive: set[str] | None = None
-    # Called with each video that becomes available, from local writes and every changelog batch (other
-    # workers' uploads, recovery), with the changelog record's timestamp when there is one (when the upload
-    # was applied): the recommender's exploration pool and freshness prior (Recommender.add_video).
+    # Called with each video a changelog batch makes available (other workers' uploads, recovery), with the
+    # record's timestamp (when the upload was applied): the recommender's exploration pool and freshness
+    # prior (Recommender.add_video). This worker's own uploads are told by streams.pipeline, with their time.
     on_available: Callable[[str, float | None], None] | None = None
 
     @property
@@ -352,11 +352,9 @@ class CatalogTable(faust.GlobalTable):
             self._inactive = inactive_videos(self.data)
         return self._inactive
 
-    def _track(self, key: str, status: Any, ts: float | None = None) -> None:
+    def _track(self, key: str, status: Any) -> None:
         if is_available(status):
             self.inactive.discard(key)
-            if self.on_available is not None and status is not None:  # an upload, not a tombstone
-                self.on_available(key, ts)
         else:
             self.inactive.add(key)
 
@@ -371,6 +369,9 @@ class CatalogTable(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
         super().apply_changelog_batch(batch)
-        stamps = {orjson.loads(e.message.key): getattr(e.message, "timestamp", None) for e in batch}
+        notify = self.on_available
+        stamps = {orjson.loads(e.message.key): getattr(e.message, "timestamp", None) for e in batch} if notify else {}
         for key, status in latest_values(batch).items():
-            self._track(key, status, stamps.get(key))
+            self._track(key, status)
+            if notify is not None and status is not None and is_available(status):  # an upload, not a tombstone
+                notify(key, stamps.get(key))
