@@ -192,11 +192,8 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     """p50 and p95 (None: beyond every finite value, i.e. never)."""
     if not values:
         return {"p50": None, "p95": None}
-    out = {}
-    for name, q in (("p50", 50), ("p95", 95)):
-        v = float(np.percentile(np.asarray(values, dtype=np.float64), q, method="higher"))
-        out[name] = round(v, 1) if math.isfinite(v) else None
-    return out
+    p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95], method="higher")
+    return {name: round(float(v), 1) if math.isfinite(v) else None for name, v in (("p50", p50), ("p95", p95))}
 
 
 def _micro_batches(groups: Sequence[Group], size: int) -> Iterator[Sequence[Group]]:
