@@ -413,3 +413,16 @@ def test_an_explanation_names_the_history_videos_that_add_most_to_the_score() ->
         ranked = [keys[j] for j in np.argsort(-row) if row[j] > 0][:3]
         assert why == ranked and "v0" not in why and video not in why
     assert als.serve_many([history], 5)[0][2] == [[] for _ in items]  # not asked: not computed
+
+
+def test_exploration_owed_to_lists_without_a_candidate_does_not_burst_into_a_later_list() -> None:
+    from models.recs.exploration import Exploration
+
+    ex = Exploration(share=0.1, until_interactions=5, max_impressions=100)
+    ex.upload("seen-1")
+    for _ in range(20):  # every user has seen the one pool video: nothing to show, nothing spent
+        assert ex.fill([(f"v{i}", 1.0) for i in range(10)], 10, {"seen-1"}, ()) == set()
+    for v in ("new-1", "new-2", "new-3"):
+        ex.upload(v)
+    items = [(f"v{i}", 1.0) for i in range(10)]
+    assert len(ex.fill(items, 10, {"seen-1"}, ())) == 1 and len(items) == 10  # one list's worth, not 20

@@ -84,7 +84,9 @@ class Exploration:
         share = self.share if share is None else share
         if not self._pool or not share:
             return set()
-        allowance = self._allowance.get(budget, 0.0) + share * k
+        # Owed positions carry over to the next list, but never more than one list's worth (lists whose user
+        # had seen every candidate must not add up to a burst of exploration in a later list).
+        allowance = min(self._allowance.get(budget, 0.0) + share * k, max(1.0, share * k))
         slots = min(int(allowance), k)
         self._allowance[budget] = allowance
         if not slots:
