@@ -73,10 +73,20 @@ class UserDelete(_Base):
     video_id: Id | None = None
 
 
+class Appeal(_VideoEvent):
+    """A user contests the block of one of their comments (`target_event_id`): it re-enters the review
+    queue marked as an appeal, and its outcome goes to `appeal-outcomes` (streams/review.py). Not an
+    interaction: it never reaches the user's history."""
+
+    type: Literal["appeal"]
+    target_event_id: Id
+    text: Annotated[str, Field(max_length=2000)] | None = None  # the user's reasons, shown to the reviewer
+
+
 UserEvent = Annotated[
-    Union[Watch, Like, Unlike, Share, Skip, Comment, UserDelete], Field(discriminator="type")
+    Union[Watch, Like, Unlike, Share, Skip, Comment, UserDelete, Appeal], Field(discriminator="type")
 ]
-EVENT_TYPES = ("watch", "like", "unlike", "share", "skip", "comment", "user_delete")
+EVENT_TYPES = ("watch", "like", "unlike", "share", "skip", "comment", "user_delete", "appeal")
 INTERACTION_TYPES = ("watch", "like", "unlike", "share", "skip", "comment")
 
 
@@ -121,6 +131,11 @@ class ModerationFlag(BaseModel):
     model_version: str
     # Categories whose head has no training data in `lang`: scored, but they never decide the action.
     abstained: list[str] = []
+    # Who decided `action` (additive; absent before 2026-12-05 means "model"): a reviewer's decision is a
+    # second flag for the same event_id that overrides the model's (streams/review.py).
+    decided_by: Literal["model", "reviewer"] = "model"
+    reviewer: str | None = None
+    decided_at: float | None = None
 
 
 class DeadLetter(BaseModel):
@@ -154,6 +169,8 @@ REASONS = (
     "invalid_model_record",  # models
     "invalid_item_message",  # interactions-by-video
     "invalid_item_state",  # the item-state changelog
+    "invalid_decision",  # review-decisions: not a decision of the contract (contracts/review.py)
+    "stale_decision",  # review-decisions: no such item pending for that user (decided, erased, unknown)
 )
 
 
@@ -197,7 +214,9 @@ def _raise_from(exc: ValidationError) -> None:
     raise InvalidMessage("bad_field", f"{loc}: {err['msg']}") from None
 
 
-def parse_event(raw: bytes | None, *, max_bytes: int, max_text_chars: int) -> Watch | Like | Unlike | Share | Skip | Comment | UserDelete:
+def parse_event(
+    raw: bytes | None, *, max_bytes: int, max_text_chars: int
+) -> Watch | Like | Unlike | Share | Skip | Comment | UserDelete | Appeal:
     obj = _load_object(raw, max_bytes)
     if "type" not in obj:
         raise InvalidMessage("missing_field", "type")
@@ -221,12 +240,14 @@ def parse_video_event(raw: bytes | None, *, max_bytes: int) -> VideoEvent:
 
 def json_schemas() -> dict[str, dict]:
     """Published JSON Schemas of every contract, generated from the models."""
+    from contracts.review import review_schemas
     return {
         "events": _user_event.json_schema(),
         "videos": VideoEvent.model_json_schema(),
         "recommendations": Recommendation.model_json_schema(),
         "moderation-flags": ModerationFlag.model_json_schema(),
         "events.dlq": DeadLetter.model_json_schema(),
+        **review_schemas(),
     }
 
 

@@ -108,6 +108,39 @@ CHANGELOG_APPLIED = Counter(
     "own disk, only the tail past the store's offset.",
     registry=REGISTRY,
 )
+# The moderation workflow (streams/review.py). Labels: closed sets (kind, decision, category, action, outcome).
+REVIEW_QUEUED = Counter(
+    "reelstream_review_items_queued_total", "Items put in the review queue, by kind (review, sample, appeal, "
+    "escalated).", ["kind"], registry=REGISTRY,
+)
+REVIEW_DECISIONS = Counter(
+    "reelstream_review_decisions_total", "Reviewer decisions applied, by decision and the reviewer's category.",
+    ["decision", "category"], registry=REGISTRY,
+)
+REVIEW_MODEL_AGREEMENT = Counter(
+    "reelstream_review_model_decisions_total",
+    "Reviewer decisions by the model's action on the same comment: agreement is approve on allow and remove on "
+    "block; review is where the model deferred.", ["model_action", "decision"], registry=REGISTRY,
+)
+REVIEW_QUEUE_ITEMS = Gauge(
+    "reelstream_review_queue_items", "Items pending review in this worker's partitions.", registry=REGISTRY
+)
+REVIEW_OLDEST_AGE = Gauge(
+    "reelstream_review_queue_oldest_item_age_seconds", "Age of the oldest pending item in this worker's partitions "
+    "(0 when none).", registry=REGISTRY,
+)
+REVIEW_ERASED = Counter(
+    "reelstream_review_items_erased_total", "Pending review items removed by their user's user_delete.",
+    registry=REGISTRY,
+)
+STATEMENTS = Counter(
+    "reelstream_statements_of_reasons_total", "DSA statements of reasons emitted, by who decided (model, reviewer).",
+    ["decided_by"], registry=REGISTRY,
+)
+APPEALS = Counter(
+    "reelstream_appeals_total", "Appeals by outcome (queued, upheld, reversed, not_appealable).", ["outcome"],
+    registry=REGISTRY,
+)
 BUILD = Info("reelstream_build", "Version of the worker and of the models it serves.", registry=REGISTRY)
 BUILD.info({"version": VERSION})
 

@@ -20,9 +20,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register_all() -> None:
-    from reelstream import commands, index_commands, lab_commands, recs_commands, text_commands
+    from reelstream import commands, index_commands, lab_commands, recs_commands, review_commands, text_commands
 
-    for module in (commands, lab_commands, text_commands, recs_commands, index_commands):
+    for module in (commands, lab_commands, text_commands, recs_commands, index_commands, review_commands):
         module.register(app=app, train=train_app, eval_=eval_app, bench=bench_app)
 
 

@@ -85,7 +85,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         replication: Annotated[int, typer.Option(help="Replication factor for --create.")] = 1,
     ) -> None:
         """List every topic the app needs (name, partitions, cleanup policy); --create makes them."""
-        from streams.topics import all_topics, compacted
+        from streams.topics import all_topics, compacted, topic_config
 
         settings = get_settings()
         wanted = all_topics(settings)
@@ -101,7 +101,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
 
         admin = AdminClient(client_config(settings.bootstrap_servers, settings.security))
         new = [
-            NewTopic(n, p, replication, config={"cleanup.policy": "compact"} if n in keep else {})
+            NewTopic(n, p, replication, config=topic_config(settings, n))
             for n, p in wanted.items()
         ]
         for name, fut in admin.create_topics(new, request_timeout=30).items():

@@ -38,10 +38,11 @@ from streams.batching import micro_batches
 from streams.items import ItemSide, ItemStateTable, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
+from streams.review import ReviewDesk
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.tables import CatalogTable, OutputTable
-from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, TABLES, USERS_TABLE, changelog
+from streams.topics import CATALOG_TABLE, ITEM_STATE_TABLE, REVIEWS_TABLE, TABLES, USERS_TABLE, changelog
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ def create_app(
     events = app.topic(t.events, partitions=settings.partitions, **raw)
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
+    decisions = app.topic(t.review_decisions, partitions=settings.partitions, **raw)
 
     output = output or OutputProducer(
         settings.bootstrap_servers, extra={"compression.type": settings.output_compression}, security=settings.security
@@ -242,13 +244,18 @@ def create_app(
         **_store_of(settings, ITEM_STATE_TABLE),
     ))  # fmt: skip
     item_state.output, item_state.partition_count, item_state.cache_size = output, settings.partitions, 0
+    reviews = app.tables.add(OutputTable(
+        app, name=REVIEWS_TABLE, default=None, key_type=str, partitions=settings.partitions,
+        **_store_of(settings, REVIEWS_TABLE),
+    ))  # fmt: skip
+    reviews.output, reviews.partition_count = output, settings.partitions
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
     options = transport.TransportOptions(  # read by the worker's consumer thread and producer
         # The tables flush the output producer, then store locally what it acknowledged (the item side
         # writes its changed state first).
-        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(item_state, users), gap_emit=output.emit,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, flush_with_commit=(item_state, users, reviews), gap_emit=output.emit,
         dlq=t.dlq,
-        gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video]),
+        gap_topics=frozenset([t.events, t.videos, t.comments, t.interactions_by_video, t.review_decisions]),
         changelog_topics=frozenset(changelog(settings, name) for name in TABLES) | {t.item_vectors, t.user_gram, t.models},
     )  # fmt: skip
     transport.configure(app, options)
@@ -355,6 +362,7 @@ def create_app(
             "invalid_model_record", partitions=1)  # fmt: skip
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
+    pipeline.review = desk = ReviewDesk(settings, reviews, output.emit, pipeline.dead_letter)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     metrics.set_build(recommender.model_version, scorer.model_version)
     LAG.watch(app)
@@ -441,8 +449,19 @@ def create_app(
             with metrics.batch(steps.MODERATION):  # its size (comments still owed a score) is recorded in moderate
                 await pipeline.run_batch(moderate, [_message(e) for e in batch], steps.MODERATION)
 
+    @app.agent(decisions, name=steps.REVIEW_DECISIONS)
+    async def review_decisions(stream: faust.StreamT) -> None:
+        """Reviewers' decisions (`reelstream review`): input like `events`, checked before they are applied."""
+        async for batch in micro_batches(stream, settings.batch_size, settings.batch_max_wait_s):
+            with metrics.batch(steps.REVIEW_DECISIONS, len(batch)):
+                await pipeline.run_batch(desk.process_decisions, [_message(e) for e in batch], steps.REVIEW_DECISIONS)
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.events}
+        queued, oldest = desk.queue_stats(v for p in actives for _, v in reviews.items_in(p))
+        metrics.REVIEW_QUEUE_ITEMS.set(queued)
+        metrics.REVIEW_OLDEST_AGE.set(oldest)
         metrics.USERS.set(users.count())
         metrics.INDEX_ITEMS.set(recommender.index_size())
         # aiohttp rejects content_type= with parameters; the header is set directly (DESIGN.md).

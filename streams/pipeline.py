@@ -26,6 +26,7 @@ import orjson
 
 from contracts.events import (
     EVENT_TYPES,
+    Appeal,
     Comment,
     DeadLetter,
     InvalidMessage,
@@ -138,6 +139,8 @@ class Pipeline:
         self._rec_latency = metrics.LATENCY.labels("recommendations")
         # A/B arms: each user's latest list until their next event says whether it was taken up.
         self.outcomes = ListOutcomes() if settings.recs.arms else None
+        # The moderation workflow (streams/review.py), set by the app: queue, appeals, erasure of pending items.
+        self.review: Any = None
 
     # --- dead letters -------------------------------------------------------------------------
     def dead_letter(self, msg: Message, err: InvalidMessage) -> None:
@@ -194,6 +197,11 @@ class Pipeline:
                 counts[event.type] += 1
                 touched.pop(user, None)  # pending output of the batch goes too
                 self.erase_user(user, msg.partition)
+                continue
+            if isinstance(event, Appeal):  # not an interaction: the review workflow's, never the history's
+                counts[event.type] += 1
+                if self.review is not None:
+                    self.review.appeal(event)
                 continue
             state = touched.get(user)
             if state is None:
@@ -338,6 +346,8 @@ class Pipeline:
             self.outcomes.forget(user_id)
         self.send_item_messages()
         self.emit(self.t.recommendations, user_id.encode(), None, None)  # tombstone for compacted consumers
+        if self.review is not None:
+            self.review.erase(user_id)  # pending review items leave the queue
         metrics.ERASURES.inc()
 
     # --- videos -----------------------------------------------------------------------------------
@@ -381,6 +391,7 @@ class Pipeline:
     def apply_comment_scores(self, batch: list[tuple[Message, Comment]], results: list[Any], model_version: str) -> None:
         """Emit flags and feed sentiment back into the user's history (idempotent: it sets, never adds)."""
         touched: dict[str, _Touched] = {}
+        scored: list[tuple[Comment, ModerationFlag]] = []
         for (msg, event), res in zip(batch, results, strict=True):
             record, row = self._pending_row(event.user_id, event.event_id)
             if row is None:
@@ -399,6 +410,7 @@ class Pipeline:
                 abstained=res.abstained,
             )
             self.emit(self.t.moderation_flags, event.video_id.encode(), dumps(flag), None)
+            scored.append((event, flag))
             self._out["moderation_flags"].inc()
             metrics.FLAGS.labels(res.action).inc()
             for reason in res.reasons:
@@ -415,4 +427,6 @@ class Pipeline:
             state.msg = msg  # comments are co-partitioned with events: the same partition number
             state.source_event_id = event.event_id
             state.stamps.append(msg.timestamp)
+        if self.review is not None:
+            self.review.flagged(scored)
         self.serve_all(touched)

@@ -31,6 +31,11 @@ class TopicSettings(BaseModel):
     item_vectors: str = "item-vectors"
     user_gram: str = "user-gram"
     models: str = "models"  # batch model versions published by the trainer (one partition)
+    # The moderation workflow (streams/review.py, contracts/review.py).
+    review_queue: str = "review-queue"
+    review_decisions: str = "review-decisions"
+    statements_of_reasons: str = "statements-of-reasons"
+    appeal_outcomes: str = "appeal-outcomes"
 
 
 class ReadApiSettings(BaseModel):
@@ -40,6 +45,27 @@ class ReadApiSettings(BaseModel):
     token: None | SecretStr = None  # required: every request must send `Authorization: Bearer <token>`
     host: str = "127.0.0.1"
     port: int = Field(6068, ge=0, le=65535)
+
+
+class ReviewSettings(BaseModel):
+    """The moderation workflow: what is queued for people, how long it is kept, and `reelstream review`."""
+
+    model_config = ConfigDict(frozen=True)
+    # Quality control: these shares of the comments the model allowed / blocked are queued too (chosen by a
+    # hash of the event id, so a redelivery makes the same choice).
+    sample_allow: float = Field(0.01, ge=0.0, le=1.0)
+    sample_block: float = Field(0.05, ge=0.0, le=1.0)
+    # A blocked comment can be appealed this long (DSA Art. 20: at least six months); its text is kept that long
+    # in the worker's reviews table, at most `max_blocked_per_user` per user (oldest dropped first).
+    appeal_window_s: float = Field(183 * 86400, gt=0)
+    max_blocked_per_user: int = Field(100, ge=1)
+    # Retention of review-queue on real Kafka (`reelstream topics --create`): compacted, and deleted after this.
+    queue_retention_s: int = Field(30 * 86400, ge=3600)
+    # `reelstream review`: reviewer name -> password (JSON); it will not start without one.
+    reviewers: dict[str, SecretStr] = {}
+    host: str = "127.0.0.1"
+    port: int = Field(6070, ge=0, le=65535)
+    session_ttl_s: float = Field(8 * 3600, gt=0)
 
 
 class Settings(BaseSettings):
@@ -87,6 +113,7 @@ class Settings(BaseSettings):
 
     recs: RecsSettings = RecsSettings()
     read_api: ReadApiSettings = ReadApiSettings()
+    review: ReviewSettings = ReviewSettings()
     moderation: ModerationSettings = ModerationSettings()
     index: IndexSettings = IndexSettings()
 
@@ -105,6 +132,8 @@ def _printable(value: object) -> object:
     """JSON for what json.dumps cannot encode: secrets masked (str(SecretStr) is '**********'), models as dicts."""
     if isinstance(value, SecretStr):
         return str(value)
+    if isinstance(value, dict):  # reviewers: names shown, passwords masked
+        return {k: _printable(v) for k, v in value.items()}
     assert isinstance(value, BaseModel), type(value)
     return value.model_dump()
 

@@ -9,6 +9,7 @@ INTERACTIONS = "interactions"  # events: history, dedup, erasure, user factors, 
 CATALOG = "catalog"  # videos: upload / remove / block
 ITEM_TRAINER = "item-trainer"  # interactions-by-video: the item side's inputs
 MODERATION = "moderation"  # comments: torch models, moderation flags, sentiment fed back
+REVIEW_DECISIONS = "review-decisions"  # reviewers' decisions: overriding flags, statements of reasons, appeals
 
 SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
 SWAP_COMMENT_MODEL = "swap_comment_model"  # newer comment-model weights, served without stopping

@@ -16,7 +16,8 @@ from streams.settings import Settings
 USERS_TABLE = "users"
 CATALOG_TABLE = "catalog"  # a GlobalTable: every worker holds all of it
 ITEM_STATE_TABLE = "item-state"  # the item side's interactions and factors, per interactions-by-video partition
-TABLES = (USERS_TABLE, CATALOG_TABLE, ITEM_STATE_TABLE)
+REVIEWS_TABLE = "reviews"  # per user: pending review items and appealable blocks (streams/review.py)
+TABLES = (USERS_TABLE, CATALOG_TABLE, ITEM_STATE_TABLE, REVIEWS_TABLE)
 
 
 def changelog(settings: Settings, table: str) -> str:
@@ -31,6 +32,8 @@ def all_topics(settings: Settings) -> dict[str, int]:
         t.interactions_by_video, t.item_vectors, t.user_gram,
         f"{settings.app_id}-__assignor-__leader",
         changelog(settings, USERS_TABLE), changelog(settings, ITEM_STATE_TABLE),
+        t.review_queue, t.review_decisions, t.statements_of_reasons, t.appeal_outcomes,
+        changelog(settings, REVIEWS_TABLE),
     ]
     topics = {name: settings.partitions for name in names}
     topics[t.videos] = topics[changelog(settings, CATALOG_TABLE)] = settings.videos_partitions
@@ -41,7 +44,19 @@ def all_topics(settings: Settings) -> dict[str, int]:
 def compacted(settings: Settings) -> set[str]:
     """Topics keyed by entity whose latest value is the state: compacted on real Kafka."""
     t = settings.topics
-    return {t.recommendations, t.item_vectors, t.user_gram, t.models, *(changelog(settings, name) for name in TABLES)}
+    return {
+        t.recommendations, t.item_vectors, t.user_gram, t.models, t.review_queue,
+        *(changelog(settings, name) for name in TABLES),
+    }  # fmt: skip
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """Kafka topic configuration for `reelstream topics --create`: compacted topics, and review-queue also
+    deleted after its retention (it holds comment texts: personal data, README "User data and erasure")."""
+    config = {"cleanup.policy": "compact"} if name in compacted(settings) else {}
+    if name == settings.topics.review_queue:
+        config = {"cleanup.policy": "compact,delete", "retention.ms": str(settings.review.queue_retention_s * 1000)}
+    return config
 
 
 @functools.lru_cache(maxsize=1 << 20)

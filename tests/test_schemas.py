@@ -83,7 +83,8 @@ def test_video_events():
 
 def test_published_json_schemas_validate_real_messages():
     schemas = json_schemas()
-    assert set(schemas) == {"events", "videos", "recommendations", "moderation-flags", "events.dlq"}
+    assert set(schemas) == {"events", "videos", "recommendations", "moderation-flags", "events.dlq", "review-queue",
+                            "review-decisions", "appeal-outcomes", "statements-of-reasons"}
     jsonschema.validate({**OK, "type": "like"}, schemas["events"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**OK, "type": "teleport"}, schemas["events"])

@@ -1,0 +1,135 @@
+"""Contracts of the moderation workflow (issue #20): the review queue, reviewers' decisions, appeal outcomes
+and DSA statements of reasons. Published as JSON Schemas beside the other topics (docs/schemas/).
+
+`review-decisions` is written by people (through `reelstream review`) and read by the workers, so it is
+input like `events`: `parse_decision` either returns a typed decision or raises InvalidMessage.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _raise_from
+
+CATEGORIES = ("toxic", "offensive", "hate", "sexism", "spam")  # as models/text/config.py (contracts import no model)
+Category = Literal["toxic", "offensive", "hate", "sexism", "spam", "none"]
+Decision = Literal["approve", "remove", "escalate"]
+# Why an item is in the queue: the model said review; a quality-control sample of what it allowed or blocked;
+# a user's appeal of a block; a reviewer escalated it (a senior reviewer's queue, same page).
+ItemKind = Literal["review", "sample", "appeal", "escalated"]
+
+
+class ReviewItem(BaseModel):
+    """`review-queue`, keyed by `item_id` (compacted; a tombstone once decided or erased). What a reviewer
+    needs to decide without another lookup; it holds the comment's text, so it is personal data: a
+    `user_delete` tombstones the user's pending items and the topic's retention is bounded (README)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    item_id: str  # the comment's event_id; an appeal's own event_id
+    kind: ItemKind
+    event_id: str  # the comment
+    user_id: str
+    video_id: str
+    text: str
+    lang: str
+    scores: dict[str, float]
+    sentiment: dict[str, float]
+    reasons: list[str]
+    model_action: Literal["allow", "review", "block"]
+    model_version: str
+    queued_at: float
+    appeal_text: str | None = None  # kind appeal: the user's own words
+
+
+class ReviewDecision(BaseModel):
+    """`review-decisions`, keyed by `user_id` (so it reaches the worker that holds the user's queue)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+    decision_id: Id
+    item_id: Id
+    user_id: Id
+    decision: Decision
+    category: Category = "none"  # the reviewer's category: what a removal is for, a label for training
+    note: Annotated[str, Field(max_length=2000)] = ""
+    reviewer: Id
+    decided_at: Timestamp
+
+
+class AppealOutcome(BaseModel):
+    """`appeal-outcomes`, keyed by `user_id`: what the user is told about their appeal."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    appeal_id: str
+    event_id: str  # the comment appealed
+    user_id: str
+    outcome: Literal["upheld", "reversed", "not_appealable"]
+    decided_at: float
+    detail: str = ""
+
+
+# DSA Art. 17 and the Commission's Transparency Database field names (decision_ground, automated_detection, ...).
+DSA_CATEGORY = {
+    "toxic": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
+    "offensive": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
+    "hate": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
+    "sexism": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
+    "spam": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE",
+    "none": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE",
+}
+
+
+class StatementOfReasons(BaseModel):
+    """`statements-of-reasons`, keyed by `puid`: one per block, automated or human (DSA Art. 17(3)). Holds no
+    user id and no text (the Transparency Database takes no personal data); `puid` is the comment's event
+    id, which the platform maps back to the user it must inform."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    sor_id: str  # unique per statement: "<puid>:model" or "<puid>:<decision_id>"
+    puid: str
+    decision_visibility: list[Literal["DECISION_VISIBILITY_CONTENT_REMOVED"]] = ["DECISION_VISIBILITY_CONTENT_REMOVED"]
+    decision_ground: Literal["DECISION_GROUND_INCOMPATIBLE_CONTENT"] = "DECISION_GROUND_INCOMPATIBLE_CONTENT"
+    incompatible_content_ground: str  # the terms-of-service clause: "community guidelines: <category>"
+    incompatible_content_explanation: str
+    category: str  # STATEMENT_CATEGORY_*
+    content_type: list[Literal["CONTENT_TYPE_TEXT"]] = ["CONTENT_TYPE_TEXT"]
+    content_language: str
+    automated_detection: bool  # the comment was detected by the model (always, here)
+    automated_decision: Literal["AUTOMATED_DECISION_FULLY", "AUTOMATED_DECISION_NOT_AUTOMATED"]
+    source_type: Literal["SOURCE_VOLUNTARY"] = "SOURCE_VOLUNTARY"
+    application_date: str  # YYYY-MM-DD (UTC)
+    content_date: str  # YYYY-MM-DD (UTC) of the comment
+    decision_facts: str  # the facts relied on: scores over their thresholds, or the reviewer's note
+    model_version: str
+    video_id: str
+
+
+def parse_decision(raw: bytes | None, *, max_bytes: int) -> ReviewDecision:
+    """A `review-decisions` record, or InvalidMessage (dead-lettered as `invalid_decision` with the detail)."""
+    try:
+        if raw is None or len(raw) > max_bytes:
+            raise InvalidMessage("bad_json", "empty or oversized decision")
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict) or obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise InvalidMessage("bad_field", "not a schema_version 1 object")
+        try:
+            return ReviewDecision.model_validate(obj)
+        except ValidationError as exc:
+            _raise_from(exc)
+            raise  # unreachable
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("invalid_decision", f"bad_json: {exc}") from None
+    except InvalidMessage as exc:
+        raise InvalidMessage("invalid_decision", f"{exc.reason}: {exc.detail}") from None
+
+
+def review_schemas() -> dict[str, dict]:
+    return {
+        "review-queue": ReviewItem.model_json_schema(),
+        "review-decisions": ReviewDecision.model_json_schema(),
+        "appeal-outcomes": AppealOutcome.model_json_schema(),
+        "statements-of-reasons": StatementOfReasons.model_json_schema(),
+    }

@@ -1,0 +1,1 @@
+"""`reelstream review`: the reviewers' page (templates and static files beside this module)."""
