@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import collections
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ SAMPLE = Path(__file__).resolve().parent / "samples" / "demo.jsonl"
 REPLAY_RATE = 1000.0
 
 
-def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
-    """Start broker, trainer and worker, replay the sample, read every output topic back, stop everything."""
+def run_demo(settings: Settings, sample: Path = SAMPLE, hold: Callable[[Any, dict[str, Any]], None] | None = None
+             ) -> dict[str, Any]:  # fmt: skip
+    """Start broker, trainer and worker, replay the sample, read every output topic back, stop everything;
+    `hold(stack, result)`: called before stopping, with everything still running (`demo --review`)."""
     from lab.local import LocalStack, wait_for
     from lab.recording import read_topic, replay
 
@@ -37,21 +40,37 @@ def run_demo(settings: Settings, sample: Path = SAMPLE) -> dict[str, Any]:
                  and worker.metrics().get("reelstream_refresh_pending_users") == 0.0, 60, "trainer",
                  [trainer.log, worker.log])  # fmt: skip
         stack.wait_consumed(sent.sent)
-        out = {name: list(read_topic(stack.bootstrap, name)) for name in (t.recommendations, t.moderation_flags, t.dlq)}
+        names = (t.recommendations, t.moderation_flags, t.dlq, t.review_queue, t.statements_of_reasons)
+        out = {name: list(read_topic(stack.bootstrap, name)) for name in names}
+        result = _result(settings, sent.sent, out, started)
+        if hold is not None:
+            hold(stack, result)
+    return result
+
+
+def _result(settings: Settings, sent: int, out: dict[str, list], started: float) -> dict[str, Any]:
+    t = settings.topics
     recs = [orjson.loads(r.value) for r in out[t.recommendations] if r.value is not None]
     flags = [orjson.loads(r.value) for r in out[t.moderation_flags]]
     dlq = [orjson.loads(r.value) for r in out[t.dlq]]
     latest: dict[str, dict] = {}
     for rec in recs:
         latest[rec["user_id"]] = rec
+    queued = {r.key for r in out[t.review_queue] if r.value is not None}
+    pending: dict[bytes, Any] = {}
+    for r in out[t.review_queue]:  # the compacted view: the latest value per item, tombstones removing
+        pending[r.key] = r.value
     return {
         "summary": {
-            "events_in": sent.sent,
+            "events_in": sent,
             "recommendations_out": len(recs),
             "flags_out": len(flags),
             "dlq_out": len(dlq),
             "users_with_recs": sum(1 for r in latest.values() if r["items"]),
             "recommendations_by_model": dict(collections.Counter(r["model_version"] for r in recs)),
+            "review_queued": len(queued),
+            "review_pending": sum(1 for v in pending.values() if v is not None),
+            "statements_of_reasons": len(out[t.statements_of_reasons]),
             "seconds": round(time.monotonic() - started, 2),
         },
         "latest_recs": latest,
@@ -87,6 +106,11 @@ def print_summary(result: dict[str, Any]) -> None:
     for f in flagged[:6]:
         table.add_row(f["action"], f["lang"], ", ".join(f["reasons"]), _comment_text(f["event_id"])[:80])
     console.print(table)
+    console.print(
+        f"review queue: {s['review_queued']} comments queued for people ({s['review_pending']} pending), "
+        f"{s['statements_of_reasons']} statements of reasons; the queue page: "
+        f"[link]{result.get('review_url') or 'reelstream demo --review'}[/link]"
+    )
 
     dlq = Table(title="Dead letters by reason")
     dlq.add_column("reason")
@@ -117,3 +141,41 @@ def _comment_text(event_id: str) -> str:
 
 
 _TEXTS: dict[str, str] = {}
+
+
+def serve_review(settings: Settings, show: Callable[[dict[str, Any]], None]) -> Callable[[Any, dict[str, Any]], None]:
+    """`demo --review`: with the demo's broker and worker still running, `reelstream review` on its queue
+    until Ctrl-C, so the queue link works (decisions go to the live worker)."""
+
+    def hold(stack: Any, result: dict[str, Any]) -> None:
+        import subprocess
+        import sys
+
+        from lab.local import wait_for
+
+        url = f"http://{settings.review.host}:{settings.review.port}/"
+        log = stack.workdir / "review.log"
+        page = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "review"], env=stack._env(),
+                                stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_for(lambda: _answers(url + "ready"), 60, "the review page", [log], page)
+            show({**result, "review_url": url})
+            print(f"serving the review queue at {url} (Ctrl-C stops the demo)", flush=True)
+            page.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            page.terminate()
+            page.wait(10)
+
+    return hold
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False

@@ -67,13 +67,28 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         run_trainer(get_settings(), stop)
 
     @app.command()
-    def demo(json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False) -> None:
+    def demo(
+        json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+        review: Annotated[bool, typer.Option(help="Then serve the review page on the demo's queue until Ctrl-C "
+                                             "(reviewers from REELSTREAM_REVIEW__REVIEWERS).")] = False,
+    ) -> None:
         """Start the embedded broker and a worker, replay the committed sample, summarise the outputs."""
         import orjson
 
         from lab.demo import print_summary, run_demo
 
-        result = run_demo(get_settings())
+        settings = get_settings()
+        if review and not settings.review.reviewers:
+            typer.echo('error: --review needs REELSTREAM_REVIEW__REVIEWERS, e.g. {"ana": "<secret>"}', err=True)
+            raise typer.Exit(2)
+        hold = None
+        if review:
+            from lab.demo import serve_review
+
+            hold = serve_review(settings, print_summary)
+        result = run_demo(settings, hold=hold)
+        if review:
+            return
         if json_:
             typer.echo(orjson.dumps(result["summary"]).decode())
         else:
