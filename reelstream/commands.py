@@ -100,13 +100,12 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         replication: Annotated[int, typer.Option(help="Replication factor for --create.")] = 1,
     ) -> None:
         """List every topic the app needs (name, partitions, cleanup policy); --create makes them."""
-        from streams.topics import all_topics, compacted, topic_config
+        from streams.topics import all_topics, topic_config
 
         settings = get_settings()
         wanted = all_topics(settings)
-        keep = compacted(settings)
         for name, parts in wanted.items():
-            typer.echo(f"{name}\t{parts}\t{'compact' if name in keep else 'delete'}")
+            typer.echo(f"{name}\t{parts}\t{topic_config(settings, name).get('cleanup.policy', 'delete')}")
         if not create:
             return
         from confluent_kafka import KafkaError, KafkaException
