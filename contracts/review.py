@@ -7,6 +7,8 @@ input like `events`: `parse_decision` either returns a typed decision or raises 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated, Literal
 
 import orjson
@@ -71,38 +73,55 @@ class AppealOutcome(BaseModel):
     detail: str = ""
 
 
-# DSA Art. 17 and the Commission's Transparency Database field names (decision_ground, automated_detection, ...).
+# DSA Art. 17 statements under the Commission's Transparency Database (TDB) API field names and enum keys,
+# checked 2026-12-05 against its API documentation (transparency.dsa.ec.europa.eu/page/api-documentation) and
+# the request validation it documents (digital-services-act/transparency-database, StatementStoreRequest.php).
+# The TDB's categories: ILLEGAL_OR_HARMFUL_SPEECH for abuse; spam is no TDB category of its own, it is "other
+# violation of the provider's terms and conditions" (the former SCOPE_OF_PLATFORM_SERVICE no longer exists).
 DSA_CATEGORY = {
     "toxic": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
     "offensive": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
     "hate": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
     "sexism": "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
-    "spam": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE",
-    "none": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE",
+    "spam": "STATEMENT_CATEGORY_OTHER_VIOLATION_TC",
+    "none": "STATEMENT_CATEGORY_OTHER_VIOLATION_TC",
 }
+# TDB puid: at most 500 characters of a-z, A-Z, 0-9, "-" and "_", unique per statement within the platform.
+PUID_PATTERN = r"^[A-Za-z0-9_-]{1,500}$"
+
+
+def tdb_puid(event_id: str) -> str:
+    """The comment's event id when the TDB accepts it as a puid, else a stable digest of it (so a
+    redelivered block still gets the same puid; the platform keeps both in `sor_id`)."""
+    if re.fullmatch(PUID_PATTERN, event_id):
+        return event_id
+    return "h-" + hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
 
 
 class StatementOfReasons(BaseModel):
     """`statements-of-reasons`, keyed by `puid`: one per block, automated or human (DSA Art. 17(3)). Holds no
     user id and no text (the Transparency Database takes no personal data); `puid` is the comment's event
-    id, which the platform maps back to the user it must inform."""
+    id (see tdb_puid), which the platform maps back to the user it must inform. Every field but
+    `schema_version`, `sor_id`, `model_version` and `video_id` (ours, to be dropped before submission) is a
+    TDB API field with a value its validation accepts; a comment gets at most one statement, so the puid is
+    unique per statement as the TDB requires."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    sor_id: str  # unique per statement: "<puid>:model" or "<puid>:<decision_id>"
-    puid: str
+    sor_id: str  # ours: "<event id>:model" or "<event id>:<decision_id>"
+    puid: Annotated[str, Field(pattern=PUID_PATTERN)]
     decision_visibility: list[Literal["DECISION_VISIBILITY_CONTENT_REMOVED"]] = ["DECISION_VISIBILITY_CONTENT_REMOVED"]
     decision_ground: Literal["DECISION_GROUND_INCOMPATIBLE_CONTENT"] = "DECISION_GROUND_INCOMPATIBLE_CONTENT"
-    incompatible_content_ground: str  # the terms-of-service clause: "community guidelines: <category>"
-    incompatible_content_explanation: str
-    category: str  # STATEMENT_CATEGORY_*
+    incompatible_content_ground: Annotated[str, Field(max_length=500)]  # the terms-of-service clause
+    incompatible_content_explanation: Annotated[str, Field(max_length=2000)]
+    category: Literal["STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH", "STATEMENT_CATEGORY_OTHER_VIOLATION_TC"]
     content_type: list[Literal["CONTENT_TYPE_TEXT"]] = ["CONTENT_TYPE_TEXT"]
-    content_language: str
-    automated_detection: bool  # the comment was detected by the model (always, here)
+    content_language: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]  # uppercase ISO 639-1, as the TDB takes it
+    automated_detection: Literal["Yes", "No"]  # the TDB's strings, not a boolean; "Yes": the model flagged it
     automated_decision: Literal["AUTOMATED_DECISION_FULLY", "AUTOMATED_DECISION_NOT_AUTOMATED"]
     source_type: Literal["SOURCE_VOLUNTARY"] = "SOURCE_VOLUNTARY"
-    application_date: str  # YYYY-MM-DD (UTC)
-    content_date: str  # YYYY-MM-DD (UTC) of the comment
-    decision_facts: str  # the facts relied on: scores over their thresholds, or the reviewer's note
+    application_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]  # YYYY-MM-DD (UTC)
+    content_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]  # YYYY-MM-DD (UTC) of the comment
+    decision_facts: Annotated[str, Field(max_length=5000)]  # the scores over their thresholds, the reviewer's note
     model_version: str
     video_id: str
 

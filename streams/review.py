@@ -32,6 +32,7 @@ from contracts.review import (
     ReviewItem,
     StatementOfReasons,
     parse_decision,
+    tdb_puid,
 )
 from monitoring import metrics
 from streams.settings import Settings
@@ -142,20 +143,20 @@ class ReviewDesk:
             facts += f" A human reviewer decided to remove it as {main}" + (f": {reviewer_note}" if reviewer_note else ".")
         sor = StatementOfReasons(
             sor_id=f"{puid}:{sor_key}",
-            puid=puid,
+            puid=tdb_puid(puid),
             incompatible_content_ground=f"community guidelines: {main}",
             incompatible_content_explanation=f"The comment was removed for {main} content.",
             category=DSA_CATEGORY.get(main, DSA_CATEGORY["none"]),
-            content_language=lang,
-            automated_detection=True,
+            content_language=lang.upper(),
+            automated_detection="Yes",
             automated_decision="AUTOMATED_DECISION_FULLY" if reviewer_note is None else "AUTOMATED_DECISION_NOT_AUTOMATED",
             application_date=_day(now),
             content_date=_day(content_ts),
-            decision_facts=facts,
+            decision_facts=facts[:5000],
             model_version=model_version,
             video_id=video_id,
         )
-        self.emit(self.t.statements_of_reasons, puid.encode(), dumps(sor), None)
+        self.emit(self.t.statements_of_reasons, sor.puid.encode(), dumps(sor), None)
         metrics.STATEMENTS.labels("model" if reviewer_note is None else "reviewer").inc()
 
     # --- appeals (an event type on `events`) -----------------------------------------------------------

@@ -5,6 +5,7 @@ applied. tests/test_review_page.py runs the same through a real worker and a rea
 from __future__ import annotations
 
 import json
+import re
 
 import orjson
 import pytest
@@ -96,7 +97,8 @@ def test_review_flags_are_queued_with_what_a_reviewer_needs_and_blocks_get_a_sta
         "review", "borderline", "en", "review", "comment-net-t", "v1")
     assert item.scores["toxic"] == 0.6 and item.reasons == ["toxic>=0.50"] and item.queued_at == NOW
     [sor] = [StatementOfReasons.model_validate(v) for v in world.values("statements-of-reasons")]
-    assert sor.puid == awful and sor.automated_decision == "AUTOMATED_DECISION_FULLY" and sor.automated_detection
+    assert sor.puid == awful and sor.automated_decision == "AUTOMATED_DECISION_FULLY" and sor.automated_detection == "Yes"
+    assert sor.content_language == "EN" and sor.content_type == ["CONTENT_TYPE_TEXT"]  # the TDB's value forms
     assert sor.category == "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH" and "hate 0.97 (threshold 0.90)" in sor.decision_facts
     assert sor.application_date == "2027-01-15" and "u1" not in orjson.dumps(sor.model_dump()).decode()
 
@@ -120,6 +122,7 @@ def test_a_removal_overrides_the_model_with_a_human_statement_and_leaves_the_que
     [sor] = world.values("statements-of-reasons")
     assert sor["automated_decision"] == "AUTOMATED_DECISION_NOT_AUTOMATED" and sor["incompatible_content_ground"].endswith("hate")
     assert "per the guidelines" in sor["decision_facts"] and sor["sor_id"].startswith(f"{borderline}:")
+    assert sor["category"] == "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH" and sor["automated_detection"] == "Yes"
     assert metrics.REVIEW_MODEL_AGREEMENT.labels("review", "remove")._value.get() == before + 1
     assert world.reviews["u1"]["blocked"][borderline]["text"] == "borderline"  # now appealable
 
@@ -197,3 +200,25 @@ def test_queue_depth_and_the_age_of_the_oldest_item(world):
     world.clock = NOW + 90
     assert world.pipe.review.queue_stats(world.reviews.values()) == (2, 90.0)
     assert world.pipe.review.queue_stats([]) == (0, 0.0)
+
+
+def test_statement_values_are_ones_the_transparency_database_accepts(settings):
+    """Enum keys and forms as the TDB API validates them (README, Statements of reasons: what was checked):
+    a sampled allowed comment removed without a category, its event id one the TDB would refuse as a puid."""
+    world = World(settings, sample_allow=1.0)
+    odd = world.send("comment", text="ok", event_id="c:1/x y")
+    forwarded = [Message("comments", 0, world.n, NOW, k, v) for t, k, v in world.sink.sent if t == "comments"]
+    pending = world.pipe.comments_batch(forwarded[-1:])
+    world.pipe.apply_comment_scores(pending, [VERDICTS["ok"]], "comment-net-t")
+    world.decide(odd, "remove", "none")
+    [sor] = world.values("statements-of-reasons")
+    assert sor["category"] == "STATEMENT_CATEGORY_OTHER_VIOLATION_TC"
+    assert sor["puid"].startswith("h-") and re.fullmatch(r"[A-Za-z0-9_-]{1,500}", sor["puid"])
+    assert sor["sor_id"].startswith("c:1/x y:")  # the platform's own id keeps the event id
+    assert [k for t, k, _ in world.sink.sent if t == "statements-of-reasons"] == [sor["puid"].encode()]
+    with pytest.raises(ValueError):
+        StatementOfReasons.model_validate({**sor, "automated_detection": True})
+    with pytest.raises(ValueError):
+        StatementOfReasons.model_validate({**sor, "content_language": "en"})
+    with pytest.raises(ValueError):
+        StatementOfReasons.model_validate({**sor, "category": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE"})
