@@ -180,6 +180,7 @@ def test_alert_rules_are_valid_and_cover_the_runbook():
     assert alerts == {
         "ReelstreamWorkerDown", "ReelstreamConsumerLagGrowing", "ReelstreamDLQRate",
         "ReelstreamLatencyP99OverBudget", "ReelstreamBlockRateAnomaly", "ReelstreamNoActiveTrainer",
+        "ReelstreamReviewQueueStale",
     }  # fmt: skip
 
 
@@ -215,7 +216,8 @@ def test_dashboard_queries_name_only_exported_metrics():
         assert all(t["datasource"]["uid"] == "prometheus" for t in targets)
         assert _unknown_metrics([t["expr"] for t in targets]) == set(), path
         titles = " ".join(p["title"].lower() for p in dash["panels"])
-        for topic in ("throughput", "latency", "lag", "dead letters", "flags", "model latency", "index size"):
+        for topic in ("throughput", "latency", "lag", "dead letters", "flags", "model latency", "index size",
+                      "review queue", "review decisions", "agreement"):  # fmt: skip
             assert topic in titles
 
 
