@@ -16,7 +16,25 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_OUT = REPO_ROOT / "models" / "text" / "weights"
 
 
-def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: int | None, baseline: bool) -> None:
+def _decisions(files: list[Path]):  # -> models.text.decisions.DecisionRows
+    """Reviewers' decisions from record files (`reelstream record` of review-queue and review-decisions, and
+    optionally events for user_delete), read together and joined in time order; topic names from settings."""
+    from lab.recording import read_records
+    from models.text.decisions import decision_rows
+    from streams.settings import get_settings
+
+    s = get_settings()
+    records = [r for f in files for r in read_records(f)]
+    return decision_rows(
+        records, queue_topic=s.topics.review_queue, decisions_topic=s.topics.review_decisions,
+        events_topic=s.topics.events, max_decision_bytes=s.max_message_bytes,
+    )  # fmt: skip
+
+
+def _train(
+    data: Path, out: Path, epochs: int, threads: int, seed: int, limit: int | None, baseline: bool,
+    decisions: list[Path] | None = None,
+) -> None:  # fmt: skip
     """Train the combined comment model, write weights + MODEL_CARD.md, print the validation summary."""
     import orjson
 
@@ -26,7 +44,11 @@ def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: i
     from models.text.training import TrainOptions, headline, save, train
 
     opts = TrainOptions(epochs=epochs, threads=threads, seed=seed, limit_per_dataset=limit)
-    result = train(data, opts)
+    rows = _decisions(decisions) if decisions else None
+    if rows is not None:
+        typer.echo(f"reviewer decisions: {rows.decisions} read, {len(rows.examples)} training rows "
+                   f"{rows.by_dataset}, not used: {rows.skipped}", err=True)  # fmt: skip
+    result = train(data, opts, decisions=rows)
     weights = save(result, out)
     base = None
     if baseline:
@@ -49,6 +71,9 @@ def _train(data: Path, out: Path, epochs: int, threads: int, seed: int, limit: i
         "model_version": result.models.model_version,
         "weights": str(weights),
         "best_epoch": result.best_epoch,
+        "n_train": result.n_train,
+        "decision_rows": result.n_decisions,
+        "decisions_not_used": result.decisions_skipped,
         "validation_headline": headline(result.report),
         "validation": result.report,
     }
@@ -76,13 +101,19 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     seed_opt = typer.Option(20240607, help="Seed of initialization and batch order.")
     limit_opt = typer.Option(None, "--limit-per-dataset", help="Use only the first N rows of each dataset.")
     baseline_opt = typer.Option(True, help="Also fit the TF-IDF+LR baseline for the model card (sklearn).")
+    decisions_opt = typer.Option(
+        None, "--decisions", exists=True, dir_okay=False,
+        help="Record file(s) of review-queue + review-decisions (+ events), from `reelstream record`: reviewers' "
+        "decisions as extra training rows (MODEL_CARD.md, 'Reviewer decisions'). Repeat for several files.",
+    )  # fmt: skip
 
     def train_comment_model(
         data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
         seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
+        decisions: list[Path] | None = decisions_opt,
     ) -> None:
         """Train the comment model: moderation and sentiment share one network, so either command trains both."""
-        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline)
+        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline, decisions)
 
     train.command("moderation")(train_comment_model)
     train.command("sentiment")(train_comment_model)

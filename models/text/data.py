@@ -74,19 +74,54 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def check_row(rec: object, spec: DatasetSpec, where: str) -> Example:
+    """One labeled row of `spec`'s dataset, or ValueError naming `where`: a train.jsonl line and a reviewer
+    decision (models/text/decisions.py) pass the same checks, so neither can slip a malformed label in.
+
+    A row is an object with a non-empty `text`, an optional `lang` that must be the dataset's own (its
+    experts are per language), and `labels` holding at least one of the dataset's labels, each 0/1 (0/1/2
+    for 3-class sentiment); other keys of `labels` are ignored, as train.jsonl files carry extra columns."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where}: not a JSON object")  # noqa: TRY004 (one error type for any malformed row)
+    text, lang, labels = rec.get("text"), rec.get("lang"), rec.get("labels")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: text must be a non-empty string")
+    if lang is not None and lang != spec.lang:
+        raise ValueError(f"{where}: lang {lang!r} is not {spec.name}'s language {spec.lang!r}")
+    if not isinstance(labels, dict):
+        raise ValueError(f"{where}: labels must be an object")  # noqa: TRY004
+    out: dict[str, int] = {}
+    for k in spec.labels:
+        if k not in labels:
+            continue
+        v = labels[k]
+        top = 2 if k == "sentiment" and spec.name not in BINARY_SENTIMENT else 1
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+            raise ValueError(f"{where}: label {k}={v!r} is not an integer in 0..{top}")
+        out[k] = v
+    if not out:
+        raise ValueError(f"{where}: none of {spec.name}'s labels {spec.labels}")
+    if spec.name in BINARY_SENTIMENT and "sentiment" in out:
+        out["sentiment"] *= 2
+    meta = rec.get("meta") or {}
+    tags = {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
+    return Example(spec.name, text, lang or spec.lang, out, tags)
+
+
 def load_dataset(data_dir: Path, spec: DatasetSpec, limit: int | None = None) -> list[Example]:
     """Read one train.jsonl, keeping only this spec's labels; binary sentiment 1 becomes 2 (positive).
+    Every line goes through `check_row`; a malformed one raises ValueError naming file and line.
 
     `limit` keeps a seeded random sample of that many rows (files are often sorted by label)."""
     out: list[Example] = []
-    with open(data_dir / spec.name / "train.jsonl", "rb") as f:
-        for line in f:
-            rec = orjson.loads(line)
-            labels = {k: int(rec["labels"][k]) for k in spec.labels if k in rec["labels"]}
-            if spec.name in BINARY_SENTIMENT and "sentiment" in labels:
-                labels["sentiment"] *= 2
-            tags = {k: v for k, v in (rec.get("meta") or {}).items() if isinstance(v, str)}
-            out.append(Example(spec.name, rec["text"], rec.get("lang") or spec.lang, labels, tags))
+    path = data_dir / spec.name / "train.jsonl"
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            out.append(check_row(rec, spec, f"{path}:{lineno}"))
     if limit is not None and limit < len(out):
         keep = sorted(random.Random(f"{SPLIT_SEED}-limit-{spec.name}").sample(range(len(out)), limit))
         out = [out[i] for i in keep]

@@ -133,13 +133,16 @@ def nb_ratio(x: sparse.csr_matrix, task: LinearTask) -> np.ndarray | None:
 
 def _split_columns(task: LinearTask) -> list[LinearTask]:
     """A multi-label binary task as one task per column (the objective is separable, so fitting them apart
-    is the same regression; each column can then get its own NB ratio and C)."""
-    if task.multiclass or len(task.columns) == 1:
+    is the same regression; each column can then get its own NB ratio and C). A column is fitted on the rows
+    that have its label (target >= 0): a reviewer's decision labels one category of a dataset with two."""
+    if task.multiclass:
         return [task]
-    return [
-        LinearTask(task.name, task.rows, [c], task.targets[:, j : j + 1], multiclass=False)
-        for j, c in enumerate(task.columns)
-    ]
+    parts = []
+    for j, c in enumerate(task.columns):
+        known = task.targets[:, j] >= 0
+        rows, targets = (task.rows, task.targets[:, j : j + 1]) if known.all() else (task.rows[known], task.targets[known, j : j + 1])
+        parts.append(LinearTask(task.name, rows, [c], targets, multiclass=False))
+    return parts
 
 
 def _task_score(x: sparse.csr_matrix, w: np.ndarray, b: np.ndarray, task: LinearTask) -> float:
@@ -177,6 +180,8 @@ def fit_linear_heads(
     by_key = {(t.name, tuple(t.columns)): t for t in val_parts}
     chosen: dict[str, str] = {}
     for task in tqdm(tasks, desc="linear heads", unit="head"):
+        if len(task.rows) == 0:
+            continue  # no training rows (its datasets absent from this training): its weights stay zero
         x, used = tfidf_matrix(store, task.rows, idf)
         vt = by_key.get((task.name, tuple(task.columns))) if val_store is not None else None
         r = None

@@ -37,6 +37,34 @@ LIMITATIONS = """\
 """
 
 
+def decisions_section(result: TrainResult) -> str:
+    """How reviewers' decisions enter training (always stated), and what this training took from them."""
+    if result.decisions_skipped is None:
+        used = "This training read no decisions (`--decisions` not given)."
+    else:
+        rows = ", ".join(f"{ds} {n}" for ds, n in result.n_decisions.items()) or "none"
+        skipped = ", ".join(f"{why} {n}" for why, n in sorted(result.decisions_skipped.items())) or "none"
+        used = f"This training: decision rows per dataset {rows} (counted in the train rows above); not used: {skipped}."
+    return f"""## Reviewer decisions
+`reelstream train moderation --decisions FILE` (repeatable) adds reviewers' decisions from record files of
+`review-queue` and `review-decisions` (`reelstream record`), optionally `events` too
+(models/text/decisions.py). A decision holds no text: it is joined to its item's text as the item stood on
+the queue when the decision was made (records in time order), so an item tombstoned before it (decided
+already, or its user erased) gives nothing, and any user with a `user_delete` in the files is left out.
+`remove` with a category is a positive label for that category, `approve` a negative for each category the
+model had flagged; `escalate` and `remove` without a category are not labels; the latest usable decision
+per comment counts. A label becomes one more training row of the first dataset of the comment's language
+that carries that label (en: Davidson for offensive and hate, Jigsaw for toxic, YouTube for spam; zh: COLD
+for offensive, SWSR for sexism), weighted exactly like that dataset's train.jsonl rows (no extra weight:
+the queue is what the model found hard or a sample, so up-weighting would tilt the heads toward it) and
+upsampled with them; labels no dataset of that language carries (zh spam, zh hate, zh toxic, en sexism)
+are not used. Decision rows are validated like train.jsonl rows (`check_row` in models/text/data.py: text,
+language, 0/1 labels), a failing one is left out and counted. They are training rows only: the validation
+split and the metrics below are on train.jsonl rows alone.
+{used}
+"""
+
+
 def _fmt(v: float) -> str:
     return "n/a" if v != v else f"{v:.4f}"
 
@@ -142,6 +170,7 @@ splits were never read.
 |---|---:|---:|
 {chr(10).join(data_rows)}
 
+{decisions_section(result)}
 ## Validation metrics (fp16 weights as shipped)
 Binary sentiment sets: accuracy of positive-vs-negative (neutral column ignored); tweeteval: 3-class argmax.
 Baseline: per-dataset char n-gram TF-IDF + logistic regression fitted on the same train rows.

@@ -26,6 +26,8 @@ from tqdm import tqdm
 from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, save_checkpoint
 from models.text.config import CATEGORIES
 from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
+from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
+from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads
 from models.text.metrics import binary_report, sentiment_report
@@ -73,6 +75,10 @@ class TrainResult:
     seconds: float
     linear_c: dict[str, str] = field(default_factory=dict)  # L2 C (and "NB" if NB-scaled) chosen per linear task
     static_source: str = "none"  # where the static embedding table came from
+    # Training rows made of reviewers' decisions, per dataset (included in n_train), and why others were not
+    # used (models/text/decisions.py); empty when training read no decisions.
+    n_decisions: dict[str, int] = field(default_factory=dict)
+    decisions_skipped: dict[str, int] | None = None
 
 
 class _Targets:
@@ -358,13 +364,20 @@ def model_version_of(net: CommentNet) -> str:
     return f"hashngram-mt-{h.hexdigest()[:10]}"
 
 
-def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> TrainResult:
-    """Train on train.jsonl minus the validation split; keep the epoch with the best validation headline."""
+def train(
+    data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000, decisions: DecisionRows | None = None
+) -> TrainResult:
+    """Train on train.jsonl minus the validation split; keep the epoch with the best validation headline.
+
+    `decisions`' rows join the training rows of their datasets after the split, so the validation split is
+    the same with and without them and the two trainings are judged on the same rows."""
     t0 = time.perf_counter()
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     train_ex, val_ex = load_splits(data_dir, opts.limit_per_dataset)
+    if decisions is not None:
+        train_ex = train_ex + decisions.examples
     if opts.exclude:
         train_ex = [e for e in train_ex if not selected(e, opts.exclude)]
         val_ex = [e for e in val_ex if not selected(e, opts.exclude)]
@@ -462,9 +475,10 @@ def train(data_dir: Path, opts: TrainOptions, max_text_chars: int = 5000) -> Tra
     net.eval()
     models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars, static_tokenizer=tokenizer_path)
     report = validation_report(models, val_ex)
+    used = [e for e in train_ex if e.tags.get("origin") == DECISION_SOURCE]
     return TrainResult(
         models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0, linear_c,
-        source,
+        source, _counts(used), None if decisions is None else decisions.skipped,
     )
 
 
