@@ -71,7 +71,7 @@ import orjson
 
 from contracts.history import HistoryRow
 from lab.local import log_tails
-from models.recs.evaluate import DATASET_OVERRIDES, K, TUNED, Group, Tally, load_groups
+from models.recs.evaluate import DATASET_OVERRIDES, SYNTHETIC_VIDEO_HALF_LIFE_S, TUNED, Group, K, Tally, load_groups
 from streams.settings import Settings
 
 WARMUP_CHUNK = 2000  # groups per warm-up chunk
@@ -302,10 +302,12 @@ def run_via_kafka(
     env: dict[str, str] | None = None,
     wait_s: float = WAIT_S,
     progress: Callable[[str], None] | None = None,
+    video_half_life_s: float = SYNTHETIC_VIDEO_HALF_LIFE_S,
 ) -> dict[str, Any]:
     """The replay described in the module docstring; returns the JSON-ready result. `env`: more REELSTREAM_*
     settings for every process; `with_trainer=False`: workers only (streaming without refits);
-    `progress`: called with a line now and then (e.g. to print it on stderr)."""
+    `progress`: called with a line now and then (e.g. to print it on stderr); `video_half_life_s`: the
+    synthetic stream's content lifecycle (models.recs.evaluate.synthetic_events)."""
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
 
@@ -319,7 +321,7 @@ def run_via_kafka(
     from streams.topics import USERS_TABLE, changelog
 
     started = time.perf_counter()
-    groups = load_groups(dataset, users, videos, events, seed)
+    groups = load_groups(dataset, users, videos, events, seed, video_half_life_s)
     env = stack_env(dataset, partitions, env)
     settings = settings_under(env)
     recs, t = settings.recs, settings.topics
@@ -515,7 +517,8 @@ def run_via_kafka(
             "eval_chunk": EVAL_CHUNK,
             "partitions": settings.partitions,
             "env": env,
-        },
+        }
+        | ({"video_half_life_s": video_half_life_s} if dataset == "synthetic" else {}),
         via_kafka=True,
         restarts=run.restarts,
         workers=workers,

@@ -46,9 +46,9 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     def eval_recs_cmd(
         dataset: Annotated[Dataset, typer.Option(help="ml100k: MovieLens-100K replay; synthetic: generated.")],
         json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-        users: Annotated[Optional[int], typer.Option(help="Synthetic users [100000; --via-kafka: 300].")] = None,
-        videos: Annotated[Optional[int], typer.Option(help="Synthetic videos [10000; --via-kafka: 200].")] = None,
-        events: Annotated[Optional[int], typer.Option(help="Synthetic events [400000; --via-kafka: 3000].")] = None,
+        users: Annotated[Optional[int], typer.Option(help="Synthetic users [20000; --via-kafka: 300].")] = None,
+        videos: Annotated[Optional[int], typer.Option(help="Synthetic videos [2000; --via-kafka: 200].")] = None,
+        events: Annotated[Optional[int], typer.Option(help="Synthetic events [80000; --via-kafka: 3000].")] = None,
         seed: int = 0,
         warmup: Annotated[float, typer.Option(help="Leading fraction learned but not evaluated.")] = 0.2,
         eval_fraction: Annotated[Optional[float], typer.Option(help="Share of events evaluated.")] = None,
@@ -61,10 +61,16 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
                                               min=0)] = 1,
         partitions: Annotated[int, typer.Option(
             help="--via-kafka: partitions per topic (the embedded broker keeps 5 MiB per partition).", min=1)] = 4,
+        video_half_life_s: Annotated[Optional[float], typer.Option(
+            help="Synthetic: a video's appeal halves every this many seconds of age [2 days]; 0: never fades "
+            "(the stationary stream).", min=0)] = None,
     ) -> None:
         """Prequential replay: streaming ALS vs daily batch refit vs popularity, HR@10 and NDCG@10."""
         import orjson
 
+        from models.recs.evaluate import SYNTHETIC_VIDEO_HALF_LIFE_S
+
+        lifecycle = SYNTHETIC_VIDEO_HALF_LIFE_S if video_half_life_s is None else video_half_life_s
         if via_kafka:
             import sys
 
@@ -77,6 +83,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             result = run_via_kafka(
                 dataset.value, **{**SYNTHETIC_SMALL, **sizes}, seed=seed, warmup=warmup, workers=workers,
                 restarts=restarts, partitions=partitions, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                video_half_life_s=lifecycle,
             )  # fmt: skip
             names: tuple[str, ...] = ("streaming", "popularity", "popularity_decayed")
         else:
@@ -86,13 +93,12 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
             result = run(
                 dataset.value,
                 get_settings().recs,
-                users=100_000 if users is None else users,
-                videos=10_000 if videos is None else videos,
-                events=400_000 if events is None else events,
+                **{k: v for k, v in {"users": users, "videos": videos, "events": events}.items() if v is not None},
                 seed=seed,
                 warmup=warmup,
                 eval_fraction=eval_fraction,
                 curve_every=PLOT_EVERY if plot is not None else 0,
+                video_half_life_s=lifecycle,
             )
             names = ("streaming", "batch_periodic", "popularity", "popularity_decayed")
         if plot is not None:

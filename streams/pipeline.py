@@ -264,7 +264,7 @@ class Pipeline:
         ]
         served = self.recommender.recommend_many(requests, self.s.recs.top_k, unavailable)
         now = self.clock()
-        for (user_id, state), (items, version, because, reason, explored, arm) in zip(
+        for (user_id, state), (items, version, because, reason, explored, arm, _) in zip(
             touched.items(), served, strict=True
         ):
             rec = {

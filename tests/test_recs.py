@@ -15,7 +15,7 @@ from contracts.history import TIME_ORDER, HistoryRow
 from models.recs.als import StreamingALS
 from models.recs.confidence import FlooredPrefixCache, LongTerm, append, confidences, video_confidences, with_sentiment
 from models.recs.config import ConfidenceWeights, RecsSettings
-from models.recs.evaluate import prequential, synthetic_events
+from models.recs.evaluate import DAY_S, prequential, synthetic_events, synthetic_uploads
 from models.recs.item_side import ItemMessage, ItemTrainer, solve_item
 from models.recs.popularity import PopularityRecommender
 from models.recs.solve import gram, gram_sum, gram_update, scale_confidence
@@ -309,6 +309,22 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.item_vector("v2") is None
 
 
+def test_the_synthetic_stream_fades_videos_with_age_and_half_life_zero_never_does() -> None:
+    """The content lifecycle changes which video a user picks, nothing else: same users, times and actions."""
+    still = synthetic_events(users=300, videos=400, events=6000, seed=1, video_half_life_s=0)
+    fading = synthetic_events(users=300, videos=400, events=6000, seed=1, video_half_life_s=DAY_S)
+    uploaded = synthetic_uploads(400, 1)
+
+    def young(groups) -> float:  # share of interactions with a video at most a day old
+        return sum(g.ts - uploaded[g.video_id] <= DAY_S for g in groups) / len(groups)
+
+    assert [(g.user_id, g.ts, len(g.interactions)) for g in still] == [
+        (g.user_id, g.ts, len(g.interactions)) for g in fading
+    ]
+    assert all(uploaded[g.video_id] <= g.ts for g in fading)  # never a video before its upload
+    assert young(fading) > 2 * young(still)
+
+
 @pytest.mark.slow
 def test_prequential_streaming_beats_popularity_on_clustered_data() -> None:
     groups = synthetic_events(users=400, videos=300, events=12_000, seed=0, days=10)
@@ -426,3 +442,29 @@ def test_exploration_owed_to_lists_without_a_candidate_does_not_burst_into_a_lat
         ex.upload(v)
     items = [(f"v{i}", 1.0) for i in range(10)]
     assert len(ex.fill(items, 10, {"seen-1"}, ())) == 1 and len(items) == 10  # one list's worth, not 20
+
+
+def test_one_exact_pass_with_boosts_serves_what_the_index_top_k_merged_with_the_fresh_top_k_does() -> None:
+    """Freshness without an index or with an exact one boosts inside one exact pass; an approximate index
+    keeps its own top-k and merges in the boosted fresh videos. Both must give the same lists."""
+    from indexer.exact import ExactIndex
+
+    class MergePath(ExactIndex):  # an exact index that serve_many treats as approximate: the merge path
+        kind = "approximate"
+
+    rng = np.random.default_rng(3)
+    ids = [f"v{i}" for i in range(300)]
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    histories = [{f"v{j}": 1.0 for j in rng.choice(300, 5, replace=False)} for _ in range(40)]
+    fresh = ([f"v{i}" for i in range(0, 300, 3)], rng.uniform(1.0, 9.0, 100).astype(np.float32))
+
+    def lists(index, boosted=True) -> list[list]:
+        model = StreamingALS(RecsSettings(factors=8), model_version="t", index=index)
+        model.upsert_items(ids, vectors)
+        return [items for _, items, _ in model.serve_many(histories, 10, fresh=fresh if boosted else None)]
+
+    one_pass, exact_index, merged = lists(None), lists(ExactIndex(8)), lists(MergePath(8))
+    for a, b, c in zip(one_pass, exact_index, merged):
+        assert [v for v, _ in a] == [v for v, _ in b] == [v for v, _ in c]
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in c], rtol=1e-5)
+    assert one_pass != lists(None, boosted=False)  # the boosts changed lists

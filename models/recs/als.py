@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from indexer.base import VectorIndex
 
 FORMAT_VERSION = 1
+_SEARCH_BLOCK = 1024  # users per matrix product in an exact search without an index (bounds its memory)
 # Hyperparameters a saved model carries; on load they override the configured ones.
 SAVED_SETTINGS = (
     "factors",
@@ -230,14 +231,22 @@ class StreamingALS:
             if not placed_by(x):
                 popular = self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)
             out.append((x, popular, [[] for _ in popular]))
-        if placed and self.index is not None:
+        boost = self._boost(fresh, exclude_all) if fresh is not None and placed else None
+        if placed and self.index is not None and not (boost is not None and self.index.kind == "exact"):
             skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
             found = dict(zip(placed, self.index.search(queries, fetch, exclude_all or None, skips)))
+            if boost is not None:
+                found = self._with_fresh(found, factors, histories, excludes, boost, fetch)
+        elif placed:
+            # No index, or an exact one with fresh videos to boost: one exact pass over every video, boosts
+            # included, gives what the index's top-k merged with the boosted fresh top-k would (a boost only
+            # raises a positive score), without scoring the fresh videos twice.
+            skips = [_with_history(excludes[n], histories[n]) for n in placed]
+            queries = np.stack([factors[n] for n in placed])
+            found = dict(zip(placed, self._search_exact(queries, skips, fetch, exclude_all, boost)))
         else:
-            found = {n: self.search(factors[n], histories[n], fetch, {*excludes[n], *exclude_all}) for n in placed}
-        if fresh is not None and found:
-            found = self._with_fresh(found, factors, histories, excludes, exclude_all, fresh, fetch)
+            found = {}
         if strength > 0 and found:
             lists = rerank(list(found.values()), lambda ids: self._items[[self._row[v] for v in ids]], k, strength)
             found = dict(zip(found, lists))
@@ -246,36 +255,51 @@ class StreamingALS:
             out[n] = (factors[n], items, explained.get(n) or [[] for _ in items])
         return out
 
+    def _boost(
+        self, fresh: tuple[Sequence[str], np.ndarray], exclude_all: Collection[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fresh videos this model has a vector for and may serve: (their rows, their multipliers)."""
+        ids, multipliers = fresh
+        pairs = [(self._row[v], m) for v, m in zip(ids, multipliers) if v in self._row and v not in exclude_all]
+        if not pairs:
+            return None
+        rows, mult = zip(*pairs)
+        return np.asarray(rows, dtype=np.int64), np.asarray(mult, dtype=np.float32)
+
     def _with_fresh(
         self,
         found: dict[int, list[Scored]],
         factors: Sequence[np.ndarray | None],
         histories: Sequence[Mapping[str, float]],
         excludes: Sequence[Collection[str]],
-        exclude_all: Collection[str],
-        fresh: tuple[Sequence[str], np.ndarray],
+        boost: tuple[np.ndarray, np.ndarray],
         fetch: int,
     ) -> dict[int, list[Scored]]:
-        """Each placed user's candidates with the fresh videos' boosted scores: per user, the `fetch` best
-        fresh ones (one matrix product for the batch) merged with the index's, a video kept once at its
-        higher score, best first."""
-        ids, boost = fresh
-        rows = [(self._row[v], b) for v, b in zip(ids, boost) if v in self._row and v not in exclude_all]
-        if not rows:
-            return found
-        fresh_ids = [self.item_ids[r] for r, _ in rows]
+        """Each placed user's candidates with the fresh videos' boosted scores (an approximate index): per
+        user, the `fetch` best fresh ones (one matrix product for the batch) merged with the index's, a video
+        kept once at its higher score, best first."""
+        rows, mult = boost
+        fresh_ids = [self.item_ids[r] for r in rows.tolist()]
         users = list(found)
-        scores = (np.stack([factors[n] for n in users]) @ self._items[[r for r, _ in rows]].T) * np.array(
-            [b for _, b in rows], dtype=np.float32
-        )
+        scores = np.stack([factors[n] for n in users]) @ self._items[rows].T
+        scores = np.where(scores > 0, scores * mult, scores)
+        column = {v: i for i, v in enumerate(fresh_ids)}
+        for u, n in enumerate(users):
+            scores[u, [column[v] for v in _with_history(excludes[n], histories[n]) if v in column]] = -np.inf
+        take = min(fetch, len(fresh_ids))
+        best = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        best_scores = np.take_along_axis(scores, best, axis=1).tolist()
         out = {}
         for u, n in enumerate(users):
-            skip = _with_history(excludes[n], histories[n])
+            # Only a fresh video above the index's fetch-th candidate can change the list.
+            floor = found[n][fetch - 1][1] if len(found[n]) >= fetch else -np.inf
+            better = [(fresh_ids[i], s) for i, s in zip(best[u].tolist(), best_scores[u]) if s > floor]
+            if not better:
+                out[n] = found[n]
+                continue
             merged = dict(found[n])
-            for i in np.argsort(-scores[u], kind="stable")[: fetch + len(skip)]:
-                video = fresh_ids[i]
-                if video not in skip:
-                    merged[video] = max(merged.get(video, -np.inf), float(scores[u, i]))
+            for video, score in better:
+                merged[video] = max(merged.get(video, -np.inf), score)
             out[n] = sorted(merged.items(), key=lambda vs: -vs[1])[:fetch]
         return out
 
@@ -298,6 +322,28 @@ class StreamingALS:
         z = np.linalg.solve(systems.a[idx], targets.transpose(0, 2, 1)).astype(np.float32)  # A^-1 y_i: (users, f, k)
         starts = np.asarray(systems.bounds)[idx]
         lengths = np.asarray(systems.bounds)[idx + 1] - starts
+        # Users in buckets of similar history length (powers of two), each padded to its own longest only: one
+        # heavy history must not pad the whole micro-batch (a refresh serves every user, heavy ones included).
+        bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+        videos: list = [None] * len(users)
+        positive: list = [None] * len(users)
+        for b in np.unique(bucket):
+            at = np.flatnonzero(bucket == b)
+            vs, ps = self._top_shares(systems, z[at], starts[at], lengths[at], top)
+            for i, v, p in zip(at.tolist(), vs, ps):
+                videos[i], positive[i] = v, p
+        ids = self.item_ids
+        out: dict[int, list[list[str]]] = {n: [] for n in found}
+        for u, n in enumerate(users):
+            out[n] = [[ids[r] for r, p in zip(rs, ps) if p] for rs, ps, _ in zip(videos[u], positive[u], found[n])]
+        return out
+
+    @staticmethod
+    def _top_shares(
+        systems: _Systems, z: np.ndarray, starts: np.ndarray, lengths: np.ndarray, top: int
+    ) -> tuple[list, list]:
+        """Per user and recommended item: the item rows of the (at most `top`) history videos with the largest
+        shares of its score, and whether each share is positive ((users, k, top) nested lists)."""
         m = int(lengths.max())
         offsets = np.arange(m)
         valid = offsets[None, :] < lengths[:, None]  # (users, m)
@@ -311,13 +357,8 @@ class StreamingALS:
         else:
             best = np.argsort(-shares, axis=1, kind="stable")
         positive = (np.take_along_axis(shares, best, axis=1) > 0).transpose(0, 2, 1).tolist()
-        videos = systems.rows[np.take_along_axis(flat, best.reshape(len(users), -1), axis=1)]
-        videos = videos.reshape(best.shape).transpose(0, 2, 1).tolist()  # item rows, (users, k, top)
-        ids = self.item_ids
-        out: dict[int, list[list[str]]] = {n: [] for n in found}
-        for u, n in enumerate(users):
-            out[n] = [[ids[r] for r, p in zip(rs, ps) if p] for rs, ps, _ in zip(videos[u], positive[u], found[n])]
-        return out
+        videos = systems.rows[np.take_along_axis(flat, best.reshape(len(z), -1), axis=1)]
+        return videos.reshape(best.shape).transpose(0, 2, 1).tolist(), positive
 
     def search(
         self, factor: np.ndarray, history: Mapping[str, float], k: int, exclude: Collection[str] = ()
@@ -329,6 +370,34 @@ class StreamingALS:
         rows = [self._row[v] for v in (*history, *exclude) if v in self._row]
         scores[rows] = -np.inf
         return top_k(self.item_ids, scores, k)
+
+    def _search_exact(
+        self,
+        queries: np.ndarray,
+        skips: Sequence[Collection[str]],
+        k: int,
+        exclude_all: Collection[str] = (),
+        boost: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> list[list[Scored]]:
+        """Exact inner-product top-k for a batch of users, never a video in their `skips` or in `exclude_all`;
+        `boost` (rows, multipliers) raises those videos' positive scores. One matrix product per block of users
+        (a product per user dominated the in-process replay's profile once every user is served again after a
+        refit)."""
+        items, out = self.item_vectors(), []
+        multiplier = None
+        if boost is not None:
+            multiplier = np.ones(len(items), dtype=np.float32)
+            multiplier[boost[0]] = boost[1]
+        hidden = [self._row[v] for v in exclude_all if v in self._row]
+        for start in range(0, len(queries), _SEARCH_BLOCK):
+            scores = queries[start : start + _SEARCH_BLOCK] @ items.T
+            if multiplier is not None:
+                scores = np.where(scores > 0, scores * multiplier, scores)
+            scores[:, hidden] = -np.inf
+            for row, skip in zip(scores, skips[start : start + _SEARCH_BLOCK]):
+                row[[self._row[v] for v in skip if v in self._row]] = -np.inf
+                out.append(top_k(self.item_ids, row, k))
+        return out
 
     def observe(self, video_id: str, weight: float, ts: float, partition: int = 0) -> None:
         """Learning hook per interaction: only popularity (the cold-start answer) keeps counts."""

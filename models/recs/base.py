@@ -5,6 +5,7 @@ contract suite runs over the implementations of each (tests/contract_suites/).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -27,6 +28,13 @@ class Served(NamedTuple):
     reason: str = "als"  # what produced the list: "als", or "popular" for a user no model can place yet
     explored: frozenset[str] = frozenset()  # items in exploration slots (models/recs/exploration.py), last
     arm: str | None = None  # the user's A/B arm (models/recs/arms.py); None: no experiment
+    displaced: tuple[Scored, ...] = ()  # the ranked items the exploration slots pushed out, best first
+
+    def unexplored(self) -> list[Scored]:
+        """The list as ranked, before exploration slots replaced its tail (`eval recs` scores both)."""
+        if not self.explored:
+            return self.items
+        return [i for i in self.items if i[0] not in self.explored] + list(self.displaced)
 
 
 class ServeRequest(NamedTuple):
@@ -133,4 +141,4 @@ def top_k(ids: Sequence[str], scores: np.ndarray, k: int) -> list[Scored]:
         return []
     part = np.argpartition(-scores, k - 1)[:k]
     best = part[np.argsort(-scores[part], kind="stable")]
-    return [(ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+    return [(ids[i], s) for i, s in zip(best.tolist(), scores[best].tolist()) if math.isfinite(s)]

@@ -56,9 +56,11 @@ class RecsSettings(BaseModel):
     explore_share: float = Field(0.05, ge=0, lt=1)
     # Freshness (models/recs/als.py `_with_fresh`): a video uploaded age seconds ago has its ALS score
     # multiplied by 1 + freshness x 2^(-age / freshness_half_life_s) for 4 half-lives, and competes with the
-    # index's candidates; 0: off.
-    freshness: float = Field(0.0, ge=0)
-    freshness_half_life_s: float = Field(21_600.0, gt=0)
+    # index's candidates; 0: off. ALS ranks by accumulated interactions, so a video a day old loses to one a
+    # week old with the same appeal; chosen on the synthetic stream with appeal half-lives of 1 to 4 days
+    # and none (README, "Freshness").
+    freshness: float = Field(8.0, ge=0)
+    freshness_half_life_s: float = Field(86_400.0, gt=0)
     explore_until_interactions: int = Field(5, ge=1)
     explore_max_impressions: int = Field(100, ge=1)
     # Largest norm of an item or user vector read from item-vectors / interactions-by-video; anything above

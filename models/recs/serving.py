@@ -121,7 +121,9 @@ class StreamingRecommender:
             else:
                 version, because = self.popularity_version, [[] for _ in items]
             share = arm.explore_share if arm is not None else None
+            ranked = items[:]
             explored = self.exploration.fill(items, k, seen_r, exclude, share, arm.name if arm is not None else "")
+            displaced = tuple(ranked[len(items) - len(explored) :]) if explored else ()
             if explored:
                 because = [*because[: len(items) - len(explored)], *([] for _ in explored)]
             if factor is None and conf:
@@ -136,7 +138,7 @@ class StreamingRecommender:
                     for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
                         self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
             reason = "als" if version == self.als.model_version else "popular"
-            out.append(Served(items, version, because, reason, frozenset(explored), arm.name if arm else None))
+            out.append(Served(items, version, because, reason, frozenset(explored), arm.name if arm else None, displaced))
         return out
 
     def _confidences_of(self, requests: Sequence[ServeRequest]) -> tuple[list[dict[str, float]], list[set[str]]]:

@@ -207,7 +207,7 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
     users = list(USERS)
     out = _serve(rec, users, k, exclude)
     assert len(out) == len(users)
-    for u, (items, version, because, reason, explored, _arm) in zip(users, out):
+    for u, (items, version, because, reason, explored, _arm, _displaced) in zip(users, out):
         assert isinstance(version, str) and version, u
         assert len(because) == len(items) and reason in ("als", "popular"), u
         # Exploration slots come last, explained by nothing; the ranked part before them is checked below.
@@ -227,7 +227,7 @@ def test_recommend_many_top_k_best_first_never_seen_nor_excluded(subject: Subjec
         assert all(a >= b for a, b in itertools.pairwise(scores)), (u, scores)  # best first
         assert not set(ids) & _videos(USERS[u][1]), u  # never a video of the history (zero/negative ones too)
         assert not set(ids) & exclude, u
-    for u, (items, *_, explored, _arm) in zip(users, out):
+    for u, (items, *_, explored, _arm, _displaced) in zip(users, out):
         ranked = [(v, s) for v, s in items if v not in explored]
         if u in PLACED:
             servable = set(subject.catalogue) - _videos(USERS[u][1]) - exclude
@@ -500,20 +500,24 @@ def test_new_videos_get_the_last_slot_until_they_have_interactions_or_used_their
     rec.remove_video("gone")
     shown: list[str] = []
     for _ in range(4):
-        [(items, _, because, reason, explored, _)] = _serve(rec, ["alice"], 5)
+        [served] = _serve(rec, ["alice"], 5)
+        items, _, because, reason, explored, _, _ = served
         assert reason == "als" and len(items) == 5 and len(explored) == 1  # one slot, the last
+        ranked = served.unexplored()  # what the slot replaced: the ranking's own 5th item
+        assert ranked[:4] == items[:4] and len(ranked) == 5 and not explored & set(_ids(ranked))
+        assert ranked[4][1] <= ranked[3][1] and ranked[4][0] not in _videos(USERS["alice"][1])
         assert items[-1][0] in explored and because[-1] == [] and not set(explored) & _videos(USERS["alice"][1])
         shown.append(items[-1][0])
     # Round robin, least shown first (a new upload at the front); never a removed video.
     assert shown == ["up-3", "up-2", "up-1", "up-3"]
-    [(items, *_, explored, _)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
+    [(items, *_, explored, _, _)] = _serve(rec, ["nobody"], 5)  # a user no model places gets the slot too
     assert explored == {"up-2"} and items[-1][0] == "up-2"
     rec.add_video("up-4")  # a later upload: its turn at once, before the videos already shown
-    [(items, *_, explored, _)] = _serve(rec, ["bob"], 5)
+    [(items, *_, explored, _, _)] = _serve(rec, ["bob"], 5)
     assert explored == {"up-4"}
     rec.learn("carol", *[_rows("carol", [("up-4", "watch", 1.0)])] * 2)  # its first interaction: graduated
     for expected in ("up-1", "up-3", "up-2", "up-1", None):  # each had its 3 impressions: the pool is empty
-        [(items, *_, explored, _)] = _serve(rec, ["alice"], 5)
+        [(items, *_, explored, _, _)] = _serve(rec, ["alice"], 5)
         assert explored == ({expected} if expected else set()) and len(items) == 5
 
 
