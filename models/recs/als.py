@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -389,14 +390,27 @@ class StreamingALS:
             multiplier = np.ones(len(items), dtype=np.float32)
             multiplier[boost[0]] = boost[1]
         hidden = [self._row[v] for v in exclude_all if v in self._row]
+        ids = self.item_ids
+        take = min(k, len(items))
+        if take <= 0:
+            return [[] for _ in queries]
         for start in range(0, len(queries), _SEARCH_BLOCK):
+            block = skips[start : start + _SEARCH_BLOCK]
             scores = queries[start : start + _SEARCH_BLOCK] @ items.T
             if multiplier is not None:
                 scores = np.where(scores > 0, scores * multiplier, scores)
             scores[:, hidden] = -np.inf
-            for row, skip in zip(scores, skips[start : start + _SEARCH_BLOCK]):
-                row[[self._row[v] for v in skip if v in self._row]] = -np.inf
-                out.append(top_k(self.item_ids, row, k))
+            # Every user's seen videos masked in one fancy-index assignment, then one partition of the block.
+            cells = [(u, self._row[v]) for u, skip in enumerate(block) for v in skip if v in self._row]
+            if cells:
+                at = np.asarray(cells, dtype=np.int64)
+                scores[at[:, 0], at[:, 1]] = -np.inf
+            part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+            vals = np.take_along_axis(scores, part, axis=1)
+            order = np.argsort(-vals, axis=1, kind="stable")
+            best, vals = np.take_along_axis(part, order, axis=1).tolist(), np.take_along_axis(vals, order, axis=1).tolist()
+            for rows, row_scores in zip(best, vals):
+                out.append([(ids[r], v) for r, v in zip(rows, row_scores) if math.isfinite(v)])
         return out
 
     def observe(self, video_id: str, weight: float, ts: float, partition: int = 0) -> None:
