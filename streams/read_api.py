@@ -18,34 +18,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
-import time
 from typing import Any
 
+from streams.compacted_view import CompactedView
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class LatestLists:
+class LatestLists(CompactedView):
     """The latest `recommendations` value per user, read by a background thread."""
 
     def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
-        self.s = settings
-        self.bootstrap = bootstrap or settings.bootstrap_servers
+        super().__init__(settings, settings.topics.recommendations, "recs-api", bootstrap)
         self._lists: dict[bytes, bytes] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.ready = threading.Event()
-        self.error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="recs-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def get(self, user_id: str) -> bytes | None:
         with self._lock:
@@ -54,54 +40,12 @@ class LatestLists:
     def __len__(self) -> int:
         return len(self._lists)
 
-    def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-        from streams.security import client_config
-
-        topic = self.s.topics.recommendations
-        consumer = Consumer(client_config(self.bootstrap, **{
-            "group.id": f"{self.s.app_id}-recs-api",  # required by the client; never joined (assign only)
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }))  # fmt: skip
-        try:
-            while not self._stop.is_set():
-                meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-                if meta is not None and meta.error is None and meta.partitions:
-                    break
-                time.sleep(1)  # the topic is created by the workers' deployment: wait for it
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        with self._lock:
+            if value is None:
+                self._lists.pop(key, None)  # erased
             else:
-                return
-            parts = sorted(meta.partitions)
-            behind = {p for p in parts if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] > 0}
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            if not behind:
-                self.ready.set()
-            while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            behind.discard(msg.partition())
-                            if not behind:
-                                self.ready.set()
-                            continue
-                        log.warning("recommendations topic: %s", err)
-                        continue
-                    key = msg.key()
-                    if key is None:
-                        continue
-                    with self._lock:
-                        if msg.value() is None:
-                            self._lists.pop(key, None)  # erased
-                        else:
-                            self._lists[key] = msg.value()
-        except Exception as exc:  # noqa: BLE001 - reported by /ready and the log; the process stays up
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("the recommendations reader stopped")
-        finally:
-            consumer.close()
+                self._lists[key] = value
 
 
 def make_web_app(lists: LatestLists, token: str) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from typing import Any
 import orjson
 
 from contracts.review import CATEGORIES
+from streams.compacted_view import CompactedView
 from streams.review import decision_record
 from streams.settings import Settings
 
@@ -39,27 +39,14 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; form-action 'se
        "frame-ancestors 'none'")  # fmt: skip
 
 
-class PendingItems:
+class PendingItems(CompactedView):
     """The latest `review-queue` value per item (tombstones remove), read by a background thread; items this
     process decided are hidden until the worker's tombstone arrives (or a new kind of the item: escalated)."""
 
     def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
-        self.s = settings
-        self.bootstrap = bootstrap or settings.bootstrap_servers
+        super().__init__(settings, settings.topics.review_queue, "review-page", bootstrap)
         self._items: dict[str, dict[str, Any]] = {}
         self._hidden: dict[str, str] = {}  # item_id -> the kind it had when decided here
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.ready = threading.Event()
-        self.error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="review-queue-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def pending(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -89,53 +76,6 @@ class PendingItems:
                 log.warning("review-queue: a record for %r that is not a review item, skipped", item_id[:64])
                 return
             self._items[item_id] = item
-
-    def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-
-        from streams.security import client_config
-
-        topic = self.s.topics.review_queue
-        consumer = Consumer(client_config(self.bootstrap, **{
-            "group.id": f"{self.s.app_id}-review-page",  # required by the client; never joined (assign only)
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }))  # fmt: skip
-        try:
-            while not self._stop.is_set():
-                try:
-                    meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-                except KafkaException as exc:  # the brokers are not reachable yet: keep asking
-                    log.warning("review-queue: no metadata yet (%s)", exc)
-                    meta = None
-                if meta is not None and meta.error is None and meta.partitions:
-                    break
-                time.sleep(1)
-            else:
-                return
-            parts = sorted(meta.partitions)
-            behind = {p for p in parts if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] > 0}
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            if not behind:
-                self.ready.set()
-            while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            behind.discard(msg.partition())
-                            if not behind:
-                                self.ready.set()
-                        else:
-                            log.warning("review-queue: %s", err)
-                        continue
-                    if msg.key() is not None:
-                        self._apply(msg.key(), msg.value())
-        except Exception as exc:  # noqa: BLE001 - reported by /ready and the log; the process stays up
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("the review-queue reader stopped")
-        finally:
-            consumer.close()
 
 
 @dataclass
