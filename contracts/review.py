@@ -11,10 +11,9 @@ import hashlib
 import re
 from typing import Annotated, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _raise_from
+from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from
 
 CATEGORIES = ("toxic", "offensive", "hate", "sexism", "spam")  # as models/text/config.py (contracts import no model)
 Category = Literal["toxic", "offensive", "hate", "sexism", "spam", "none"]
@@ -127,20 +126,15 @@ class StatementOfReasons(BaseModel):
 
 
 def parse_decision(raw: bytes | None, *, max_bytes: int) -> ReviewDecision:
-    """A `review-decisions` record, or InvalidMessage (dead-lettered as `invalid_decision` with the detail)."""
+    """A `review-decisions` record, or InvalidMessage (dead-lettered as `invalid_decision`, the detail naming
+    what `events` would have been dead-lettered for): the same checks as every input topic's records."""
     try:
-        if raw is None or len(raw) > max_bytes:
-            raise InvalidMessage("bad_json", "empty or oversized decision")
-        obj = orjson.loads(raw)
-        if not isinstance(obj, dict) or obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise InvalidMessage("bad_field", "not a schema_version 1 object")
+        obj = _load_object(raw, max_bytes)
         try:
             return ReviewDecision.model_validate(obj)
         except ValidationError as exc:
             _raise_from(exc)
             raise  # unreachable
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage("invalid_decision", f"bad_json: {exc}") from None
     except InvalidMessage as exc:
         raise InvalidMessage("invalid_decision", f"{exc.reason}: {exc.detail}") from None
 
