@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from models.recs.base import Scored, top_k
+from models.recs.base import Scored
 from models.recs.config import RecsSettings
 from models.recs.diversity import rerank
 from models.recs.popularity import PopularityRecommender
@@ -232,22 +232,20 @@ class StreamingALS:
             if not placed_by(x):
                 popular = self.popularity.recommend(h, k, {*ex, *exclude_all} if exclude_all else ex)
             out.append((x, popular, [[] for _ in popular]))
-        boost = self._boost(fresh, exclude_all) if fresh is not None and placed else None
-        if placed and self.index is not None and not (boost is not None and self.index.kind == "exact"):
+        found: dict[int, list[Scored]] = {}
+        if placed:
+            boost = self._boost(fresh, exclude_all) if fresh is not None else None
             skips = [_with_history(excludes[n], histories[n]) for n in placed]
             queries = np.stack([factors[n] for n in placed])
-            found = dict(zip(placed, self.index.search(queries, fetch, exclude_all or None, skips)))
-            if boost is not None:
-                found = self._with_fresh(found, factors, histories, excludes, boost, fetch)
-        elif placed:
-            # No index, or an exact one with fresh videos to boost: one exact pass over every video, boosts
-            # included, gives what the index's top-k merged with the boosted fresh top-k would (a boost only
-            # raises a positive score), without scoring the fresh videos twice.
-            skips = [_with_history(excludes[n], histories[n]) for n in placed]
-            queries = np.stack([factors[n] for n in placed])
-            found = dict(zip(placed, self._search_exact(queries, skips, fetch, exclude_all, boost)))
-        else:
-            found = {}
+            if self.index is not None and not (boost is not None and self.index.kind == "exact"):
+                found = dict(zip(placed, self.index.search(queries, fetch, exclude_all or None, skips)))
+                if boost is not None:
+                    found = self._with_fresh(found, factors, histories, excludes, boost, fetch)
+            else:
+                # No index, or an exact one with fresh videos to boost: one exact pass over every video, boosts
+                # included, gives what the index's top-k merged with the boosted fresh top-k would (a boost
+                # only raises a positive score), without scoring the fresh videos twice.
+                found = dict(zip(placed, self._search_exact(queries, skips, fetch, exclude_all, boost)))
         if strength > 0 and found:
             lists = rerank(list(found.values()), lambda ids: self._items[[self._row[v] for v in ids]], k, strength)
             found = dict(zip(found, lists))
@@ -367,10 +365,7 @@ class StreamingALS:
         """Inner-product top-k over the current items, never a seen or excluded video."""
         if self.index is not None:
             return self.index.search(factor[None, :], k, exclude={*history, *exclude})[0]
-        scores = self.item_vectors() @ factor
-        rows = [self._row[v] for v in (*history, *exclude) if v in self._row]
-        scores[rows] = -np.inf
-        return top_k(self.item_ids, scores, k)
+        return self._search_exact(factor[None, :], [{*history, *exclude}], k)[0]
 
     def _search_exact(
         self,
