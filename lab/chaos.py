@@ -318,9 +318,15 @@ def derived_before_and_after_refit(stack: Any, settings: Settings, timeout_s: fl
 
 
 def compare_runs(got: tuple[Derived, Derived], reference: tuple[Derived, Derived]) -> dict[str, Any]:
-    """`compare_derived` after the refit, and the streaming state's differences before it (`*_before_refit`)."""
-    before = compare_derived(got[0], reference[0])
-    return {**compare_derived(got[1], reference[1]),
+    """`compare_derived` after the refit, and the streaming state's differences before it (`*_before_refit`).
+    The item state is compared at both points: a refit's videos leave the item side (models/recs/item_side.py),
+    so after it only what no fit covers is left, and the state the faults went through is the one before."""
+    before, after = compare_derived(got[0], reference[0]), compare_derived(got[1], reference[1])
+    return {**after,
+            "item_state_mismatches": before["item_state_mismatches"] + after["item_state_mismatches"],
+            "item_state_examples": (before["item_state_examples"] + after["item_state_examples"])[:5],
+            "item_state_pairs_before_refit": len(reference[0].items),
+            "item_state_pairs_after_refit": len(reference[1].items),
             **{f"{k}_before_refit": before[k] for k in ("item_vectors_max_rel_diff", "gram_max_rel_diff")}}  # fmt: skip
 
 

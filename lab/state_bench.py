@@ -6,7 +6,13 @@ a child process that exits before the worker starts (RocksDB allows one process 
 changelog is left empty: a restart on this disk reads the store and only the changelog written since, which
 is the path under test; replaying millions of records into the embedded broker (5 MiB per partition) is
 neither possible nor what a restart does. Item vectors come from a saved batch model in `model_dir`, searched
-through an IVF index sized for the catalog (nlist = videos / 100, nprobe = nlist / 32). The item side's state is not built (README, Limits).
+through an IVF index sized for the catalog (nlist = videos / 100, nprobe = nlist / 32).
+
+The item side holds the interactions of videos no batch fit covers (models/recs/item_side.py): the last
+`new_videos` of the catalog are uploads since the last fit, absent from the saved model, and each stored
+interaction is on one of them with probability `new_share` (new videos draw more than their number). Their
+state is built in the item-state table's store the same way, with each user's factor solved by the worker's
+recommender against the saved model and the confidences it would send (`video_confidences`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from streams.topics import USERS_TABLE, changelog
 
 INTERACTIONS = 20
 KINDS = ("watch", "watch", "watch", "like", "share", "skip")
+NEW_VIDEOS = 0.02  # of the catalog: uploaded since the last batch fit
+NEW_SHARE = 0.05  # of stored interactions: on those uploads
 
 
 def user_id(n: int) -> str:
@@ -38,19 +46,27 @@ def video_id(n: int) -> str:
     return f"v{n:06d}"
 
 
+def new_videos(videos: int) -> int:
+    """How many of the catalog's videos (the last ones) no batch fit covers."""
+    return int(videos * NEW_VIDEOS)
+
+
 def _rows(rng: random.Random, user: str, videos: int, t0: float) -> list[list]:
     from contracts.history import HistoryRow
 
     rows = []
+    fitted = videos - new_videos(videos)
     for i in range(INTERACTIONS):
         kind = rng.choice(KINDS)
         ratio = round(rng.random(), 3) if kind == "watch" else 0.0
-        rows.append(HistoryRow(f"{user}-{i:02d}", video_id(rng.randrange(videos)), kind, t0 + i * 30.0, ratio).stored())
+        n = rng.randrange(fitted, videos) if fitted < videos and rng.random() < NEW_SHARE else rng.randrange(fitted)
+        rows.append(HistoryRow(f"{user}-{i:02d}", video_id(n), kind, t0 + i * 30.0, ratio).stored())
     return rows
 
 
 def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], seed: int = 0) -> None:
-    """In this process: N users' records written to the users table's local store under `data_dir`."""
+    """In this process: N users' records written to the users table's local store under `data_dir`, and
+    the item side's state of those who touched a video no batch fit covers to the item-state table's."""
     import os
 
     os.environ.update(env)
@@ -58,8 +74,11 @@ def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], see
     from models.text.base import load_comment_models
     from streams.app import create_app
     from streams.settings import Settings
+    from contracts.history import VIDEO_ID
+    from models.recs.confidence import user_confidences, video_confidences
+    from streams.items import encode_state, state_key
     from streams.tables import HistoryEncoder
-    from streams.topics import USERS_TABLE, partition_for
+    from streams.topics import ITEM_STATE_TABLE, USERS_TABLE, partition_for
     from streams.transport.rocks_store import RocksPartitions
 
     class _NoOutput:
@@ -70,25 +89,50 @@ def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], see
             pass
 
     settings = Settings(data_dir=data_dir)
-    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation),
+    recommender = load_recommender(settings.recs, settings.index)
+    app = create_app(settings, recommender, load_comment_models(settings.moderation),
                      output=_NoOutput())  # type: ignore[arg-type]  # fmt: skip
     app.finalize()
     store = RocksPartitions(app.tables[USERS_TABLE].data)
+    item_store = RocksPartitions(app.tables[ITEM_STATE_TABLE].data)
+    fitted = set(recommender.saved_videos())
     encoder = HistoryEncoder(max_keys=1)
     rng = random.Random(seed)
     batch: dict[int, list[tuple[bytes, bytes]]] = {}
+    item_batch: dict[int, list[tuple[bytes, bytes]]] = {}
+    pending: list[tuple[str, list[list], set[str]]] = []  # users who touched an upload no fit covers
+
+    def write_item_state() -> None:
+        confs = [user_confidences(rows, settings.recs, unique=True) for _, rows, _ in pending]
+        for (user, rows, new), conf, factor in zip(pending, confs, recommender.als.solve_users(confs)):
+            by_partition: dict[int, dict[str, float]] = {}
+            for video, c in video_confidences(rows, new, settings.recs, conf).items():
+                if c:
+                    by_partition.setdefault(partition_for(video.encode(), settings.partitions), {})[video] = c
+            for partition, confidences in by_partition.items():
+                value = encode_state((recommender.model_version, factor, confidences))
+                item_batch.setdefault(partition, []).append((orjson.dumps(state_key(partition, user)), orjson.dumps(value)))
+        pending.clear()
+
     for n in range(users):
         user = user_id(n)
-        payload = encoder.encode(user, {"events": _rows(rng, user, videos, 1.7e9 + n % 86_400)})
+        rows = _rows(rng, user, videos, 1.7e9 + n % 86_400)
+        payload = encoder.encode(user, {"events": rows})
         batch.setdefault(partition_for(user.encode(), settings.partitions), []).append((orjson.dumps(user), payload))
+        new = {row[VIDEO_ID] for row in rows} - fitted
+        if new:
+            pending.append((user, rows, new))
         if n % 20_000 == 19_999 or n == users - 1:
-            for partition, changes in batch.items():
-                store.write(partition, changes, -1)  # no changelog offset: recovery reads the (empty) log from 0
-            batch.clear()
+            write_item_state()
+            for target, changes_of in ((store, batch), (item_store, item_batch)):
+                for partition, changes in changes_of.items():
+                    target.write(partition, changes, -1)  # no changelog offset: recovery reads the (empty) log from 0
+                changes_of.clear()
 
 
-def build_model(model_dir: Path, videos: int, factors: int, seed: int = 0) -> None:
-    """A saved batch model: `videos` item vectors (standard normal / sqrt(factors))."""
+def build_model(model_dir: Path, videos: int, factors: int, seed: int = 0, fitted: int | None = None) -> None:
+    """A saved batch model: the first `fitted` (default all) of `videos` item vectors (standard normal /
+    sqrt(factors)); the rest came after the fit."""
     import numpy as np
 
     from models.recs.als import StreamingALS
@@ -97,7 +141,8 @@ def build_model(model_dir: Path, videos: int, factors: int, seed: int = 0) -> No
     settings = RecsSettings(factors=factors)
     als = StreamingALS(settings, model_version="bench-state")
     vectors = np.random.default_rng(seed).normal(size=(videos, factors)).astype(np.float32) / np.sqrt(factors)
-    als.upsert_items([video_id(n) for n in range(videos)], vectors)
+    fitted = videos if fitted is None else fitted
+    als.upsert_items([video_id(n) for n in range(fitted)], vectors[:fitted])
     als.save(model_dir)
 
 
@@ -115,6 +160,15 @@ def _first_recommendation(bootstrap: str, topic: str, user: str, timeout_s: floa
                 return (rec.timestamp_ms or 0) / 1000.0, orjson.loads(rec.value)
         time.sleep(0.5)
     raise TimeoutError(f"no recommendation for {user} within {timeout_s} s")
+
+
+def item_side_interactions(worker: Worker, timeout_s: float, expected: bool = True) -> int:
+    """The worker's `reelstream_item_side_interactions` once its item side has ticked (set at each tick) and,
+    when some are `expected`, holds some."""
+    name = "reelstream_item_side_interactions"
+    wait_for(lambda: name in worker.metrics() and (worker.metrics()[name] > 0 or not expected), timeout_s, "item side restored",
+             [worker.log], worker.proc)  # fmt: skip
+    return int(worker.metrics()[name])
 
 
 def _rss_mib(worker: Worker) -> tuple[float, float]:
@@ -142,7 +196,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         topic = settings.topics.recommendations
         data_dir = stack.workdir / "worker-data"
         started = time.monotonic()
-        build_model(model_dir, videos, factors, seed)
+        build_model(model_dir, videos, factors, seed, fitted=videos - new_videos(videos))
         child = multiprocessing.get_context("spawn").Process(
             target=build_users, args=(str(data_dir), users, videos, dict(stack.env), seed)
         )
@@ -167,6 +221,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         first_start = time.time()
         worker = stack.launch_worker(data_dir=data_dir)
         first_s, _, _ = probe(first_start, 0)
+        held_before = item_side_interactions(worker, timeout_s, new_videos(videos) > 0)
         worker.stop(signal.SIGKILL)
         restart = time.time()
         worker = stack.launch_worker(data_dir=data_dir)
@@ -174,6 +229,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         wait_for(lambda: total(worker.metrics(), "reelstream_factors_restored_total") >= users, timeout_s,
                  "factors restored", [worker.log], worker.proc)  # fmt: skip
         restored_s = time.time() - restart
+        held_after = item_side_interactions(worker, timeout_s, new_videos(videos) > 0)
         records = []
         for n in range(events):
             user = user_id(rng.randrange(users))
@@ -206,6 +262,8 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "probe_model_version": rec.get("model_version"),
         "probe_history_rows": rows,  # the stored user's 20 rows and the probe's: their state came from disk
         "store": settings.store,
+        # (video, user) pairs of the videos no fit covers, as the worker held them before the kill and after
+        "item_side_interactions": {"before_kill": held_before, "after_restart": held_after},
         "index": {"kind": "ivf", "nlist": nlist, "nprobe": max(4, nlist // 32)},
         "build_s": round(build_s, 1),
     }

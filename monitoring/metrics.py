@@ -102,6 +102,10 @@ REBALANCES = Counter(
     registry=REGISTRY,
 )
 USERS = Gauge("reelstream_users", "Users with stored history on this worker.", registry=REGISTRY)
+ITEM_SIDE_INTERACTIONS = Gauge(
+    "reelstream_item_side_interactions", "(video, user) interactions the item side holds on this worker: those of "
+    "videos no batch fit covers yet.", registry=REGISTRY,
+)
 CHANGELOG_APPLIED = Counter(
     "reelstream_changelog_records_applied_total",
     "Changelog records applied to the users table's local store (recovery and standby): after a restart on its "

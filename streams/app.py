@@ -297,6 +297,7 @@ def create_app(
         partitions=settings.partitions,
         reject=reject,
     )
+    item_side.new_model(recommender.model_version, recommender.saved_videos())
     factors, max_norm = settings.recs.factors, settings.recs.max_vector_norm
     replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side),
             _item_vector_check(factors, max_norm), "invalid_item_vector")  # fmt: skip
@@ -403,6 +404,7 @@ def create_app(
         model = await asyncio.get_running_loop().run_in_executor(None, recommender.newer_model)
         if model is not None:
             recommender.swap(model)
+            item_side.new_model(recommender.model_version, recommender.saved_videos())
             metrics.set_build(recommender.model_version, comment_models[0].model_version)
 
     @app.timer(settings.model_poll_interval_s)

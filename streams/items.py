@@ -191,11 +191,21 @@ class ItemSide:
     def own(self, video_id: str, batch: bool) -> None:
         """`ItemTrainer.own`, for every trainer at once (they share `batch_videos`)."""
         own(self.batch_videos, video_id, batch)
+        for trainer in self.trainers.values():
+            trainer.own(video_id, batch)
 
-    def new_model(self, version: str) -> None:
+    def new_model(self, version: str, batch_videos: Iterable[str] | None = None) -> None:
+        """A new batch version; `batch_videos`: its videos when known at once (a model loaded from model_dir:
+        the trainer's arrive record by record, `own`), whose state leaves every trainer."""
         self.version = version
+        if batch_videos is not None:
+            self.batch_videos.clear()
+            self.batch_videos.update(batch_videos)
         for trainer in self.trainers.values():
             trainer.new_model(version)
+            if batch_videos is not None:
+                for video_id in self.batch_videos & trainer.video_users.keys():
+                    trainer.forget_video(video_id)
 
     def apply(self, messages: list[Message]) -> None:
         """Each message holds the (video_id, user_id, factor, confidence) items of one partition, checked
@@ -233,7 +243,12 @@ class ItemSide:
             ids += solved
             vectors.append(new)
         self.journal()  # a removal changed state, and no offset commit (the other journal point) may follow
+        metrics.ITEM_SIDE_INTERACTIONS.set(self.interactions())
         return ids, np.concatenate(vectors)
+
+    def interactions(self) -> int:
+        """(video, user) pairs held: bounded by what no batch fit covers yet (models/recs/item_side.py)."""
+        return sum(len(users) for trainer in self.trainers.values() for users in trainer.video_users.values())
 
     def journal(self) -> None:
         """The stored state of every user whose state changed since the last call, written behind the
@@ -272,5 +287,5 @@ class ItemSide:
                 except ValueError as exc:
                     log.error("item-state: record %.200r of partition %d not applied: %s", key, partition, exc)
                     metrics.DLQ.labels("invalid_item_state").inc()
-            trainer.take_touched()
+            # Users whose stored videos a batch fit now covers stay touched: the next journal drops them.
             log.info("item side: partition %d restored (%d users, %d videos)", partition, restored, len(trainer.video_users))

@@ -187,3 +187,30 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     assert "u3" not in side.trainers[1].user_videos and [r for t, _, r in sink.sent if t == settings.topics.dlq]
     assert set(side.trainers[0].user_factors) == {"u2"}  # u1's factor came before batch-1
     assert b.item_side.trainers[0].dirty == {v1}  # restored videos are solved again
+
+
+def test_a_model_loaded_from_model_dir_is_a_batch_fit_the_item_side_leaves_alone(tmp_path):
+    """The videos of a saved model (model_dir, at start or swapped in) are a batch fit's: the item side keeps
+    no interactions of theirs and never re-solves them; an upload the model does not have is its own."""
+    import numpy as np
+    import orjson
+
+    from lab.state_bench import build_model, video_id
+    from models.recs.serving import load_recommender
+    from streams.pipeline import Message
+    from streams.topics import partition_for
+
+    build_model(tmp_path / "model", videos=50, factors=8)
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path / "data"))
+    settings = settings.model_copy(update={"recs": settings.recs.model_copy(update={"model_dir": str(tmp_path / "model"), "factors": 8})})
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
+    app.finalize()
+    side = app.item_side
+    assert side.batch_videos == {video_id(n) for n in range(50)}
+    new = next(v for v in (f"new{n}" for n in range(100)) if partition_for(v.encode(), settings.partitions) == 0)
+    old = next(video_id(n) for n in range(50) if partition_for(video_id(n).encode(), settings.partitions) == 0)
+    factor = np.full(8, 0.1).tolist()
+    side.apply([Message("interactions-by-video", 0, 0, 0.0, None, orjson.dumps([[old, "u1", factor, 2.0], [new, "u1", factor, 1.0]]))])
+    assert side.trainers[0].video_users == {new: {"u1": 1.0}}
+    ids, _ = side.tick()
+    assert ids == [new]

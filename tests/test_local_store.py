@@ -359,7 +359,7 @@ def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_ski
 def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from_it():
     """`reelstream bench state` at a small size: after the kill -9 the restarted worker serves a user whose
     20 interactions were only ever in its local store (the changelog is empty), and restores every stored
-    user's factor for its Gram sums."""
+    user's factor for its Gram sums; the item side's state of the uploads no fit covers is restored whole."""
     from lab.state_bench import bench_state
 
     result = bench_state(users=3000, videos=2000, factors=16, events=1000, timeout_s=300)
@@ -368,3 +368,5 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
     assert result["probe_model_version"] == "bench-state"  # served by the saved model's ALS, not popularity
     assert result["recovery_s"] > 0 and result["events_per_s_after_recovery"] > 0 and result["rss_mib"] > 0
     assert result["store"] == "rocksdb"
+    held = result["item_side_interactions"]
+    assert held["before_kill"] > 1000 and held["after_restart"] == held["before_kill"], held

@@ -127,3 +127,33 @@ def test_item_side_leaves_the_batch_fits_videos_alone_until_the_next():
     items.own("old", batch=False)  # a stream vector for "old" was served: the item side owns it again
     items.apply(ItemMessage("old", "u3", [0.1, 0.1, 0.1, 0.1], 1.0))
     assert items.solve_dirty(gram)[0] == ["old"]
+
+
+def test_the_item_side_holds_only_the_videos_no_batch_fit_covers():
+    """A batch fit's videos are the trainer's: their interactions leave the item side when a fit covers them
+    (record by record or at once), later ones are not kept, and a restored user loses them too (journalled
+    again): what a worker holds is bounded by what happens between two refits (issue #16)."""
+    items = ItemTrainer(RECS)
+    items.touched = set()
+    f1, f2 = [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]
+    for video, user in (("a", "u1"), ("b", "u1"), ("b", "u2"), ("c", "u2")):
+        items.apply(ItemMessage(video, user, f1, 2.0))
+    items.take_touched()
+    items.own("b", batch=True)
+    assert items.video_users.keys() == {"a", "c"} and items.user_videos == {"u1": {"a"}, "u2": {"c"}}
+    assert items.take_touched() == {"u1", "u2"}  # their stored records change
+    items.apply(ItemMessage("b", "u3", f1, 1.0))  # a batch video: not kept, and u3 is held for nothing else
+    items.apply(ItemMessage("b", "u1", f2, 1.0))  # ...but u1's newer factor serves "a"'s next solve
+    assert "u3" not in items.user_videos and "u3" not in items.user_factors and "b" not in items.video_users
+    assert items.user_factors["u1"].tolist() == pytest.approx(f2) and items.take_touched() == {"u1"}
+    items.new_model("batch-2", ["a", "b"])  # a model whose videos are known at once
+    assert items.video_users.keys() == {"c"} and set(items.user_factors) == set()  # u2's factor was of the old version
+    assert "u1" not in items.user_videos and items.take_touched() == {"u1"}
+
+    restored = ItemTrainer(RECS, "batch-2")
+    restored.touched, restored.batch_videos = set(), {"a", "b"}
+    restored.restore("u1", "batch-2", np.asarray(f1, np.float32), {"a": 2.0, "b": 1.0})  # stored before the fit
+    restored.restore("u2", "batch-2", np.asarray(f2, np.float32), {"b": 2.0, "c": 2.0})
+    assert restored.user_videos == {"u2": {"c"}} and set(restored.user_factors) == {"u2"}
+    assert restored.take_touched() == {"u1", "u2"}  # u1's record is removed, u2's rewritten without "b"
+    assert restored.user_state("u1") is None and restored.user_state("u2")[2] == {"c": 2.0}

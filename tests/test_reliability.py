@@ -276,5 +276,8 @@ def test_the_worker_web_server_binds_the_configured_loopback_address(settings):
         def add_video(self, video_id: str, ts: float | None = None) -> None:
             pass
 
+        def saved_videos(self) -> list[str]:
+            return []
+
     app = create_app(settings, Stub(), Stub(), output=Sink())
     assert app.conf.web_bind == "127.0.0.1" and app.conf.web_host == "127.0.0.1"

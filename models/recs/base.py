@@ -117,6 +117,10 @@ class Recommender(Protocol):
     def swap(self, model: object) -> None:
         """Serve `model` (from `newer_model`) from the next micro-batch on, without stopping."""
 
+    def saved_videos(self) -> Sequence[str]:
+        """The videos of the batch model loaded from model_dir at start or at the last `swap` (none for a cold
+        start): a batch fit's, which the item side leaves alone."""
+
 
 class Ranker(Protocol):
     """One user's top-k from their video_id -> confidence map (models.recs.confidence); seen videos are never

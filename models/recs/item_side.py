@@ -60,6 +60,12 @@ class ItemTrainer:
     overwritten by a solve against user factors of another model version, nor by one that knows only the
     interactions seen since this worker started. Measured on MovieLens-100K (in-process `eval recs`, daily
     refits): streaming HR@10 0.1732 this way, 0.1726 re-solving every touched video between refits.
+
+    So it holds the interactions of those videos only: a batch fit's videos are the trainer's (it keeps every
+    history), and their state here leaves when a fit covers them. What a worker holds is then bounded by
+    what is uploaded and watched between two refits, not by its users (issue #16: a million users' 20M
+    interactions held here were gigabytes). A video a later record hands back to this side (`own(v, False)`)
+    is solved from the interactions received since.
     """
 
     def __init__(self, settings: RecsSettings, version: str = "") -> None:
@@ -80,6 +86,8 @@ class ItemTrainer:
         factors received under `version` (state read back before the version was known) count again."""
         if batch_videos is not None:
             self.batch_videos = set(batch_videos)
+            for video_id in self.batch_videos & self.video_users.keys():
+                self.forget_video(video_id)
         if version == self.version:
             return
         self.version = version
@@ -87,8 +95,11 @@ class ItemTrainer:
         self._restored.clear()
 
     def own(self, video_id: str, batch: bool) -> None:
-        """Whether the vector now served for `video_id` came from a batch fit (True) or from this side."""
+        """Whether the vector now served for `video_id` came from a batch fit (True: its state leaves) or from
+        this side."""
         own(self.batch_videos, video_id, batch)
+        if batch and video_id in self.video_users:
+            self.forget_video(video_id)
 
     # --- the state, as stored per user (streams/items.py journals it) ------------------------------
     def user_state(self, user_id: str) -> tuple[str, np.ndarray | None, dict[str, float]] | None:
@@ -103,7 +114,14 @@ class ItemTrainer:
 
     def restore(self, user_id: str, version: str, factor: np.ndarray | None, confidences: dict[str, float]) -> None:
         """A user's stored state (`user_state`) read back after a restart or a partition move; their videos
-        are solved again at the next tick (whether a solve was owed when the state was stored is not kept)."""
+        are solved again at the next tick (whether a solve was owed when the state was stored is not kept).
+        Videos a batch fit now covers are left out, and the user is journalled again without them."""
+        if not self.batch_videos.isdisjoint(confidences):
+            confidences = {v: c for v, c in confidences.items() if v not in self.batch_videos}
+            if self.touched is not None:
+                self.touched.add(user_id)
+            if not confidences:
+                return
         for video, confidence in confidences.items():
             self.video_users.setdefault(video, {})[user_id] = confidence
         self.user_videos[user_id] = set(confidences)
@@ -120,6 +138,14 @@ class ItemTrainer:
         return out
 
     def apply(self, msg: ItemMessage) -> None:
+        if msg.video_id in self.batch_videos and msg.video_id not in self.video_users:
+            # A batch fit's video, never solved here: only a newer factor of a user held for other videos counts.
+            if msg.factor is not None and msg.user_id in self.user_videos:
+                self.user_factors[msg.user_id] = np.asarray(msg.factor, dtype=np.float32)
+                self._restored.pop(msg.user_id, None)
+                if self.touched is not None:
+                    self.touched.add(msg.user_id)
+            return
         users = self.video_users.setdefault(msg.video_id, {})
         videos = self.user_videos.setdefault(msg.user_id, set())
         if msg.confidence == 0:
@@ -141,7 +167,7 @@ class ItemTrainer:
             self.touched.add(msg.user_id)
 
     def forget_video(self, video_id: str) -> None:
-        """A removed or blocked video: its interactions leave this partition."""
+        """A removed or blocked video, or one a batch fit now covers: its interactions leave this partition."""
         for user in list(self.video_users.get(video_id, {})):
             self.apply(ItemMessage(video_id, user, None, 0.0))
         self.video_users.pop(video_id, None)

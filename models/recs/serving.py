@@ -45,6 +45,7 @@ class StreamingRecommender:
         self.s = settings
         self.index_settings = index
         self.als = als
+        self._saved_videos = tuple(als.item_ids)  # a model loaded from model_dir: a batch fit's videos
         self.popularity_version = PopularityRecommender.model_version
         # The item solve needs X^T X over ALL users. Each worker keeps one partial sum per `events` partition
         # it owns (users are co-partitioned with their events) and publishes them; `_remote` holds the latest
@@ -280,6 +281,10 @@ class StreamingRecommender:
         als.popularity = self.als.popularity
         als.remove_videos(sorted(self.als.removed_videos()))
         self.als = als
+        self._saved_videos = tuple(als.item_ids)
+
+    def saved_videos(self) -> Sequence[str]:
+        return self._saved_videos
 
     def index_size(self) -> int:
         return self.als.n_items
