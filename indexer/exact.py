@@ -83,13 +83,13 @@ class ExactIndex:
         q = check_queries(queries, k, self._dim)
         with self._lock.read():
             n = len(self._id_at)
-            skips = query_skips(q.shape[0], exclude, excludes, self._row_of)  # rows to skip
+            shared, skips = query_skips(q.shape[0], exclude, excludes, self._row_of)
 
             def knn(group: list[int], fetch: int) -> tuple[np.ndarray, np.ndarray]:
                 return faiss.knn(q[group], self._vectors[:n], fetch, metric=faiss.METRIC_INNER_PRODUCT)
 
             with omp_threads(self._threads):
-                return search_grouped(skips, k, n, self._id_at, knn)
+                return search_grouped(shared, skips, k, n, self._id_at, knn)
 
     def items(self) -> tuple[list[str], np.ndarray]:
         """A consistent copy of all ids and their vectors (row-aligned)."""

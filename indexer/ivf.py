@@ -148,7 +148,7 @@ class IvfIndex:
             if self._exact is not None:
                 return self._exact.search(q, k, exclude, excludes)
             n = len(self._key_of)
-            skips = query_skips(q.shape[0], exclude, excludes, self._key_of)
+            shared, skips = query_skips(q.shape[0], exclude, excludes, self._key_of)
             norms = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
             scale = np.divide(self._radius, norms, out=np.ones_like(norms), where=norms > 0)
             lifted = np.hstack([q * scale[:, None].astype(np.float32), np.zeros((q.shape[0], 1), dtype=np.float32)])
@@ -160,7 +160,7 @@ class IvfIndex:
                 return (base[group][:, None] - dist) / (2 * scale[group][:, None]), keys
 
             with omp_threads(self._threads):
-                return search_grouped(skips, k, n, self._id_of, ivf_search)
+                return search_grouped(shared, skips, k, n, self._id_of, ivf_search)
 
     def snapshot(self) -> bytes:
         with self._lock.read():

@@ -23,7 +23,16 @@ from models.recs.base import Scored
 from models.recs.config import RecsSettings
 from models.recs.diversity import rerank
 from models.recs.popularity import PopularityRecommender
-from models.recs.solve import gather, gram, regularized, scale_confidence, solve_many, stacked_systems
+from models.recs.solve import (
+    gather,
+    gram,
+    low_rank_solve,
+    padded,
+    regularized,
+    scale_confidence,
+    solve_many,
+    stacked_systems,
+)
 
 if TYPE_CHECKING:
     from indexer.base import VectorIndex
@@ -46,14 +55,29 @@ SAVED_SETTINGS = (
 
 class _Systems(NamedTuple):
     """A micro-batch's user solves, kept to explain them: per placed user (`at`: request index -> i) their
-    system a[i], and their known videos' rows[bounds[i]:bounds[i+1]] with those vectors times their positive
-    ALS confidences (`weighted`: what each video adds to the right-hand side)."""
+    known videos' rows[bounds[i]:bounds[i+1]] and, aligned with them, `explained`: A^-1 v_j max(c_j, 0) (a
+    score t.x splits into their dot products with t), except for the users solved directly (`direct`: i -> their
+    A), whose rows are v_j max(c_j, 0) and whose targets still need A^-1. `v`, `scaled` and `base` are the
+    solve's inputs, from which `a` and `weighted` give every user's system for checks (solve.contributions)."""
 
-    a: np.ndarray
-    weighted: np.ndarray
+    explained: np.ndarray
+    direct: dict[int, np.ndarray]
     rows: np.ndarray
     bounds: list[int]
     at: dict[int, int]
+    v: np.ndarray
+    scaled: np.ndarray
+    base: np.ndarray
+
+    @property
+    def a(self) -> np.ndarray:
+        """Every placed user's system A (n, f, f)."""
+        return stacked_systems(self.v, self.scaled, self.bounds, self.base)[0]
+
+    @property
+    def weighted(self) -> np.ndarray:
+        """v_j max(c_j, 0) per known video: what each adds to the right-hand side."""
+        return (self.v * np.maximum(self.scaled, 0.0)[:, None]).astype(np.float32)
 
 
 def placed_by(factor: np.ndarray | None) -> bool:
@@ -81,7 +105,8 @@ class StreamingALS:
         self._row: dict[str, int] = {}
         self._items = np.zeros((0, settings.factors), dtype=np.float32)
         self._item_gram: np.ndarray | None = None
-        self._base: np.ndarray | None = None  # item Gram + reg I, the user systems' shared part
+        self._base: tuple[np.ndarray, np.ndarray] | None = None  # item Gram + reg I (the user systems' shared
+        # part) and its inverse (their low-rank solves)
         self._removed: set[str] = set()
         # User factors of the batch fit: bootstrap for the agents' user-factor table and the users' Gram.
         self.user_ids: list[str] = []
@@ -162,22 +187,44 @@ class StreamingALS:
     def _solve_users(
         self, histories: Sequence[Mapping[str, float]], keep: bool = False
     ) -> tuple[list[np.ndarray | None], _Systems | None]:
-        """Factors, and with `keep` the systems solved (what `_explain_many` splits scores with)."""
+        """Factors, and with `keep` the systems solved (what `_explain_many` splits scores with). Users with at
+        most f/2 known videos (nearly all) are solved by `low_rank_solve`, in buckets of similar history length
+        (powers of two, each padded to its own longest); heavier ones directly (one f x f solve each), where an
+        m x m inverse would cost more (measured crossover at f = 64: m ~ 40)."""
         if self._base is None:
-            self._base = regularized(self.item_gram(), self.settings.regularization)
+            base = regularized(self.item_gram(), self.settings.regularization)
+            self._base = base, np.linalg.inv(base)
+        base, base_inv = self._base
         placed, rows, conf, bounds = gather(histories, self._row.get)
         out: list[np.ndarray | None] = [None] * len(histories)
         if not placed:
             return out, None
         scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
         v = self._items[rows].astype(np.float64)
-        a, b = stacked_systems(v, scaled, bounds, self._base)
-        for n, x in zip(placed, solve_many(a, b)):
+        explained = v * np.maximum(scaled, 0.0)[:, None]  # direct users' rows stay v_j max(c_j, 0)
+        starts, lengths = np.asarray(bounds[:-1]), np.diff(bounds)
+        factors = np.empty((len(placed), v.shape[1]), dtype=np.float32)
+        light = lengths <= self.settings.factors // 2
+        for at in _buckets(np.flatnonzero(light), lengths[light]):
+            flat, valid = padded(starts[at], lengths[at])
+            solved = low_rank_solve(v, scaled, flat, valid, base_inv)
+            factors[at] = solved.sum(axis=1)
+            explained[flat[valid]] = solved[valid]
+        direct: dict[int, np.ndarray] = {}
+        if not light.all():
+            heavy = np.flatnonzero(~light)
+            flat, valid = padded(starts[heavy], lengths[heavy])
+            own = flat[valid]
+            a, b = stacked_systems(v[own], scaled[own], [0, *np.cumsum(lengths[heavy]).tolist()], base)
+            factors[heavy] = solve_many(a, b)
+            direct = dict(zip(heavy.tolist(), a))
+        for n, x in zip(placed, factors):
             out[n] = x
         if not keep:
             return out, None
-        weighted = (v * np.maximum(scaled, 0.0)[:, None]).astype(np.float32)  # shares rank; float32 is enough
-        return out, _Systems(a, weighted, np.asarray(rows), bounds, {n: i for i, n in enumerate(placed)})
+        at = {n: i for i, n in enumerate(placed)}
+        explained = explained.astype(np.float32)  # shares rank; float32 is enough
+        return out, _Systems(explained, direct, np.asarray(rows), bounds, at, v, scaled, base)
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
         return self.recommend_many([history], k, [exclude])[0]
@@ -307,8 +354,10 @@ class StreamingALS:
     ) -> dict[int, list[list[str]]]:
         """Per user (request index) and recommended item, the (at most `top`) videos of the history that
         added most to its score, largest first, only those that added: a score splits exactly over the
-        history (solve.contributions). For the whole micro-batch at once: one stacked solve of each user's
-        A against their recommended items' vectors (k right-hand sides, not one per history video)."""
+        history (solve.contributions). For the whole micro-batch at once: the shares are the user solve's
+        `explained` rows times the recommended items' vectors (no second solve; it was ~30% of serving at 64
+        factors), except for users solved directly: one stacked solve of their A against those vectors (k
+        right-hand sides, not one per history video)."""
         users = [n for n, items in found.items() if items]
         if not users:
             return {n: [] for n in found}
@@ -317,17 +366,17 @@ class StreamingALS:
         item_rows = np.full((len(users), k), -1)
         for u, n in enumerate(users):
             item_rows[u, : len(found[n])] = [self._row.get(v, -1) for v, _ in found[n]]
-        targets = self._items[item_rows].astype(np.float64) * (item_rows >= 0)[..., None]  # (users, k, f)
-        z = np.linalg.solve(systems.a[idx], targets.transpose(0, 2, 1)).astype(np.float32)  # A^-1 y_i: (users, f, k)
+        targets = self._items[item_rows] * (item_rows >= 0)[..., None]  # (users, k, f)
+        z = np.ascontiguousarray(targets.transpose(0, 2, 1))  # (users, f, k): shares are `explained` rows . z
+        direct = [u for u, i in enumerate(idx.tolist()) if i in systems.direct]
+        if direct:  # their rows are v_j max(c_j, 0): z = A^-1 y_i instead (k right-hand sides)
+            a = np.stack([systems.direct[i] for i in idx[direct].tolist()])
+            z[direct] = np.linalg.solve(a, targets[direct].astype(np.float64).transpose(0, 2, 1))
         starts = np.asarray(systems.bounds)[idx]
         lengths = np.asarray(systems.bounds)[idx + 1] - starts
-        # Users in buckets of similar history length (powers of two), each padded to its own longest only: one
-        # heavy history must not pad the whole micro-batch (a refresh serves every user, heavy ones included).
-        bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
         videos: list = [None] * len(users)
         positive: list = [None] * len(users)
-        for b in np.unique(bucket):
-            at = np.flatnonzero(bucket == b)
+        for at in _buckets(np.arange(len(users)), lengths):
             vs, ps = self._top_shares(systems, z[at], starts[at], lengths[at], top)
             for i, v, p in zip(at.tolist(), vs, ps):
                 videos[i], positive[i] = v, p
@@ -343,13 +392,10 @@ class StreamingALS:
     ) -> tuple[list, list]:
         """Per user and recommended item: the item rows of the (at most `top`) history videos with the largest
         shares of its score, and whether each share is positive ((users, k, top) nested lists)."""
-        m = int(lengths.max())
-        offsets = np.arange(m)
-        valid = offsets[None, :] < lengths[:, None]  # (users, m)
-        flat = np.where(valid, starts[:, None] + offsets[None, :], 0)
-        weighted = systems.weighted[flat] * valid[..., None]  # (users, m, f), padded with 0
-        shares = weighted @ z  # each history video's share in each item's score: (users, m, k)
-        if m > top:  # the `top` largest (a partition, O(m)), then in order
+        flat, valid = padded(starts, lengths)  # (users, m)
+        explained = systems.explained[flat] * valid[..., None]  # (users, m, f), padded with 0
+        shares = explained @ z  # each history video's share in each item's score: (users, m, k)
+        if flat.shape[1] > top:  # the `top` largest (a partition, O(m)), then in order
             part = np.argpartition(-shares, top - 1, axis=1)[:, :top]
             order = np.argsort(-np.take_along_axis(shares, part, axis=1), axis=1, kind="stable")
             best = np.take_along_axis(part, order, axis=1)
@@ -514,6 +560,14 @@ class StreamingALS:
         out.user_factors = arrays["user_factors"].astype(np.float32)
         out.model_version = meta["model_version"]
         return out
+
+
+def _buckets(at: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """`at` in buckets of similar history length (`lengths`, powers of two), each to be padded to its own
+    longest only: one heavy history must not pad the whole micro-batch (a refresh serves every user, heavy ones
+    included)."""
+    bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    return [at[bucket == b] for b in np.unique(bucket)]
 
 
 def _with_history(exclude: Collection[str], history: Mapping[str, float]) -> Collection[str]:

@@ -1,0 +1,72 @@
+"""The fast paths of StreamingALS.serve_many (low-rank user solves, explanations from the same solve, index
+skips by id) give what the direct computations do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.exact import ExactIndex
+from indexer.ivf import IvfIndex
+from models.recs.als import StreamingALS
+from models.recs.config import RecsSettings
+from models.recs.solve import contributions, low_rank_solve, padded, regularized, scale_confidence, solve_factor
+
+
+@pytest.mark.parametrize("offset", [1.0, 0.0])  # 0: |c| - 1 < 0 for small confidences (an indefinite update)
+def test_low_rank_rows_are_a_inverse_times_weighted_rows_and_sum_to_the_factor(offset: float) -> None:
+    rng = np.random.default_rng(0)
+    f, items = 16, 200
+    y = rng.normal(size=(items, f)) / 4
+    base = regularized(y.T @ y, 2.0)
+    lengths = np.array([1, 5, 8, 3])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows = rng.integers(0, items, size=lengths.sum())
+    scaled = scale_confidence(np.where(rng.random(len(rows)) < 0.2, -0.5, rng.uniform(0.1, 4, len(rows))), 2.0, offset)
+    flat, valid = padded(starts, lengths)
+    solved = low_rank_solve(y[rows], scaled, flat, valid, np.linalg.inv(base))
+    for u, (s, m) in enumerate(zip(starts, lengths)):
+        v, c = y[rows[s : s + m]], scaled[s : s + m]
+        a = base + (v.T * (np.abs(c) - 1.0)) @ v
+        np.testing.assert_allclose(solved[u, :m], np.linalg.solve(a, (v * np.maximum(c, 0.0)[:, None]).T).T, atol=1e-10)
+        assert not solved[u, m:].any()
+        np.testing.assert_allclose(solved[u].sum(0), solve_factor(v, c, y.T @ y, 2.0), rtol=1e-5, atol=1e-7)
+
+
+def test_light_and_heavy_users_in_one_batch_get_their_factors_and_explanations() -> None:
+    """factors=8: users with at most 4 known videos take the low-rank solve, longer ones the direct one."""
+    settings = RecsSettings(factors=8, regularization=0.5, alpha=2.0)
+    rng = np.random.default_rng(1)
+    als = StreamingALS(settings)
+    ids = [f"v{i}" for i in range(300)]
+    als.upsert_items(ids, rng.normal(size=(300, 8)).astype(np.float32) / 3)
+    histories = [{ids[j]: float(rng.uniform(0.5, 4)) for j in rng.choice(300, size=m, replace=False)}
+                 for m in (1, 3, 4, 5, 9, 40, 2)]  # fmt: skip
+    histories[1][ids[299]] = -1.0  # a skip never explains
+    served = als.serve_many(histories, 5, explain=3)
+    systems = als._solve_users(histories, keep=True)[1]
+    for n, (history, (factor, items, because)) in enumerate(zip(histories, served)):
+        rows = [als._row[v] for v in history]
+        scaled = scale_confidence(list(history.values()), settings.alpha, settings.confidence_offset)
+        expected = solve_factor(als._items[rows], scaled, als.item_gram(), settings.regularization)
+        np.testing.assert_allclose(factor, expected, rtol=1e-5, atol=1e-7)
+        shares = contributions(systems.a[n], systems.weighted[systems.bounds[n] : systems.bounds[n + 1]],
+                               als._items[[als._row[v] for v, _ in items]])  # fmt: skip
+        np.testing.assert_allclose(shares.sum(1), [s for _, s in items], rtol=1e-4, atol=1e-6)
+        for row, why in zip(shares, because):
+            assert why == [list(history)[j] for j in np.argsort(-row) if row[j] > 0][:3]
+
+
+@pytest.mark.parametrize("make", [lambda: ExactIndex(4), lambda: IvfIndex(4, nlist=4, nprobe=4, train_per_list=10)])
+def test_skips_are_matched_by_id_unknown_ones_included(make) -> None:
+    index = make()
+    rng = np.random.default_rng(2)
+    ids = [f"v{i}" for i in range(60)]
+    index.upsert(ids, rng.normal(size=(60, 4)).astype(np.float32))
+    q = rng.normal(size=(3, 4)).astype(np.float32)
+    full = index.search(q, 60)
+    own = [{full[0][0][0], "gone", "never"}, set(), [full[2][1][0]]]  # a list works too
+    out = index.search(q, 5, exclude={full[1][0][0], "gone"}, excludes=own)
+    for hits, whole, skip in zip(out, full, own):
+        kept = [v for v, _ in whole if v not in skip and v != full[1][0][0]]
+        assert [v for v, _ in hits] == kept[:5]
