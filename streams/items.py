@@ -174,18 +174,23 @@ class ItemSide:
         self.inactive = inactive  # removed and blocked videos (the catalog's)
         self.state = state
         self.trainers: dict[int, ItemTrainer] = {}
+        self._unread: set[int] = set()  # partitions assigned whose state is still to be read back (`restore`)
         self.version = ""
         self.batch_videos: set[str] = set()  # shared by every trainer
         if state is not None:
             state.on_ready, state.on_revoked, state.before_flush = self.restore, self.keep, self.journal
 
     def trainer(self, partition: int) -> ItemTrainer:
+        """The partition's trainer; one to be read back from the local store is, first."""
         trainer = self.trainers.get(partition)
         if trainer is None:
             trainer = self.trainers[partition] = ItemTrainer(self.settings, self.version)
             trainer.batch_videos = self.batch_videos
             if self.state is not None:
                 trainer.touched = set()
+            if partition in self._unread:
+                self._unread.discard(partition)
+                self._read_back(trainer, partition)
         return trainer
 
     def own(self, video_id: str, batch: bool) -> None:
@@ -269,23 +274,37 @@ class ItemSide:
         """A rebalance: the state of partitions no longer held is the next owner's (it reads it back)."""
         for partition in set(self.trainers) - partitions:
             del self.trainers[partition]
+        self._unread &= partitions
 
     def restore(self, active: set[int]) -> None:
-        """Recovery caught these partitions up: those new here are read back from the local store."""
+        """Recovery caught these partitions up: those new here are read back from the local store, right after
+        Faust's recovery rather than inside it (reading a million users' state there, seconds of blocking,
+        left a restarted worker never consuming its events), and before anything else touches them."""
         assert self.state is not None
         self.keep(active)
-        for partition in sorted(active - set(self.trainers)):
-            trainer = self.trainer(partition)
-            restored = 0
-            for key, value in self.state.items_in(partition):
-                try:
-                    stored_partition, user_id = parse_state_key(key)
-                    if stored_partition != partition:
-                        raise ValueError(f"a key of partition {stored_partition}")
-                    trainer.restore(user_id, *decode_state(value, self.settings.factors))
-                    restored += 1
-                except ValueError as exc:
-                    log.error("item-state: record %.200r of partition %d not applied: %s", key, partition, exc)
-                    metrics.DLQ.labels("invalid_item_state").inc()
-            # Users whose stored videos a batch fit now covers stay touched: the next journal drops them.
-            log.info("item side: partition %d restored (%d users, %d videos)", partition, restored, len(trainer.video_users))
+        self._unread |= active - set(self.trainers)
+        try:
+            asyncio.get_running_loop().call_soon(self.read_back)
+        except RuntimeError:  # no running loop (tests, tools): at once
+            self.read_back()
+
+    def read_back(self) -> None:
+        """Every partition still to be read back from the local store (`restore`)."""
+        for partition in sorted(self._unread):
+            self.trainer(partition)
+
+    def _read_back(self, trainer: ItemTrainer, partition: int) -> None:
+        assert self.state is not None
+        restored = 0
+        for key, value in self.state.items_in(partition):
+            try:
+                stored_partition, user_id = parse_state_key(key)
+                if stored_partition != partition:
+                    raise ValueError(f"a key of partition {stored_partition}")
+                trainer.restore(user_id, *decode_state(value, self.settings.factors))
+                restored += 1
+            except ValueError as exc:
+                log.error("item-state: record %.200r of partition %d not applied: %s", key, partition, exc)
+                metrics.DLQ.labels("invalid_item_state").inc()
+        # Users whose stored videos a batch fit now covers stay touched: the next journal drops them.
+        log.info("item side: partition %d restored (%d users, %d videos)", partition, restored, len(trainer.video_users))
