@@ -188,6 +188,24 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     assert set(side.trainers[0].user_factors) == {"u2"}  # u1's factor came before batch-1
     assert b.item_side.trainers[0].dirty == {v1}  # restored videos are solved again
 
+    # In a running worker the state is read back just after Faust's recovery, not inside it (blocking there
+    # for seconds left a restarted worker idle), and before a message of the partition is applied.
+    _, c, _ = worker("c")
+    store = RocksPartitions(c.tables[ITEM_STATE_TABLE].data)
+    for offset, (key, value) in enumerate(logged):
+        store.write(parse_state_key(orjson.loads(key))[0], [(key, value)], offset)
+    c.item_side.new_model("batch-1")
+
+    async def recover() -> None:
+        c.tables[ITEM_STATE_TABLE].on_ready({0, 1})
+        assert c.item_side.trainers == {}  # not yet
+        c.item_side.apply([message(0, 2, [[v2, "u4", rng.normal(size=f).tolist(), 1.0]])])
+        assert users_of(c.item_side.trainers[0]) == {v1: {"u1": 2.0, "u2": 3.0}, v2: {"u4": 1.0}}  # read back first
+        await asyncio.sleep(0)
+        assert users_of(c.item_side.trainers[1]) == users_of(side.trainers[1])
+
+    asyncio.run(recover())
+
 
 def test_a_model_loaded_from_model_dir_is_a_batch_fit_the_item_side_leaves_alone(tmp_path):
     """The videos of a saved model (model_dir, at start or swapped in) are a batch fit's: the item side keeps
