@@ -234,19 +234,20 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         for n in range(events):
             user = user_id(rng.randrange(users))
             records.append(Record(settings.topics.events, -1, -1, None, user.encode(), _event(user, video_id(rng.randrange(videos)), n + 2, 1.8e9 + n)))
-        def throughput(records: list[Record]) -> float:
-            base = consumed(worker.metrics())
+        def throughput(records: list[Record]) -> tuple[float, float]:
+            """Events/s, and the worker's CPU ms per 1,000 events (what does not depend on the machine's load)."""
+            base, cpu = consumed(worker.metrics()), worker.cpu_seconds()
             feeder = Feeder(stack.bootstrap, records, None)
             t0 = time.time()
             feeder.start()
             wait_for(lambda: consumed(worker.metrics()) - base >= len(records), timeout_s, "events after recovery",
                      [worker.log], worker.proc, interval=0.5)  # fmt: skip
-            return len(records) / (time.time() - t0)
+            return len(records) / (time.time() - t0), (worker.cpu_seconds() - cpu) / len(records) * 1e6
 
-        rate = throughput(records)
+        rate, cpu_ms = throughput(records)
         # The same users again, now in the worker's caches: what reading them from the store cost above.
         again = [Record(r.topic, -1, -1, None, r.key, r.value.replace(b"-new-", b"-again-")) for r in records]  # type: ignore[union-attr]
-        warm_rate = throughput(again)
+        warm_rate, warm_cpu_ms = throughput(again)
         rss, peak = _rss_mib(worker)
     return {
         "users": users,
@@ -259,6 +260,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "factors_restored_s": round(restored_s, 1),
         "events_per_s_after_recovery": round(rate, 1),  # each event a stored user not served since the restart
         "events_per_s_same_users_again": round(warm_rate, 1),
+        "worker_cpu_ms_per_1k_events": {"after_recovery": round(cpu_ms, 1), "same_users_again": round(warm_cpu_ms, 1)},
         "probe_model_version": rec.get("model_version"),
         "probe_history_rows": rows,  # the stored user's 20 rows and the probe's: their state came from disk
         "store": settings.store,
