@@ -219,11 +219,13 @@ class Derived:
     """The state a worker derives, as the broker holds it once the stream is quiescent: the item side's
     (video, user) -> confidence (the item-state changelog), the latest vector per video (item-vectors) and
     the Gram of all users the item solves use (a refit's, from `models`; before one, the sum of user-gram's
-    partials)."""
+    partials), and that sum itself (`served_gram`: the factors the workers hold for the users they serve,
+    summed; after a refit, every user re-served from their history against the fit's vectors)."""
 
     items: dict[tuple[str, str], float]
     vectors: dict[str, Any]
     gram: Any
+    served_gram: Any
 
 
 def derived_state(bootstrap: str, settings: Settings) -> Derived:
@@ -244,13 +246,14 @@ def derived_state(bootstrap: str, settings: Settings) -> Derived:
         if parsed is not None:
             vectors[orjson.loads(key)] = np.asarray(parsed[0], dtype=np.float64)
     f = settings.recs.factors
+    partials = [np.asarray(orjson.loads(v), dtype=np.float64).reshape(f, f)
+                for v in last_values(bootstrap, settings.topics.user_gram).values() if v is not None]  # fmt: skip
+    served = sum(partials) if partials else np.zeros((f, f))
     published = last_values(bootstrap, settings.topics.models).get(orjson.dumps(MODEL_KEY))
     if published is not None:  # a refit's: the Gram every item solve uses from then on
         gram = np.asarray(parse_model_record(orjson.loads(published), f).gram, dtype=np.float64).reshape(f, f)
-        return Derived(items, vectors, gram)
-    partials = [np.asarray(orjson.loads(v), dtype=np.float64).reshape(f, f)
-                for v in last_values(bootstrap, settings.topics.user_gram).values() if v is not None]  # fmt: skip
-    return Derived(items, vectors, sum(partials) if partials else np.zeros((f, f)))
+        return Derived(items, vectors, gram, served)
+    return Derived(items, vectors, served, served)
 
 
 # After the refit, vectors and Gram are a deterministic function of the users table (refit_and_settle), which
@@ -262,14 +265,16 @@ def derived_ok(report: dict[str, Any]) -> bool:
     """A `compare_runs` report within what the issue asks: exact item state, refit state within tolerance."""
     return (report.get("item_state_mismatches", 0) == 0 and report.get("item_vectors_only_in_one_run", 0) == 0
             and report.get("item_vectors_max_rel_diff", 0.0) <= REFIT_TOLERANCE
-            and report.get("gram_max_rel_diff", 0.0) <= REFIT_TOLERANCE)  # fmt: skip
+            and report.get("gram_max_rel_diff", 0.0) <= REFIT_TOLERANCE
+            and report.get("served_gram_max_rel_diff", 0.0) <= REFIT_TOLERANCE)  # fmt: skip
 
 
 def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
     """`item_state_mismatches`: (video, user) pairs present in one run only or with another confidence
     (exact: the item side's state is a function of the inputs, models/recs/confidence.py `video_confidences`);
     `item_vectors_max_rel_diff`: the largest |a - b| / |b| over videos with a vector in both runs
-    (`item_vectors_only_in_one_run` counts the others); `gram_max_rel_diff`: |A - B| / |B| (Frobenius)."""
+    (`item_vectors_only_in_one_run` counts the others); `gram_max_rel_diff`: |A - B| / |B| (Frobenius), and
+    `served_gram_max_rel_diff` the same of `served_gram`."""
     import numpy as np
 
     pairs = got.items.keys() | reference.items.keys()
@@ -278,12 +283,14 @@ def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
     diffs = [float(np.linalg.norm(got.vectors[v] - reference.vectors[v]) / max(np.linalg.norm(reference.vectors[v]), 1e-12))
              for v in common]  # fmt: skip
     gram_norm = max(float(np.linalg.norm(reference.gram)), 1e-12)
+    served_norm = max(float(np.linalg.norm(reference.served_gram)), 1e-12)
     return {
         "item_state_mismatches": len(mismatched),
         "item_state_examples": [[*p, got.items.get(p), reference.items.get(p)] for p in mismatched[:5]],
         "item_vectors_max_rel_diff": round(max(diffs, default=0.0), 6),
         "item_vectors_only_in_one_run": len(got.vectors.keys() ^ reference.vectors.keys()),
         "gram_max_rel_diff": round(float(np.linalg.norm(got.gram - reference.gram)) / gram_norm, 6),
+        "served_gram_max_rel_diff": round(float(np.linalg.norm(got.served_gram - reference.served_gram)) / served_norm, 6),
     }
 
 

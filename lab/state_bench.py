@@ -70,13 +70,13 @@ def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], see
     import os
 
     os.environ.update(env)
+    from contracts.history import VIDEO_ID
+    from models.recs.confidence import user_confidences, video_confidences
     from models.recs.serving import load_recommender
     from models.text.base import load_comment_models
     from streams.app import create_app
-    from streams.settings import Settings
-    from contracts.history import VIDEO_ID
-    from models.recs.confidence import user_confidences, video_confidences
     from streams.items import encode_state, state_key
+    from streams.settings import Settings
     from streams.tables import HistoryEncoder
     from streams.topics import ITEM_STATE_TABLE, USERS_TABLE, partition_for
     from streams.transport.rocks_store import RocksPartitions
