@@ -282,15 +282,21 @@ class ItemSide:
         left a restarted worker never consuming its events), and before anything else touches them."""
         assert self.state is not None
         self.keep(active)
-        self._unread |= active - set(self.trainers)
+        new = sorted(active - set(self.trainers))
+        self._unread.update(new)
         try:
-            asyncio.get_running_loop().call_soon(self.read_back)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no running loop (tests, tools): at once
-            self.read_back()
+            loop = None
+        for partition in new:  # one callback each: the agents run between two partitions' reads
+            if loop is not None:
+                loop.call_soon(self.read_back, partition)
+            else:
+                self.read_back(partition)
 
-    def read_back(self) -> None:
-        """Every partition still to be read back from the local store (`restore`)."""
-        for partition in sorted(self._unread):
+    def read_back(self, partition: int) -> None:
+        """A partition's state from the local store, unless something needed it sooner (`trainer`) or it left."""
+        if partition in self._unread:
             self.trainer(partition)
 
     def _read_back(self, trainer: ItemTrainer, partition: int) -> None:
