@@ -209,8 +209,7 @@ class ItemSide:
         for trainer in self.trainers.values():
             trainer.new_model(version)
             if batch_videos is not None:
-                for video_id in self.batch_videos & trainer.video_users.keys():
-                    trainer.forget_video(video_id)
+                trainer.forget_covered()
 
     def apply(self, messages: list[Message]) -> None:
         """Each message holds the (video_id, user_id, factor, confidence) items of one partition, checked

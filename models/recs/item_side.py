@@ -86,13 +86,17 @@ class ItemTrainer:
         factors received under `version` (state read back before the version was known) count again."""
         if batch_videos is not None:
             self.batch_videos = set(batch_videos)
-            for video_id in self.batch_videos & self.video_users.keys():
-                self.forget_video(video_id)
+            self.forget_covered()
         if version == self.version:
             return
         self.version = version
         self.user_factors = {u: f for u, (v, f) in self._restored.items() if v == version}
         self._restored.clear()
+
+    def forget_covered(self) -> None:
+        """The state of every video a batch fit covers (`batch_videos`) leaves."""
+        for video_id in self.batch_videos & self.video_users.keys():
+            self.forget_video(video_id)
 
     def own(self, video_id: str, batch: bool) -> None:
         """Whether the vector now served for `video_id` came from a batch fit (True: its state leaves) or from
