@@ -157,3 +157,15 @@ def test_the_item_side_holds_only_the_videos_no_batch_fit_covers():
     assert restored.user_videos == {"u2": {"c"}} and set(restored.user_factors) == {"u2"}
     assert restored.take_touched() == {"u1", "u2"}  # u1's record is removed, u2's rewritten without "b"
     assert restored.user_state("u1") is None and restored.user_state("u2")[2] == {"c": 2.0}
+
+
+def test_an_item_refresh_solves_at_most_its_pairs_and_leaves_the_rest_touched():
+    """A restart re-solves every restored video: one refresh takes up to `item_solve_max_pairs` (video, user)
+    pairs, and the videos past them are solved at the next refreshes, none lost."""
+    items = ItemTrainer(RECS.model_copy(update={"item_solve_max_pairs": 3}))
+    for video in ("a", "b", "c"):
+        for user in ("u1", "u2"):
+            items.apply(ItemMessage(video, user, [0.1, 0.2, 0.3, 0.4], 2.0))
+    gram = np.eye(RECS.factors)
+    assert items.solve_dirty(gram)[0] == ["a", "b"] and items.dirty == {"c"}
+    assert items.solve_dirty(gram)[0] == ["c"] and not items.dirty

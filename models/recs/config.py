@@ -43,6 +43,9 @@ class RecsSettings(BaseModel):
     history_long_term_weight: float = Field(0.1, ge=0, le=1)
     history_session_gap_s: float = Field(1800.0, ge=0)
     item_refresh_interval_s: float = Field(2.0, gt=0)
+    # (video, user) pairs one item refresh solves at most; the other touched videos wait for the next ones. A
+    # restart re-solves every restored video: a million pairs in one refresh held the event loop ~3 s.
+    item_solve_max_pairs: int = Field(200_000, ge=1)
     # Per ALS recommendation, how many videos of the user's history that added most to its score are named
     # (`because`, models/recs/solve.py `contributions`); 0: none.
     explain_top: int = Field(3, ge=0)

@@ -180,12 +180,19 @@ class ItemTrainer:
     def solve_dirty(self, gram_users: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Re-solve every video touched since the last call (the cadence step) that the latest batch model does
         not have: (ids, vectors) for upsert_items and the item-vectors topic. Videos left with no user are skipped. One
-        stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles)."""
+        stacked solve for all of them (`solve_item` per video, ~100 us each, showed in profiles), up to
+        `item_solve_max_pairs` (video, user) pairs: the videos past it stay touched, for the next call."""
         dirty = sorted(self.dirty - self.batch_videos)
+        taken = pairs = 0
+        while taken < len(dirty) and pairs < self.settings.item_solve_max_pairs:
+            pairs += len(self.video_users.get(dirty[taken], ()))
+            taken += 1
+        dirty, later = dirty[:taken], dirty[taken:]
         users = (self.video_users.get(v, {}) for v in dirty)
         placed, factors, confidences, bounds = gather(users, self.user_factors.get)
         ids = [dirty[n] for n in placed]
         self.dirty.clear()
+        self.dirty.update(later)
         if not ids:
             return ids, np.zeros((0, self.settings.factors), np.float32)
         s = self.settings
