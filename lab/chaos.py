@@ -310,10 +310,20 @@ def refit_and_settle(stack: Any, settings: Settings, timeout_s: float) -> None:
     the workers settle on its vectors and Gram."""
     from lab.local import wait_for
 
+    from contracts.models import MODEL_KEY, parse_model_record
+    from lab.recs_replay import served_version
+
     trainer = stack.start_trainer()
     wait_for(lambda: high_watermarks(stack.bootstrap, settings.topics.models, 1)[0] > 0, timeout_s, "a refit",
              [trainer.log], trainer.proc)  # fmt: skip
     trainer.stop()
+    record = last_values(stack.bootstrap, settings.topics.models)[orjson.dumps(MODEL_KEY)]
+    version = parse_model_record(orjson.loads(record), settings.recs.factors).model_version
+    live = [w for w in stack.workers if w.proc.poll() is None]
+    # Every worker serves the fit and has served its users again with it (their factors feed user-gram).
+    wait_for(lambda: all(served_version(m) == version and m.get("reelstream_refresh_pending_users", 0) == 0
+                         for m in (w.metrics() for w in live)), timeout_s, "every worker serving the refit",
+             [w.log for w in live])  # fmt: skip
     _quiet(stack, settings, timeout_s)
 
 
@@ -332,23 +342,28 @@ def compare_runs(got: tuple[Derived, Derived], reference: tuple[Derived, Derived
     return {**after,
             "item_state_mismatches": before["item_state_mismatches"] + after["item_state_mismatches"],
             "item_state_examples": (before["item_state_examples"] + after["item_state_examples"])[:5],
+            "item_state_mismatches_before_refit": before["item_state_mismatches"],
             "item_state_pairs_before_refit": len(reference[0].items),
             "item_state_pairs_after_refit": len(reference[1].items),
             **{f"{k}_before_refit": before[k] for k in ("item_vectors_max_rel_diff", "gram_max_rel_diff")}}  # fmt: skip
 
 
 def _quiet(stack: Any, settings: Settings, timeout_s: float) -> None:
-    topic = settings.topics.item_vectors
+    """Until neither item-vectors nor the item-state changelog (what the item side journals, e.g. the state a
+    fit now covers leaving it) changes over two item refresh intervals."""
+    from streams.topics import ITEM_STATE_TABLE, changelog
+
+    topics = (settings.topics.item_vectors, changelog(settings, ITEM_STATE_TABLE))
     interval = settings.recs.item_refresh_interval_s
     last = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        now = high_watermarks(stack.bootstrap, topic, settings.partitions)
+        now = [high_watermarks(stack.bootstrap, topic, settings.partitions) for topic in topics]
         if now == last:
             return
         last = now
         time.sleep(2 * interval + 1)  # a tick's vectors, and the flush after them
-    raise TimeoutError(f"item vectors still changing after {timeout_s} s")
+    raise TimeoutError(f"item vectors or item state still changing after {timeout_s} s")
 
 
 def fault_free(records: list, settings: Settings, rate: float | None, timeout_s: float) -> tuple[Derived, Derived]:
