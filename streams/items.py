@@ -85,7 +85,8 @@ class ItemStateTable(OutputTable):
     and be rewritten at each of them; a user's holds their few videos of the partition. Whether a solve was
     owed is not stored: a restored partition re-solves its videos once (`ItemTrainer.restore`).
 
-    `on_revoked(kept)` is called at each rebalance with the partitions this worker still holds, and
+    `on_revoked(kept)` is called at each rebalance with the partitions this worker still owns (a partition it
+    now keeps a standby replica of is another worker's: its state is read back if it comes back), and
     `before_flush()` before each flush (the one before an offset commit): the item side writes then (and at
     each tick), once per user changed since, not once per micro-batch."""
 
@@ -106,7 +107,10 @@ class ItemStateTable(OutputTable):
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         if self.on_revoked is not None:
-            self.on_revoked({tp.partition for tp in assigned if tp.topic == self.changelog_topic_name})
+            active = self.active_partitions()
+            standby = {tp.partition for tp in assigned if tp.topic == self.changelog_topic_name} - active
+            log.info("item side: owns partitions %s, standby of %s", sorted(active), sorted(standby))
+            self.on_revoked(active)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
@@ -270,9 +274,13 @@ class ItemSide:
                     self.state.put(key, value, partition, orjson.dumps(value))
 
     def keep(self, partitions: set[int]) -> None:
-        """A rebalance: the state of partitions no longer held is the next owner's (it reads it back)."""
-        for partition in set(self.trainers) - partitions:
+        """A rebalance: the state of partitions no longer owned is the next owner's (it reads it back), and is
+        read back here from the local store if one comes back (`restore`), not kept: it may change meanwhile."""
+        dropped = sorted(set(self.trainers) - partitions)
+        for partition in dropped:
             del self.trainers[partition]
+        if dropped:
+            log.info("item side: partitions %s moved to another worker", dropped)
         self._unread &= partitions
 
     def restore(self, active: set[int]) -> None:

@@ -222,9 +222,13 @@ class OutputTable(faust.Table):
         if not self.persistent:
             return len(self.data)
         if self._count is None:  # counted once per assignment, then kept by put/remove
-            actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog_topic_name}
-            self._count = len(self.users_in(actives))
+            self._count = len(self.users_in(self.active_partitions()))
         return self._count
+
+    def active_partitions(self) -> set[int]:
+        """The changelog partitions this worker owns. Not the `assigned` Faust hands to `on_rebalance`: that
+        also holds the partitions it keeps a standby replica of, which another worker owns and writes."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog_topic_name}
 
     # --- writes -----------------------------------------------------------------------------------
     def put(self, key: str, value: Any, partition: int, payload: bytes | None = None) -> None:
@@ -321,7 +325,7 @@ class OutputTable(faust.Table):
         a partition next writes it, and this store catches up from the changelog if it comes back."""
         if self.persistent:
             assert self._pending is not None and self._cache is not None
-            kept = {tp.partition for tp in assigned if tp.topic == self.changelog_topic_name}
+            kept = self.active_partitions()
             for key in [k for k, w in self._pending.items() if w.partition not in kept]:
                 del self._pending[key]
             self._cache.clear()

@@ -207,6 +207,48 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     asyncio.run(recover())
 
 
+def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_back_when_it_returns(tmp_path):
+    """Faust's rebalance hands tables every changelog partition assigned, standby replicas included. A
+    partition that moved to another worker (this one keeps its standby) must leave the item side: kept, its
+    state went stale while the other worker wrote it, and was not read back when the partition returned
+    (the rebalance test's state left behind after a refit: users this worker never saw)."""
+    import numpy as np
+    import orjson
+    from faust.types import TP
+
+    from streams.items import encode_state, state_key
+    from streams.topics import ITEM_STATE_TABLE, changelog
+    from streams.transport.rocks_store import RocksPartitions
+
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path))
+    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
+    app.finalize()
+    table, side, f = app.tables[ITEM_STATE_TABLE], app.item_side, settings.recs.factors
+    topic = changelog(settings, ITEM_STATE_TABLE)
+    store = RocksPartitions(table.data)
+
+    def write(partition, offset, user, confidences):
+        value = orjson.dumps(encode_state(("", np.ones(f, np.float32), confidences)))
+        store.write(partition, [(orjson.dumps(state_key(partition, user)), value)], offset)
+
+    write(0, 0, "u1", {"a": 1.0})
+    write(1, 0, "u2", {"b": 2.0})
+    table.on_ready({0, 1})
+    assert {p: set(t.user_videos) for p, t in side.trainers.items()} == {0: {"u1"}, 1: {"u2"}}
+
+    # Partition 1 moves to another worker; this one keeps its changelog as a standby.
+    app.assignor.assigned_actives = lambda: {TP(topic, 0), TP(settings.topics.events, 0)}
+    asyncio.run(table.on_rebalance({TP(topic, 0), TP(topic, 1)}, set(), set()))
+    assert set(side.trainers) == {0}
+    write(1, 1, "u3", {"c": 1.5})  # the other owner's writes, as the standby replica stores them
+    write(1, 2, "u2", {"b": 3.0})
+
+    app.assignor.assigned_actives = lambda: {TP(topic, 0), TP(topic, 1)}
+    asyncio.run(table.on_rebalance({TP(topic, 0), TP(topic, 1)}, set(), set()))
+    table.on_ready({0, 1})  # it comes back: its state as the other owner left it
+    assert side.trainers[1].video_users == {"b": {"u2": 3.0}, "c": {"u3": 1.5}}
+
+
 def test_a_model_loaded_from_model_dir_is_a_batch_fit_the_item_side_leaves_alone(tmp_path):
     """The videos of a saved model (model_dir, at start or swapped in) are a batch fit's: the item side keeps
     no interactions of theirs and never re-solves them; an upload the model does not have is its own."""
