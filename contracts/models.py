@@ -108,6 +108,9 @@ class ModelRecord(NamedTuple):
 
     model_version: str
     gram: list[float]  # its users' X^T X, row-major, factors x factors
+    # (item-vectors partition, the offset just past the fit's last vector there); records written before
+    # this field have none: a worker serves the version once its replica has read that far.
+    vectors_end: tuple[tuple[int, int], ...] = ()
 
 
 def parse_model_record(value: Any, factors: int) -> ModelRecord:
@@ -119,4 +122,7 @@ def parse_model_record(value: Any, factors: int) -> ModelRecord:
         raise ValueError("model_version missing")
     if value.get("factors") != factors or not isinstance(gram, list) or len(gram) != factors * factors:
         raise ValueError(f"gram is not {factors}x{factors} (the configured factors)")
-    return ModelRecord(version, check_gram(gram, factors))
+    ends = value.get("item_vectors_end", {})
+    if not (isinstance(ends, dict) and all(k.isdigit() and type(o) is int and o >= 0 for k, o in ends.items())):
+        raise ValueError("item_vectors_end is not {partition: offset}")
+    return ModelRecord(version, check_gram(gram, factors), tuple(sorted((int(k), o) for k, o in ends.items())))

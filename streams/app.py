@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from contracts.events import InvalidMessage
 from contracts.models import (
     MODEL_KEY,
+    ModelRecord,
     check_gram,
     parse_item_vector,
     parse_model_record,
@@ -122,20 +124,31 @@ def _apply_vectors(recommender: Recommender, items: ItemSide):
     return apply
 
 
-def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_version: Any):
-    """`models` records: a new batch version is stamped on outputs and its users' Gram feeds the item side."""
+def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_version: Any,
+                  vectors_reached: Callable[[], dict[int, int]]):  # fmt: skip
+    """`models` records: a new batch version is stamped on outputs and its users' Gram feeds the item side.
+    A version waits until the item-vectors replica has read its fit's vectors (`vectors_end`): the version
+    record can be read first, and its users re-served then were solved against the previous vectors (the
+    rebalance test's user-gram sums after a refit, off by up to 111%). Returns (apply, vectors_applied)."""
+    waiting: list[ModelRecord] = []
 
     def apply(latest: dict[str, Any]) -> None:
         value = latest.get(MODEL_KEY)
         if value is None:
             return
-        record = parse_model_record(value, factors)  # checked before: the replica's validate
+        waiting[:] = [parse_model_record(value, factors)]  # checked before: the replica's validate
+        vectors_applied()
+
+    def vectors_applied() -> None:
+        if not waiting or any(vectors_reached().get(p, 0) < end for p, end in waiting[0].vectors_end):
+            return
+        record = waiting.pop()
         if record.model_version != recommender.model_version:
             recommender.use_model(record.model_version, np.asarray(record.gram, dtype=np.float64).reshape(factors, factors))
             items.new_model(record.model_version)
             on_version()
 
-    return apply
+    return apply, vectors_applied
 
 
 def _apply_grams(recommender: Recommender, factors: int):
@@ -299,8 +312,8 @@ def create_app(
     )
     item_side.new_model(recommender.model_version, recommender.saved_videos())
     factors, max_norm = settings.recs.factors, settings.recs.max_vector_norm
-    replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side),
-            _item_vector_check(factors, max_norm), "invalid_item_vector")  # fmt: skip
+    vectors = replica("item-vectors", t.item_vectors, _apply_vectors(recommender, item_side),
+                      _item_vector_check(factors, max_norm), "invalid_item_vector")  # fmt: skip
     replica("user-gram", t.user_gram, _apply_grams(recommender, factors), _gram_check(factors, settings.partitions),
             "invalid_gram")  # fmt: skip
     refreshing: list[asyncio.Task] = []
@@ -328,7 +341,8 @@ def create_app(
         step = settings.batch_size
         try:
             for start in range(0, len(owned), step):
-                fun(dict(owned[start : start + step]))
+                mine = users.active_partitions()  # a rebalance meanwhile: users of a partition gone are not ours
+                fun({u: p for u, p in owned[start : start + step] if p in mine})
                 pending(max(0, len(owned) - start - step))
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
@@ -348,9 +362,12 @@ def create_app(
 
     def restore_factors(active: set[int]) -> None:
         """Partitions new to this worker (a start, a rebalance): their users' factors are solved again from
-        the users table, so that the partial Grams it publishes cover them all (Recommender.restore_users)."""
+        the users table, so that the partial Grams it publishes cover them all (Recommender.restore_users).
+        Partitions it no longer owns are let go here too, in case no revocation told it (aiokafka revokes
+        nothing when a member rejoins without an assignment, e.g. after a failed SyncGroup)."""
+        if factor_partitions - active:
+            release(factor_partitions - active)
         new = active - factor_partitions
-        factor_partitions.intersection_update(active)
         factor_partitions.update(active)
         if new:
             task = asyncio.get_running_loop().create_task(each_user(new, steps.RESTORE_FACTORS, pipeline.restore))
@@ -359,8 +376,8 @@ def create_app(
     restoring: list[tuple[set[int], asyncio.Task]] = []  # partitions being restored, by task
     users.on_ready = restore_factors
 
-    replica("models", t.models, _apply_models(recommender, item_side, factors, on_version), _model_check(factors),
-            "invalid_model_record", partitions=1)  # fmt: skip
+    apply_models, vectors.on_reached = _apply_models(recommender, item_side, factors, on_version, lambda: vectors.reached)
+    replica("models", t.models, apply_models, _model_check(factors), "invalid_model_record", partitions=1)
 
     pipeline = Pipeline(settings, users, catalog, recommender, output.emit, bind=_bind)
     pipeline.review = desk = ReviewDesk(settings, reviews, output.emit, pipeline.dead_letter)
@@ -368,16 +385,18 @@ def create_app(
     metrics.set_build(recommender.model_version, scorer.model_version)
     LAG.watch(app)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        """Users of revoked events partitions are served elsewhere now: drop their factors and partials."""
-        lost = {tp.partition for tp in revoked if tp.topic == t.events}
+    def release(lost: set[int]) -> None:
+        """Users of these events partitions are served elsewhere now: drop their factors and partials."""
         for partitions, task in restoring:  # unfinished: their partitions are restored again if they stay
             if not task.done():
                 task.cancel()
                 factor_partitions.difference_update(partitions)
         recommender.drop_partitions(lost)
         factor_partitions.difference_update(lost)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        release({tp.partition for tp in revoked if tp.topic == t.events})
 
     @app.agent(events, name=steps.INTERACTIONS)
     async def interactions(stream: faust.StreamT) -> None:
@@ -428,7 +447,10 @@ def create_app(
         for video_id, vector in zip(ids, vectors):
             output.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps(vector_record(vector, version, batch=False)))
         metrics.OUTPUTS.labels("item_vectors").inc(len(ids))
+        mine = users.active_partitions()  # a partition's partial is its owner's to publish, no one else's
         for partition, partial in list(recommender.partials().items()):
+            if partition not in mine:
+                continue
             output.emit(t.user_gram, orjson.dumps(partition), orjson.dumps(partial.ravel().tolist()), None, partition)
 
     async def moderate(messages: list[Message]) -> None:

@@ -41,8 +41,19 @@ class TopicReplica(ValidatedChangelog, faust.GlobalTable):
     """
 
     on_batch: Callable[[dict[Any, Any]], None] | None = None
+    # Called after each hand-over, once `reached` (partition -> offset just past the last record handed to
+    # `on_batch`, or rejected) has moved: a `models` version waits for its fit's vectors this way.
+    on_reached: Callable[[], None] | None = None
     coalesce_s: float = 0.02
     _pending: dict[Any, Any] | None = None
+    _pending_ends: dict[int, int] | None = None
+    _reached: dict[int, int] | None = None
+
+    @property
+    def reached(self) -> dict[int, int]:
+        if self._reached is None:
+            self._reached = {}
+        return self._reached
 
     def _changelog_topic_name(self) -> str:
         """The topic given as `changelog_topic`: Faust's assignor asks a global table for its changelog by
@@ -52,29 +63,40 @@ class TopicReplica(ValidatedChangelog, faust.GlobalTable):
         return super()._changelog_topic_name()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        batch = list(batch)
+        ends: dict[int, int] = {}
+        for event in batch:
+            m = event.message
+            ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
         batch = self.valid_only(batch)
         super().apply_changelog_batch(batch)
         latest = latest_values(batch)
-        if self.on_batch is None or not latest:
-            return
         if self._pending is not None:
+            assert self._pending_ends is not None
             self._pending.update(latest)
+            for p, end in ends.items():
+                self._pending_ends[p] = max(self._pending_ends.get(p, 0), end)
             return
+        self._pending, self._pending_ends = latest, ends
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.on_batch(latest)
+            self._hand_over()
             return
-        self._pending = latest
         loop.call_later(self.coalesce_s, self._hand_over)
 
     def _hand_over(self) -> None:
         pending, self._pending = self._pending, None
+        ends, self._pending_ends = self._pending_ends or {}, None
         if pending and self.on_batch is not None:
             try:
                 self.on_batch(pending)
             except Exception:  # noqa: BLE001 - as Faust's recovery loop does: logged, the next records apply
                 log.exception("applying %d records of %s failed", len(pending), self.name)
+        for p, end in ends.items():
+            self.reached[p] = max(self.reached.get(p, 0), end)
+        if ends and self.on_reached is not None:
+            self.on_reached()
 
 
 class ItemStateTable(OutputTable):

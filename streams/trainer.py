@@ -8,6 +8,8 @@ evaluation runs). A fit is published without stopping anyone:
    its next micro-batch, and its item side stops re-solving those videos until the next fit
    (models/recs/item_side.py), so nothing in an older model's space overwrites them;
 2. then, once those are delivered, the version record on `models` (one partition, compacted): its version,
+   the offsets its vectors end at (a worker serves the version once its replica has read that far: the
+   version record may be read first, and users re-served then would be solved against the old vectors),
    which workers stamp on every output from then on, what it was fitted on, and its users' Gram X^T X, the
    item side's Gram for the new videos it solves in between. A user's factor is not shipped: a worker
    re-solves it from the user's full history against the new item vectors at their next event, which is the
@@ -102,9 +104,16 @@ class Trainer:
     def _publish(self, model: StreamingALS) -> None:
         t, version = self.s.topics, model.model_version
         published = 0
+        ends: dict[int, int] = {}  # per item-vectors partition, just past the last vector delivered
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+
         for video_id, vector in zip(model.item_ids, model.item_vectors()):
             if is_available(self.catalog.get(video_id)):
-                self.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps(vector_record(vector, version, batch=True)))
+                self.emit(t.item_vectors, orjson.dumps(video_id), orjson.dumps(vector_record(vector, version, batch=True)),
+                          on_delivery=delivered)  # fmt: skip
                 published += 1
         self.flush()
         mark = self.refitter.last
@@ -120,6 +129,7 @@ class Trainer:
             "fit_seconds": mark.seconds,
             "factors": self.s.recs.factors,
             "gram": gram(model.user_factors).ravel().tolist(),
+            "item_vectors_end": {str(p): end for p, end in sorted(ends.items())},
         }
         self.emit(t.models, orjson.dumps(MODEL_KEY), orjson.dumps(record), None, 0)
         self.flush()

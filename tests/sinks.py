@@ -21,7 +21,7 @@ class Sink:
         """A delivery report with the next offset of `topic`[`partition`]."""
         offset = self._next_offset.get((topic, partition), 0)
         self._next_offset[topic, partition] = offset + 1
-        on_delivery(None, _Delivered(topic, partition, offset))
+        on_delivery(None, Delivered(topic, partition, offset))
 
     async def flush(self) -> None:
         pass
@@ -30,7 +30,7 @@ class Sink:
         return [None if v is None else orjson.loads(v) for t, _, v in self.sent if t == topic]
 
 
-class _Delivered:
+class Delivered:
     """The part of a confluent_kafka.Message a delivery callback reads."""
 
     def __init__(self, topic: str, partition: int | None, offset: int) -> None:

@@ -16,6 +16,7 @@ from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer
 from models.recs.refit import Refitter
 from streams.settings import Settings
+from tests.sinks import Delivered
 
 RECS = RecsSettings(factors=4, iterations=5, refit_min_interactions=10, refit_growth=0.5, refit_interval_s=100.0)
 
@@ -59,14 +60,20 @@ class _Sink:
         self.sent: list[tuple] = []
         self.flushes = 0
         self.fail = False
+        self.unreported: list = []
 
-    def emit(self, topic, key, value, timestamp=None, partition=None) -> None:
+    def emit(self, topic, key, value, timestamp=None, partition=None, on_delivery=None) -> None:
         self.sent.append((topic, orjson.loads(key), orjson.loads(value)))
+        if on_delivery is not None:  # acknowledged at the flush, at offsets 10, 11, ... of partition 1
+            self.unreported.append(on_delivery)
 
     def flush(self) -> None:
         if self.fail:
             raise RuntimeError("broker down")
         self.flushes += 1
+        for n, report in enumerate(self.unreported):
+            report(None, Delivered("item-vectors", 1, 10 + n))
+        self.unreported = []
 
 
 def test_trainer_reads_the_changelogs_and_publishes_vectors_before_the_version():
@@ -92,6 +99,8 @@ def test_trainer_reads_the_changelogs_and_publishes_vectors_before_the_version()
     _, key, record = sink.sent[-1]
     assert key == MODEL_KEY and parse_model_record(record, RECS.factors).model_version == model.model_version
     assert record["interactions"] == 15 and record["users"] == 5 and record["videos"] == 2
+    # where its vectors end: the version is served once a worker has read that far (streams/app.py)
+    assert record["item_vectors_end"] == {"1": 12}
     assert not trainer.due()
 
     sink.fail = True  # publishing fails: nothing counts as published, the next loop fits again
@@ -107,7 +116,10 @@ def test_records_other_than_the_contract_are_rejected():
     assert parse_vector_record({"vec": [1.0]}) is None and parse_vector_record("x") is None
     good = {"schema_version": 1, "model_version": "als-1", "factors": 2, "gram": [1.0, 0.0, 0.0, 1.0]}
     assert parse_model_record(good, 2).gram == [1.0, 0.0, 0.0, 1.0]
-    for bad in ({**good, "factors": 3}, {**good, "gram": [1.0, math.nan, 0.0, 1.0]}, {**good, "model_version": ""},
+    assert parse_model_record({**good, "item_vectors_end": {"0": 7, "3": 0}}, 2).vectors_end == ((0, 7), (3, 0))
+    for bad in ({**good, "item_vectors_end": {"x": 1}}, {**good, "item_vectors_end": {"0": -1}},
+                {**good, "item_vectors_end": [[0, 1]]}, {**good, "item_vectors_end": {"0": 1.5}},
+                {**good, "factors": 3}, {**good, "gram": [1.0, math.nan, 0.0, 1.0]}, {**good, "model_version": ""},
                 {**good, "schema_version": 2}, {**good, "gram": [1.0]}, [1, 2]):  # fmt: skip
         with pytest.raises(ValueError):
             parse_model_record(bad, 2)
