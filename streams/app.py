@@ -363,8 +363,8 @@ def create_app(
     def restore_factors(active: set[int]) -> None:
         """Partitions new to this worker (a start, a rebalance): their users' factors are solved again from
         the users table, so that the partial Grams it publishes cover them all (Recommender.restore_users).
-        Partitions it no longer owns are let go here too, in case no revocation told it (aiokafka revokes
-        nothing when a member rejoins without an assignment, e.g. after a failed SyncGroup)."""
+        Partitions it no longer owns are let go here too: ownership is read from the assignment, not only from
+        the revocation signal (which on the embedded broker's failed SyncGroups is not known to be complete)."""
         if factor_partitions - active:
             release(factor_partitions - active)
         new = active - factor_partitions

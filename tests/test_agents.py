@@ -281,10 +281,9 @@ def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_bac
 
 
 def test_partitions_gone_without_a_revocation_are_let_go_at_the_next_assignment(app_and_sink):
-    """aiokafka revokes nothing when a member rejoins without an assignment (after a failed SyncGroup, which
-    the embedded broker answers when joins and leaves overlap). Factors and partial Grams of partitions
-    another worker now owns must still leave: kept, this worker published its stale partial of them at every
-    tick, over the owner's (the rebalance test's user-gram sum off by 111% after a refit)."""
+    """Ownership is read from the assignment at each recovery, not only from the revocation signal: factors
+    and partial Grams of partitions another worker now owns leave even if no revocation named them (kept,
+    this worker would publish its stale partial of them at every tick, over the owner's)."""
     import numpy as np
     from faust.types import TP
 
