@@ -137,3 +137,30 @@ def test_a_lost_offset_range_is_reported_once_whatever_order_its_parts_are_seen_
     assert gaps.claim("log", 0, 6, 8) == [(6, 8)]
     assert gaps.claim("log", 0, 2, 10) == [(4, 6), (8, 10)]
     assert gaps.claim("log", 1, 0, 2) == [(0, 2)]  # another partition
+
+
+def test_a_partition_awaiting_a_reset_has_no_position_instead_of_an_assertion():
+    """Faust's livelock check reads `position` of every assigned partition unguarded; while a watched
+    partition awaits its reset (records deleted unread) aiokafka's assertion crashed the worker."""
+    from aiokafka.consumer.fetcher import OffsetResetStrategy
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+    from faust.types import TP
+
+    from streams.transport.offset_gaps import _TrackedPartitionState
+
+    holes = []
+
+    async def main() -> None:  # aiokafka builds its futures on the running loop
+        state = _TrackedPartitionState(None, TP("events", 0), lambda *hole: holes.append(hole))
+        state.seek(5)
+        assert state.position == 5
+        state.await_reset(OffsetResetStrategy.EARLIEST)
+        assert state.position is None and not state.has_valid_position
+        state.reset_to(9)
+        assert state.position == 9 and holes == [("events", 0, 5, 9)]
+        plain = TopicPartitionState(None)
+        plain.await_reset(OffsetResetStrategy.EARLIEST)
+        with pytest.raises(AssertionError):  # aiokafka's own: why the override exists
+            plain.position  # noqa: B018
+
+    asyncio.run(main())

@@ -62,6 +62,9 @@ RELIES_ON = (
     ("aiokafka.consumer.subscription_state", "TopicPartitionState.reset_to"),
     ("aiokafka.consumer.subscription_state", "TopicPartitionState.seek"),
     ("aiokafka.consumer.subscription_state", "TopicPartitionState._position"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.position"),
+    ("aiokafka.consumer.subscription_state", "TopicPartitionState.has_valid_position"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.verify_event_path"),
     ("aiokafka.consumer.subscription_state", "TopicPartitionState._assignment"),
     ("aiokafka.consumer.fetcher", "OffsetResetStrategy.EARLIEST"),
     ("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request"),
@@ -97,6 +100,15 @@ class _TrackedPartitionState(aiokafka_subscriptions.TopicPartitionState):
     def seek(self, position: int) -> None:
         self._lost_from = None
         super().seek(position)
+
+    @property
+    def position(self) -> int | None:  # type: ignore[override]
+        """None while a reset is pending, where aiokafka's asserts. Faust's livelock check
+        (`AIOKafkaConsumerThread.verify_event_path`) reads it every few seconds without checking
+        `has_valid_position` (it handles None), and a restarted worker crashed on it exactly when records of
+        its own interactions-by-video had been deleted unread (`bench state`, 40k events after recovery: the
+        embedded broker's 5 MiB cap). aiokafka's own callers check `has_valid_position` first."""
+        return self._position
 
     def reset_to(self, position: int) -> None:
         lost_from, self._lost_from = self._lost_from, None
