@@ -428,7 +428,7 @@ def test_batch_fit_on_gpu_matches_cpu_quality() -> None:
 def test_an_explanation_names_the_history_videos_that_add_most_to_the_score() -> None:
     """The score of a recommended video splits exactly over the user's history (x = A^-1 sum c_j y_j):
     the shares add up to the served score, and `because` names the largest positive ones, largest first."""
-    from models.recs.solve import contributions
+    from tests.explain_checks import shares_of
 
     matrix = _random_matrix(seed=5)
     histories = {
@@ -439,7 +439,7 @@ def test_an_explanation_names_the_history_videos_that_add_most_to_the_score() ->
     [(_, items, because)] = als.serve_many([history], 5, explain=3)
     systems = als._solve_users([history], keep=True)[1]
     keys = [als.item_ids[r] for r in systems.rows]  # the history's known videos, in solve order
-    shares = contributions(systems.a[0], systems.weighted, als._items[[als._row[v] for v, _ in items]])
+    shares = shares_of(systems, 0, als._items[[als._row[v] for v, _ in items]])
     np.testing.assert_allclose(shares.sum(1), [s for _, s in items], rtol=1e-4, atol=1e-6)
     for (video, _), row, why in zip(items, shares, because):
         ranked = [keys[j] for j in np.argsort(-row) if row[j] > 0][:3]

@@ -10,7 +10,8 @@ from indexer.exact import ExactIndex
 from indexer.ivf import IvfIndex
 from models.recs.als import StreamingALS
 from models.recs.config import RecsSettings
-from models.recs.solve import contributions, low_rank_solve, padded, regularized, scale_confidence, solve_factor
+from models.recs.solve import low_rank_solve, padded, regularized, scale_confidence, solve_factor
+from tests.explain_checks import shares_of
 
 
 @pytest.mark.parametrize("offset", [1.0, 0.0])  # 0: |c| - 1 < 0 for small confidences (an indefinite update)
@@ -50,8 +51,7 @@ def test_light_and_heavy_users_in_one_batch_get_their_factors_and_explanations()
         scaled = scale_confidence(list(history.values()), settings.alpha, settings.confidence_offset)
         expected = solve_factor(als._items[rows], scaled, als.item_gram(), settings.regularization)
         np.testing.assert_allclose(factor, expected, rtol=1e-5, atol=1e-7)
-        shares = contributions(systems.a[n], systems.weighted[systems.bounds[n] : systems.bounds[n + 1]],
-                               als._items[[als._row[v] for v, _ in items]])  # fmt: skip
+        shares = shares_of(systems, n, als._items[[als._row[v] for v, _ in items]])
         np.testing.assert_allclose(shares.sum(1), [s for _, s in items], rtol=1e-4, atol=1e-6)
         for row, why in zip(shares, because):
             assert why == [list(history)[j] for j in np.argsort(-row) if row[j] > 0][:3]

@@ -58,7 +58,7 @@ class _Systems(NamedTuple):
     known videos' rows[bounds[i]:bounds[i+1]] and, aligned with them, `explained`: A^-1 v_j max(c_j, 0) (a
     score t.x splits into their dot products with t), except for the users solved directly (`direct`: i -> their
     A), whose rows are v_j max(c_j, 0) and whose targets still need A^-1. `v`, `scaled` and `base` are the
-    solve's inputs, from which `a` and `weighted` give every user's system for checks (solve.contributions)."""
+    solve's inputs (tests/explain_checks.py rebuilds every user's system from them)."""
 
     explained: np.ndarray
     direct: dict[int, np.ndarray]
@@ -68,16 +68,6 @@ class _Systems(NamedTuple):
     v: np.ndarray
     scaled: np.ndarray
     base: np.ndarray
-
-    @property
-    def a(self) -> np.ndarray:
-        """Every placed user's system A (n, f, f)."""
-        return stacked_systems(self.v, self.scaled, self.bounds, self.base)[0]
-
-    @property
-    def weighted(self) -> np.ndarray:
-        """v_j max(c_j, 0) per known video: what each adds to the right-hand side."""
-        return (self.v * np.maximum(self.scaled, 0.0)[:, None]).astype(np.float32)
 
 
 def placed_by(factor: np.ndarray | None) -> bool:
