@@ -128,8 +128,8 @@ def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_ve
                   vectors_reached: Callable[[], dict[int, int]]):  # fmt: skip
     """`models` records: a new batch version is stamped on outputs and its users' Gram feeds the item side.
     A version waits until the item-vectors replica has read its fit's vectors (`vectors_end`): the version
-    record can be read first, and its users re-served then were solved against the previous vectors (the
-    rebalance test's user-gram sums after a refit, off by up to 111%). Returns (apply, vectors_applied)."""
+    record can be read first (another partition, another fetch, the replicas' coalescing), and its users
+    re-served then would be solved against the previous vectors. Returns (apply, vectors_applied)."""
     waiting: list[ModelRecord] = []
 
     def apply(latest: dict[str, Any]) -> None:
@@ -138,6 +138,9 @@ def _apply_models(recommender: Recommender, items: ItemSide, factors: int, on_ve
             return
         waiting[:] = [parse_model_record(value, factors)]  # checked before: the replica's validate
         vectors_applied()
+        if waiting:
+            log.info("version %s waits for its vectors %s (read: %s)", waiting[0].model_version,
+                     dict(waiting[0].vectors_end), vectors_reached())  # fmt: skip
 
     def vectors_applied() -> None:
         if not waiting or any(vectors_reached().get(p, 0) < end for p, end in waiting[0].vectors_end):
