@@ -243,7 +243,6 @@ def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_bac
     partition that moved to another worker (this one keeps its standby) must leave the item side: kept, its
     state went stale while the other worker wrote it, and was not read back when the partition returned
     (the rebalance test's state left behind after a refit: users this worker never saw)."""
-    import numpy as np
     import orjson
     from faust.types import TP
 
@@ -284,7 +283,6 @@ def test_partitions_gone_without_a_revocation_are_let_go_at_the_next_assignment(
     """Ownership is read from the assignment at each recovery, not only from the revocation signal: factors
     and partial Grams of partitions another worker now owns leave even if no revocation named them (kept,
     this worker would publish its stale partial of them at every tick, over the owner's)."""
-    import numpy as np
     from faust.types import TP
 
     from streams.topics import USERS_TABLE, changelog
