@@ -368,8 +368,9 @@ def create_app(
         the users table, so that the partial Grams it publishes cover them all (Recommender.restore_users).
         Partitions it no longer owns are let go here too: ownership is read from the assignment, not only from
         the revocation signal (which on the embedded broker's failed SyncGroups is not known to be complete)."""
-        if factor_partitions - active:
-            release(factor_partitions - active)
+        gone = factor_partitions - active
+        if gone:
+            release(gone)
         new = active - factor_partitions
         factor_partitions.update(active)
         if new:

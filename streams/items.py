@@ -64,7 +64,8 @@ class TopicReplica(ValidatedChangelog, faust.GlobalTable):
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         batch = list(batch)
-        ends: dict[int, int] = {}
+        # The ends still to hand over grow in place; a first batch starts them (set with `_pending`, below).
+        ends = self._pending_ends if self._pending_ends is not None else {}
         for event in batch:
             m = event.message
             ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
@@ -72,10 +73,7 @@ class TopicReplica(ValidatedChangelog, faust.GlobalTable):
         super().apply_changelog_batch(batch)
         latest = latest_values(batch)
         if self._pending is not None:
-            assert self._pending_ends is not None
             self._pending.update(latest)
-            for p, end in ends.items():
-                self._pending_ends[p] = max(self._pending_ends.get(p, 0), end)
             return
         self._pending, self._pending_ends = latest, ends
         try:

@@ -238,7 +238,7 @@ def test_the_item_side_is_read_back_by_value_from_its_changelog(tmp_path):
     asyncio.run(recover())
 
 
-def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_back_when_it_returns(tmp_path):
+def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_back_when_it_returns(app_and_sink):
     """Faust's rebalance hands tables every changelog partition assigned, standby replicas included. A
     partition that moved to another worker (this one keeps its standby) must leave the item side: kept, its
     state went stale while the other worker wrote it, and was not read back when the partition returned
@@ -250,9 +250,7 @@ def test_a_partition_kept_only_as_a_standby_leaves_the_item_side_and_is_read_bac
     from streams.topics import ITEM_STATE_TABLE, changelog
     from streams.transport.rocks_store import RocksPartitions
 
-    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path))
-    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-    app.finalize()
+    app, settings = app_and_sink[0], Settings()
     table, side, f = app.tables[ITEM_STATE_TABLE], app.item_side, settings.recs.factors
     topic = changelog(settings, ITEM_STATE_TABLE)
     store = RocksPartitions(table.data)
