@@ -220,12 +220,14 @@ class Derived:
     (video, user) -> confidence (the item-state changelog), the latest vector per video (item-vectors) and
     the Gram of all users the item solves use (a refit's, from `models`; before one, the sum of user-gram's
     partials), and that sum itself (`served_gram`: the factors the workers hold for the users they serve,
-    summed; after a refit, every user re-served from their history against the fit's vectors)."""
+    summed; after a refit, every user re-served from their history against the fit's vectors), with its
+    parts per `events` partition (`partials`: which partition differs, when the sums do)."""
 
     items: dict[tuple[str, str], float]
     vectors: dict[str, Any]
     gram: Any
     served_gram: Any
+    partials: dict[int, Any]
 
 
 def derived_state(bootstrap: str, settings: Settings) -> Derived:
@@ -246,14 +248,14 @@ def derived_state(bootstrap: str, settings: Settings) -> Derived:
         if parsed is not None:
             vectors[orjson.loads(key)] = np.asarray(parsed[0], dtype=np.float64)
     f = settings.recs.factors
-    partials = [np.asarray(orjson.loads(v), dtype=np.float64).reshape(f, f)
-                for v in last_values(bootstrap, settings.topics.user_gram).values() if v is not None]  # fmt: skip
-    served = sum(partials) if partials else np.zeros((f, f))
+    partials = {int(orjson.loads(k)): np.asarray(orjson.loads(v), dtype=np.float64).reshape(f, f)
+                for k, v in last_values(bootstrap, settings.topics.user_gram).items() if v is not None}  # fmt: skip
+    served = sum(partials.values()) if partials else np.zeros((f, f))
     published = last_values(bootstrap, settings.topics.models).get(orjson.dumps(MODEL_KEY))
+    gram = served
     if published is not None:  # a refit's: the Gram every item solve uses from then on
         gram = np.asarray(parse_model_record(orjson.loads(published), f).gram, dtype=np.float64).reshape(f, f)
-        return Derived(items, vectors, gram, served)
-    return Derived(items, vectors, served, served)
+    return Derived(items, vectors, gram, served, partials)
 
 
 # After the refit, vectors and Gram are a deterministic function of the users table (refit_and_settle), which
@@ -274,7 +276,8 @@ def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
     (exact: the item side's state is a function of the inputs, models/recs/confidence.py `video_confidences`);
     `item_vectors_max_rel_diff`: the largest |a - b| / |b| over videos with a vector in both runs
     (`item_vectors_only_in_one_run` counts the others); `gram_max_rel_diff`: |A - B| / |B| (Frobenius), and
-    `served_gram_max_rel_diff` the same of `served_gram`."""
+    `served_gram_max_rel_diff` the same of `served_gram` (`served_gram_partitions_differing`: the `events`
+    partitions whose parts differ by more than REFIT_TOLERANCE of that norm, or are in one run only)."""
     import numpy as np
 
     pairs = got.items.keys() | reference.items.keys()
@@ -291,6 +294,10 @@ def compare_derived(got: Derived, reference: Derived) -> dict[str, Any]:
         "item_vectors_only_in_one_run": len(got.vectors.keys() ^ reference.vectors.keys()),
         "gram_max_rel_diff": round(float(np.linalg.norm(got.gram - reference.gram)) / gram_norm, 6),
         "served_gram_max_rel_diff": round(float(np.linalg.norm(got.served_gram - reference.served_gram)) / served_norm, 6),
+        "served_gram_partitions_differing": sorted(
+            p for p in got.partials.keys() | reference.partials.keys()
+            if p not in got.partials or p not in reference.partials
+            or np.linalg.norm(got.partials[p] - reference.partials[p]) > REFIT_TOLERANCE * served_norm),
     }
 
 

@@ -164,3 +164,31 @@ def test_a_partition_awaiting_a_reset_has_no_position_instead_of_an_assertion():
             plain.position  # noqa: B018
 
     asyncio.run(main())
+
+
+def test_a_failed_rejoin_pushed_to_a_waiting_fetch_is_no_error_while_the_group_routine_runs():
+    """aiokafka pushes an unexpected SyncGroup answer to every fetch waiting for the assignment
+    (`abort_waiters`); Faust's fetch raised it and the worker crashed. It is a failed rejoin the routine
+    recovers from only while that routine runs, and only as the plain KafkaError aiokafka wraps it in."""
+    from aiokafka import errors
+    from aiokafka.consumer.subscription_state import SubscriptionState
+
+    from streams.transport.group_join import rejoin_failure
+
+    async def main() -> None:
+        subscription = SubscriptionState()
+        subscription.register_fetch_waiters(set())  # the fetcher's, registered when it starts
+        waiter = subscription.wait_for_assignment()
+        subscription.abort_waiters(errors.KafkaError("InvalidRequestError()"))  # what _push_error_to_user does
+        with pytest.raises(errors.KafkaError) as raised:
+            await waiter
+        routine = asyncio.get_running_loop().create_future()
+        coordinator = type("Coordinator", (), {"_coordination_task": routine})()
+        assert rejoin_failure(raised.value, coordinator)
+        assert not rejoin_failure(errors.GroupAuthorizationFailedError("g"), coordinator)  # not one to wait out
+        assert not rejoin_failure(errors.OffsetOutOfRangeError(), coordinator)
+        assert not rejoin_failure(raised.value, None)
+        routine.set_result(None)  # the routine ended: its error is Faust's to see
+        assert not rejoin_failure(raised.value, coordinator)
+
+    asyncio.run(main())

@@ -11,13 +11,21 @@ nothing here is mock-specific). `_guard_group_join` makes the leader wait for th
 subscribed topic before assigning, and `_watch_coordinator` consumes (and logs) any error aiokafka parks
 that way, so the group is rejoined instead of stalling.
 
+A rejoin whose SyncGroup fails with an unexpected answer (the embedded broker answers INVALID_REQUEST when
+joins and leaves overlap) is also pushed to every fetch waiting for the new assignment
+(`SubscriptionState.abort_waiters`): Faust's fetch raised it and the worker crashed (seen under CPU load in
+the rebalance test, about 1 run in 3 with a busy core). `GroupJoinThread._fetch_records` returns no records
+instead while the coordination routine is alive (it rejoins once `_watch_coordinator` consumed the error);
+errors of a dead routine, and the specific ones (authorization, offsets), still reach Faust.
+
 Upstream: aiokafka 0.14.0 aiokafka/consumer/group_coordinator.py `GroupCoordinator._perform_assignment`
 (wrapped per coordinator instance), `GroupCoordinator._client` (`force_metadata_update`, `cluster`
 `ClusterMetadata.partitions_for_topic`), `GroupCoordinator._pending_exception`, `_coordination_task`,
-`_performed_join_prepare`, `check_errors`; aiokafka/coordinator/protocol.py `ConsumerProtocol.METADATA`
+`_performed_join_prepare`, `check_errors`, `_push_error_to_user` (a plain `KafkaError` for an unexpected
+JoinGroup/SyncGroup answer); aiokafka/consumer/subscription_state.py `SubscriptionState.abort_waiters`; aiokafka/coordinator/protocol.py `ConsumerProtocol.METADATA`
 (decodes the JoinGroup members' subscriptions); aiokafka/consumer/consumer.py `AIOKafkaConsumer._coordinator`,
 `_closed`, `assignment`. faust-streaming 0.15.3 faust/transport/drivers/aiokafka.py
-`AIOKafkaConsumerThread.on_start` (extended: after the consumer started) and `on_thread_stop`.
+`AIOKafkaConsumerThread.on_start` (extended: after the consumer started), `on_thread_stop` and `_fetch_records`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import logging
 import time
 from typing import Any
 
+from aiokafka import errors as kafka_errors
 from aiokafka.coordinator.protocol import ConsumerProtocol
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -45,6 +54,9 @@ RELIES_ON = (
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator._coordination_task"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator._performed_join_prepare"),
     ("aiokafka.consumer.group_coordinator", "GroupCoordinator.check_errors"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator._push_error_to_user"),
+    ("aiokafka.consumer.subscription_state", "SubscriptionState.abort_waiters"),
+    ("aiokafka.errors", "KafkaError"),
     ("aiokafka.coordinator.protocol", "ConsumerProtocol.METADATA"),
     ("aiokafka.coordinator.protocol", "ConsumerProtocolMemberMetadata.decode"),
     ("aiokafka.client", "AIOKafkaClient.force_metadata_update"),
@@ -55,6 +67,7 @@ RELIES_ON = (
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer.assignment"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.on_start"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.on_thread_stop"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._fetch_records"),
 )
 
 
@@ -115,6 +128,13 @@ async def _watch_coordinator(consumer: Any, interval_s: float = 1.0) -> None:
             log.error("consumer group coordination failed: %r; rejoining the group", exc)
 
 
+def rejoin_failure(exc: BaseException, coordinator: Any) -> bool:
+    """Whether a fetch's error is a failed rejoin the coordination routine recovers from: the plain
+    `KafkaError` aiokafka wraps an unexpected JoinGroup/SyncGroup answer in, while the routine still runs."""
+    return (type(exc) is kafka_errors.KafkaError and coordinator is not None
+            and not coordinator._coordination_task.done())  # fmt: skip
+
+
 class GroupJoinThread(faust_aiokafka.AIOKafkaConsumerThread):
     _watch_task: asyncio.Task | None = None
 
@@ -124,6 +144,16 @@ class GroupJoinThread(faust_aiokafka.AIOKafkaConsumerThread):
         if self._consumer._coordinator is not None:
             _guard_group_join(self._consumer._coordinator, TOPIC_METADATA_WAIT_S)
             self._watch_task = asyncio.ensure_future(_watch_coordinator(self._consumer))
+
+    async def _fetch_records(self, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        """Faust's fetch, through a failed rejoin (see the module docstring): no records this time."""
+        try:
+            return await super()._fetch_records(consumer, *args, **kwargs)
+        except kafka_errors.KafkaError as exc:
+            if not rejoin_failure(exc, consumer._coordinator):
+                raise
+            log.warning("a group rejoin failed while fetching waited for it (%r): waiting for the next one", exc)
+            return {}
 
     async def on_thread_stop(self) -> None:
         if self._watch_task is not None:
