@@ -46,6 +46,11 @@ FLAG_CATEGORIES = Counter(
     "reelstream_moderation_categories_total", "Categories named as a reason of a review or block flag, by category.",
     ["category"], registry=REGISTRY,
 )
+DISCARDED = Counter(
+    "reelstream_results_discarded_total",
+    "Results computed for events whose rebalance began meanwhile, not applied (the owner computes them again), by step.",
+    ["step"], registry=REGISTRY,
+)
 COMMENTS_ERASED = Counter(
     "reelstream_comments_erased_total", "Comments not scored because their user was erased first.", registry=REGISTRY
 )

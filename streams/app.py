@@ -36,7 +36,7 @@ from models.text.base import CommentScorer
 from monitoring import metrics
 from monitoring.consumer import LAG
 from streams import steps, transport
-from streams.batching import micro_batches
+from streams.batching import micro_batches, still_current
 from streams.items import ItemSide, ItemStateTable, TopicReplica
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
@@ -468,7 +468,11 @@ def create_app(
         current = comment_models[0]  # its version stamps the flags it scored
         with metrics.INFERENCE.labels("comments").time():
             results = await asyncio.get_running_loop().run_in_executor(executor, current.score, texts, langs)
-        pipeline.apply_comment_scores(pending, results, current.model_version)
+        kept = [n for n, (msg, _) in enumerate(pending) if msg.handle is None or still_current(app, msg.handle)]
+        if len(kept) < len(pending):  # a rebalance began while the model ran: the partitions' owner scores again
+            log.info("%d comment scores discarded: a rebalance began while they were computed", len(pending) - len(kept))
+            metrics.DISCARDED.labels(steps.MODERATION).inc(len(pending) - len(kept))
+        pipeline.apply_comment_scores([pending[n] for n in kept], [results[n] for n in kept], current.model_version)
 
     @app.agent(comments, name=steps.MODERATION)
     async def moderation(stream: faust.StreamT) -> None:

@@ -17,6 +17,9 @@ wait, full batches under load. It keeps what Faust's stream iterator guarantees:
   are not handed out, only acked with their batch, as Faust's iterator skips them;
 - errors thrown into the channel are raised, except StopAsyncIteration (how Faust stops an actor), which
   ends the batches;
+- a caller that awaits before applying a batch (the moderation agent scores on another thread) asks
+  `still_current` first: a rebalance may have begun meanwhile, and what it would write then is the old
+  owner's, racing the new one's (see there);
 - the stream's processors run once per event, when its batch is handed out (a processor that raises
   `faust.exceptions.Skip` drops the event, acked); their return values are not used: agents here take
   events, not values. `agent.test_context()` observes agents through such a processor.
@@ -78,3 +81,13 @@ async def micro_batches(stream: Any, max_events: int, within_s: float) -> AsyncI
             yield live
         for event in batch:
             await stream.ack(event)
+
+
+def still_current(app: Any, event: Any) -> bool:
+    """Whether `micro_batches` would still hand this event out: flow not suspended (a rebalance under way) and
+    the consumer generation it was fetched in. A result computed across an await for an event no longer
+    current is discarded like Faust's own old-generation events (acked with its batch, not applied): its
+    partition's owner, this worker or another, reads it again from the committed offset. Applied, it was a
+    write by the old owner: table rows and item-side messages the new owner, which had already read the
+    changelog, never saw (seen as a comment's sentiment missing from the new owner's state)."""
+    return bool(app.flow_control.is_active()) and event.message.generation_id == app.consumer_generation_id

@@ -329,3 +329,50 @@ def test_a_model_loaded_from_model_dir_is_a_batch_fit_the_item_side_leaves_alone
     assert side.trainers[0].video_users == {new: {"u1": 1.0}}
     ids, _ = side.tick()
     assert ids == [new]
+
+
+@pytest.mark.parametrize("rebalance", ["generation", "suspended"])
+def test_comment_scores_are_not_applied_once_a_rebalance_began_while_the_model_ran(tmp_path, rebalance):
+    """What the old owner would write after a rebalance began (the new owner already read the changelog) is
+    discarded, like Faust's own old-generation events: no flag, no sentiment row, no item message; the
+    partition's owner scores the comment again from the committed offset. Without the rebalance, applied."""
+    from monitoring import metrics
+
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path))
+    sink, scorer = Sink(), load_comment_models(settings.moderation)
+    app = create_app(settings, load_recommender(settings.recs, settings.index), scorer, output=sink)
+    app.finalize()
+    score, bumped = scorer.score, []
+
+    def score_then_rebalance(texts, langs):  # on the inference thread, as a rebalance would come
+        out = score(texts, langs)
+        if not bumped:
+            bumped.append(True)
+            if rebalance == "generation":
+                app.consumer_generation_id += 1
+            else:
+                app.flow_control.suspend()
+        return out
+
+    scorer.score = score_then_rebalance
+    comment = _event("c1", "u1", "v1", "comment", text="what a lovely video", lang="en")
+    discarded = metrics.REGISTRY.get_sample_value("reelstream_results_discarded_total", {"step": "moderation"}) or 0.0
+
+    async def run():
+        async with app.agents["interactions"].test_context() as agent:
+            await agent.put(key=b"u1", value=comment)
+            await asyncio.sleep(0.3)
+        sink.sent.clear()
+        async with app.agents["moderation"].test_context() as agent:
+            await agent.put(key=b"u1", value=comment)  # scored, then discarded
+            await asyncio.sleep(0.5)
+            app.flow_control.resume()
+            await agent.put(key=b"u1", value=comment)  # the redelivery, in the new generation: applied
+            await asyncio.sleep(0.5)
+
+    asyncio.run(run())
+    after = metrics.REGISTRY.get_sample_value("reelstream_results_discarded_total", {"step": "moderation"})
+    assert after == discarded + 1
+    flags = [f for f in sink.values("moderation-flags") if f]
+    assert [f["event_id"] for f in flags] == ["c1"]  # once: the redelivery's
+    assert app.pipeline.users.get("u1")["events"][0][5] is not None  # its sentiment, from the redelivery
