@@ -99,13 +99,15 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         create: Annotated[bool, typer.Option(help="Create missing topics on the configured (real) Kafka.")] = False,
         replication: Annotated[int, typer.Option(help="Replication factor for --create.")] = 1,
     ) -> None:
-        """List every topic the app needs (name, partitions, cleanup policy); --create makes them."""
-        from streams.topics import all_topics, topic_config
+        """List every topic the app needs (name, partitions, cleanup policy, how an erased user's data leaves
+        it); --create makes them."""
+        from streams.topics import all_topics, erasure_summary, topic_config
 
         settings = get_settings()
         wanted = all_topics(settings)
         for name, parts in wanted.items():
-            typer.echo(f"{name}\t{parts}\t{topic_config(settings, name).get('cleanup.policy', 'delete')}")
+            policy = topic_config(settings, name).get("cleanup.policy", "delete")
+            typer.echo(f"{name}\t{parts}\t{policy}\t{erasure_summary(settings, name)}")
         if not create:
             return
         from confluent_kafka import KafkaError, KafkaException

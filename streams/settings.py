@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     # Video events are few; one partition lets every worker replicate the catalog (a Faust GlobalTable).
     videos_partitions: int = Field(1, ge=1, le=1)
     topics: TopicSettings = TopicSettings()
+    # How long topics that hold user data without a per-user key (interactions-by-video, comments,
+    # moderation-flags, review-decisions, appeal-outcomes, the DLQ) keep it on real Kafka
+    # (`reelstream topics --create`): an erased user's records there are gone by then (streams/topics.py
+    # `erasure_contract`; README "User data and erasure").
+    user_data_retention_s: int = Field(30 * 86400, ge=3600)
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
