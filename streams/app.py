@@ -344,7 +344,11 @@ def create_app(
         step = settings.batch_size
         try:
             for start in range(0, len(owned), step):
-                mine = users.active_partitions()  # a rebalance meanwhile: users of a partition gone are not ours
+                # A rebalance under way (flow suspended): wait for its assignment, then go on only with users
+                # of partitions still ours; what this worker computed for the others would be the old
+                # owner's outputs (as streams/batching.py `still_current`).
+                await app.flow_control.acquire()
+                mine = users.active_partitions()
                 fun({u: p for u, p in owned[start : start + step] if p in mine})
                 pending(max(0, len(owned) - start - step))
                 await asyncio.sleep(0)

@@ -376,3 +376,32 @@ def test_comment_scores_are_not_applied_once_a_rebalance_began_while_the_model_r
     flags = [f for f in sink.values("moderation-flags") if f]
     assert [f["event_id"] for f in flags] == ["c1"]  # once: the redelivery's
     assert app.pipeline.users.get("u1")["events"][0][5] is not None  # its sentiment, from the redelivery
+
+
+def test_a_restore_waits_out_a_rebalance_and_keeps_only_partitions_still_owned(app_and_sink):
+    """Restores and refreshes run in micro-batches across awaits: during a rebalance (flow suspended) they
+    wait for its assignment, then go on only with users of partitions still this worker's."""
+    from faust.types import TP
+
+    from contracts.history import HistoryRow
+    from streams.topics import USERS_TABLE, changelog
+
+    app, _ = app_and_sink
+    settings = Settings()
+    users, rec = app.tables[USERS_TABLE], app.pipeline.recommender
+    topic = changelog(settings, USERS_TABLE)
+    for p in range(4):
+        users.put(f"u{p}", {"events": [HistoryRow(f"e{p}", "v1", "like", 1.0).stored()]}, p)
+
+    async def run():
+        app.flow_control.suspend()  # a rebalance began
+        app.assignor.assigned_actives = lambda: {TP(topic, p) for p in range(4)}
+        users.on_ready({0, 1, 2, 3})
+        await asyncio.sleep(0.1)
+        assert rec.user_factors == {}  # waiting for the rebalance's assignment
+        app.assignor.assigned_actives = lambda: {TP(topic, p) for p in (0, 1)}
+        app.flow_control.resume()
+        await asyncio.sleep(0.1)
+
+    asyncio.run(run())
+    assert set(rec.user_factors) == {"u0", "u1"}
