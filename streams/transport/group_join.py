@@ -11,21 +11,23 @@ nothing here is mock-specific). `_guard_group_join` makes the leader wait for th
 subscribed topic before assigning, and `_watch_coordinator` consumes (and logs) any error aiokafka parks
 that way, so the group is rejoined instead of stalling.
 
-A rejoin whose SyncGroup fails with an unexpected answer (the embedded broker answers INVALID_REQUEST when
-joins and leaves overlap) is also pushed to every fetch waiting for the new assignment
-(`SubscriptionState.abort_waiters`): Faust's fetch raised it and the worker crashed (seen under CPU load in
-the rebalance test, about 1 run in 3 with a busy core). `GroupJoinThread._fetch_records` returns no records
-instead while the coordination routine is alive (it rejoins once `_watch_coordinator` consumed the error);
-errors of a dead routine, and the specific ones (authorization, offsets), still reach Faust.
+A rejoin whose SyncGroup fails with an unexpected answer is also pushed to every fetch waiting for the new
+assignment (`SubscriptionState.abort_waiters`): Faust's fetch raised it and the worker crashed (2 of 6
+rebalance-test runs with a busy core). The embedded broker answers INVALID_REQUEST to a follower's
+SyncGroup that comes after the leader's (the leader's completes the sync at once; librdkafka
+rdkafka_mock_cgrp.c), so a follower slowed by load meets it. `GroupJoinThread._fetch_records` returns no
+records instead while the coordination routine is alive (it rejoins once `_watch_coordinator` consumed the
+error); errors of a dead routine, and the specific ones (authorization, offsets), still reach Faust.
 
 Upstream: aiokafka 0.14.0 aiokafka/consumer/group_coordinator.py `GroupCoordinator._perform_assignment`
 (wrapped per coordinator instance), `GroupCoordinator._client` (`force_metadata_update`, `cluster`
 `ClusterMetadata.partitions_for_topic`), `GroupCoordinator._pending_exception`, `_coordination_task`,
 `_performed_join_prepare`, `check_errors`, `_push_error_to_user` (a plain `KafkaError` for an unexpected
-JoinGroup/SyncGroup answer); aiokafka/consumer/subscription_state.py `SubscriptionState.abort_waiters`; aiokafka/coordinator/protocol.py `ConsumerProtocol.METADATA`
-(decodes the JoinGroup members' subscriptions); aiokafka/consumer/consumer.py `AIOKafkaConsumer._coordinator`,
-`_closed`, `assignment`. faust-streaming 0.15.3 faust/transport/drivers/aiokafka.py
-`AIOKafkaConsumerThread.on_start` (extended: after the consumer started), `on_thread_stop` and `_fetch_records`.
+JoinGroup/SyncGroup answer); aiokafka/consumer/subscription_state.py `SubscriptionState.abort_waiters`;
+aiokafka/coordinator/protocol.py `ConsumerProtocol.METADATA` (decodes the JoinGroup members'
+subscriptions); aiokafka/consumer/consumer.py `AIOKafkaConsumer._coordinator`, `_closed`, `assignment`.
+faust-streaming 0.15.3 faust/transport/drivers/aiokafka.py `AIOKafkaConsumerThread.on_start` (extended:
+after the consumer started), `on_thread_stop` and `_fetch_records`.
 """
 
 from __future__ import annotations
