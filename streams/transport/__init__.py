@@ -47,8 +47,7 @@ SCHEME = "reelstream"
 class ConsumerThread(GroupJoinThread, OutageStartThread, OffsetGapsThread, FetchWaitThread):
     """on_start: OutageStartThread's (Faust's, with the start retried) creates the consumer through
     OffsetGapsThread's and FetchWaitThread's `_create_worker_consumer`, then GroupJoinThread guards its
-    group join; on_thread_stop: GroupJoinThread's watch stopped, then Faust's; `_fetch_records`: Faust's,
-    through a failed rejoin (GroupJoinThread)."""
+    group join and its assignment waits; on_thread_stop: GroupJoinThread's watch stopped, then Faust's."""
 
 
 class Consumer(HandoffConsumer):
