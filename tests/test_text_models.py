@@ -313,3 +313,20 @@ def test_newer_weights_saved_where_the_model_was_loaded_from_are_picked_up_once(
     assert second.newer() is None
     assert [s.scores for s in second.score(["you are an idiot"])] == [s.scores for s in first.score(["you are an idiot"])]
     assert shipped.variant(torch.device("cpu"), 2).newer() is None  # built in memory: nowhere to look
+
+
+def test_the_actions_report_gives_blocked_and_review_shares_and_block_precision_per_dataset() -> None:
+    from models.text.data import Example
+    from models.text.evaluation import actions_report
+
+    everything = {c: Thresholds(review=0.0, block=0.0) for c in CATEGORIES}  # block every text
+    models = load_comment_models(ModerationSettings(device="cpu", thresholds=everything))
+    rows = [Example("olid_offensive", t, "en", {"offensive": y}) for t, y in
+            (("you are a fucking idiot", 1), ("what a lovely video", 0), ("shut up you moron", 1), ("nice", 0))]
+    rows += [Example("sst2", "a fine film", "en", {"sentiment": 2})]
+    report = actions_report(models, rows)
+    assert report["olid_offensive"] == {"n": 4, "blocked": 1.0, "review": 0.0, "block_precision": 0.5, "offensive_blocked": 1.0}
+    assert report["sst2"] == {"n": 1, "blocked": 1.0, "review": 0.0}  # no offensive labels: no precision
+    never = {c: Thresholds(review=1.0, block=1.0) for c in CATEGORIES}
+    quiet = actions_report(load_comment_models(ModerationSettings(device="cpu", thresholds=never)), rows)
+    assert quiet["olid_offensive"]["blocked"] == 0.0 and quiet["olid_offensive"]["block_precision"] is None

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from models.text.config import CATEGORIES, ModerationSettings, Thresholds
+from models.text.config import CATEGORIES, ModerationSettings, Thresholds, reaches
 
 if TYPE_CHECKING:
     from models.text.comments import CommentModels
@@ -71,17 +71,22 @@ class CommentScorer(Protocol):
 def decide(
     scores: Mapping[str, float], thresholds: Mapping[str, Thresholds], abstain: Collection[str] = ()
 ) -> tuple[str, list[str]]:
-    """Block if any category reaches its block threshold, else review if any reaches review; categories in
-    `abstain` (no training data in the comment's language) never decide.
+    """Block if any category reaches its block threshold, else review if any reaches review (a threshold of
+    1.0 is never reached); categories in `abstain` (no training data in the comment's language) never decide.
 
     Reasons name every category at the level that decided, e.g. ["hate>=0.90"].
     """
     cats = [c for c in CATEGORIES if c not in abstain]
-    block = [f"{c}>={thresholds[c].block:.2f}" for c in cats if scores[c] >= thresholds[c].block]
+    block = [f"{c}>={_level(thresholds[c].block)}" for c in cats if reaches(scores[c], thresholds[c].block)]
     if block:
         return "block", block
-    review = [f"{c}>={thresholds[c].review:.2f}" for c in cats if scores[c] >= thresholds[c].review]
+    review = [f"{c}>={_level(thresholds[c].review)}" for c in cats if reaches(scores[c], thresholds[c].review)]
     return ("review", review) if review else ("allow", [])
+
+
+def _level(threshold: float) -> str:
+    """Two decimals, as reasons always read, unless that would misstate it (0.9999 is not "1.00")."""
+    return f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:g}"
 
 
 _CJK = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002fa1f]")

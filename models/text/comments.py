@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from models.text.base import SENTIMENT_KEYS, CommentScore, decide, resolve_langs
+from models.text.calibration import Calibration
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 from models.text.features import Featurizer
 from models.text.network import CommentNet, NetConfig
@@ -65,6 +66,16 @@ def thresholds_for(settings: ModerationSettings, weights_dir: Path) -> dict[str,
     }
 
 
+def calibration_for(weights_dir: Path) -> Calibration | None:
+    """The calibration fitted for these weights on out-of-distribution checks (in THRESHOLDS_FILE, written by
+    `reelstream eval models --ood --write-thresholds`), or None: then scores are the network's own."""
+    path = weights_dir / THRESHOLDS_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text()).get("calibration")
+    return None if data is None else Calibration.from_json(data)
+
+
 class CommentModels:
     """Shared featurizer + network; `score` gives both heads' outputs and the moderation decision."""
 
@@ -78,6 +89,7 @@ class CommentModels:
         device: torch.device | None = None,
         batch_size: int = 256,
         static_tokenizer: Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
@@ -87,6 +99,7 @@ class CommentModels:
         default = ModerationSettings().thresholds
         self.thresholds = {lang: dict((thresholds or {}).get(lang, default)) for lang in LANGS}  # lang -> category
         self.languages = {c: net.layout.languages(c) for c in CATEGORIES}  # where each head may decide
+        self.calibration = calibration  # raw -> calibrated category scores; None: the network's own
         # Where `load` read the weights from (None: built in memory), and the file's (mtime, size) then.
         self.source: tuple[ModerationSettings, tuple[int, int]] | None = None
         self.batch_size = batch_size
@@ -102,6 +115,7 @@ class CommentModels:
         return CommentModels(
             self.net, self.model_version, max_text_chars=self.max_text_chars, thresholds=self.thresholds,
             device=device, batch_size=batch_size, static_tokenizer=self.static_tokenizer_path,
+            calibration=self.calibration,
         )
 
     @classmethod
@@ -126,6 +140,7 @@ class CommentModels:
             device=select_device(settings.device),
             batch_size=max(settings.batch_size, 1),
             static_tokenizer=path.parent / TOKENIZER_FILE,
+            calibration=calibration_for(path.parent),
         )
         models.source = (settings, signature)
         return models
@@ -152,7 +167,8 @@ class CommentModels:
     def predict(
         self, texts: Sequence[str], langs: Sequence[str | None] | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Category scores [n, 5] (CATEGORIES order), sentiment [n, 3] and the resolved languages."""
+        """Category scores [n, 5] (CATEGORIES order, calibrated when a calibration came with the weights),
+        sentiment [n, 3] and the resolved languages."""
         capped = [t[: self.max_text_chars] for t in texts]
         resolved = resolve_langs(capped, langs)
         scores = np.zeros((len(capped), len(CATEGORIES)), dtype=np.float32)
@@ -164,6 +180,8 @@ class CommentModels:
             cat, sent = self.net.combine(logits, is_zh)
             scores[start:stop] = cat.cpu().numpy()
             sentiment[start:stop] = sent.cpu().numpy()
+        if self.calibration is not None:
+            scores = self.calibration.apply(scores, resolved)
         return scores, sentiment, resolved
 
     def inputs(

@@ -7,8 +7,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 CATEGORIES = ("toxic", "offensive", "hate", "sexism", "spam")
 
 
+def reaches(score, threshold):
+    """score >= threshold, except that a threshold of 1.0 is never reached: it is how a threshold says
+    "never" (the out-of-distribution choice gives 1.0 when no lower one is precise enough), and sigmoid
+    scores do reach exactly 1.0 in float32. Works on floats and on numpy arrays alike."""
+    return (score >= threshold) & (threshold < 1.0)
+
+
 class Thresholds(BaseModel):
-    """Per-category score thresholds: >= review flags for review, >= block blocks."""
+    """Per-category score thresholds: a score reaching review flags for review, reaching block blocks;
+    1.0 means never (`reaches`)."""
 
     model_config = ConfigDict(frozen=True)
     review: float = Field(0.5, ge=0.0, le=1.0)

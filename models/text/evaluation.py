@@ -1,11 +1,15 @@
-"""`reelstream eval models`: the shipped model against the TF-IDF+LR baseline on the same validation split."""
+"""`reelstream eval models`: the shipped model against the TF-IDF+LR baseline on the same validation split,
+and the actions its thresholds take there."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from models.text.comments import CommentModels
-from models.text.data import SPLIT_SEED, VALIDATION_FRACTION, load_splits
+from models.text.data import SPLIT_SEED, VALIDATION_FRACTION, Example, load_splits
 from models.text.training import validation_report
 
 Report = dict[str, dict[str, dict[str, float]]]
@@ -36,6 +40,26 @@ def compare(model: Report, baseline: Report | None) -> dict:
     return {"lines": lines, "beats_baseline": f"{beats}/{total}"}
 
 
+def actions_report(models: CommentModels, examples: Sequence[Example]) -> dict[str, dict[str, float | int | None]]:
+    """Per dataset: the share of its texts the thresholds block and send to review, and where it labels
+    `offensive`, the precision of `block` and the share of offensive texts blocked (the figures the
+    thresholds are judged by: benign reviews and tweets should almost never be blocked)."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for ds in dict.fromkeys(e.dataset for e in examples):
+        rows = [e for e in examples if e.dataset == ds]
+        action = np.array([s.action for s in models.score([e.text for e in rows], [e.lang for e in rows])])
+        blocked = action == "block"
+        entry: dict[str, float | int | None] = {
+            "n": len(rows), "blocked": round(float(blocked.mean()), 4), "review": round(float((action == "review").mean()), 4),
+        }  # fmt: skip
+        if all("offensive" in e.labels for e in rows):
+            y = np.array([e.labels["offensive"] for e in rows])
+            entry["block_precision"] = round(float(y[blocked].mean()), 4) if blocked.any() else None
+            entry["offensive_blocked"] = round(float(blocked[y == 1].mean()), 4) if y.any() else None
+        out[ds] = entry
+    return out
+
+
 def evaluate(models: CommentModels, data_dir: Path, with_baseline: bool = True) -> dict:
     """One JSON-ready object: model and baseline metrics per dataset and label on the validation split."""
     train, val = load_splits(data_dir)
@@ -50,4 +74,5 @@ def evaluate(models: CommentModels, data_dir: Path, with_baseline: bool = True) 
         "split": {"seed": SPLIT_SEED, "validation_fraction": VALIDATION_FRACTION, "data_dir": str(data_dir)},
         "baseline": "per-dataset char n-gram TF-IDF (en 2-5, zh 1-4, char_wb, sublinear) + LogisticRegression(C=4)",
         **compare(model_report, baseline),
+        "actions": actions_report(models, val),
     }

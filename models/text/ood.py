@@ -16,11 +16,13 @@ how its scores behave on sources it has not seen, which is what production meets
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from models.text.calibration import Calibration, Platt, brier, expected_calibration_error, fit_platt
+from models.text.config import CATEGORIES, ModerationSettings, reaches
 from models.text.data import Example, load_splits, selected
 
 FOLDS: tuple[tuple[str, ...], ...] = (
@@ -51,8 +53,9 @@ def train_fold(data_dir: Path, out_dir: Path, fold: Sequence[str], epochs: int, 
 def evaluate_ood(data_dir: Path, folds_dir: Path, epochs: int = 8, threads: int = 1, limit: int | None = None,
                  with_baseline: bool = True, languages: Mapping[str, frozenset[str]] | None = None) -> dict:  # fmt: skip
     """Every fold's model (trained into folds_dir/fold-N unless already there: ~7 minutes each on this
-    machine's 2 cores), its left-out parts scored, next to the TF-IDF floor in the same setting, and the
-    thresholds chosen on them (`choose_thresholds`)."""
+    machine's 2 cores), its left-out parts scored, next to the TF-IDF floor in the same setting, the
+    calibration fitted on them where it carries to parts it was not fitted on (`calibration_check`,
+    `calibration_carries`) and the thresholds chosen on the scores as served (`choose_thresholds`)."""
     from models.text.comments import WEIGHTS_FILE
     from models.text.evaluation import compare
     from models.text.network import TaskLayout
@@ -68,12 +71,18 @@ def evaluate_ood(data_dir: Path, folds_dir: Path, epochs: int = 8, threads: int 
             baseline.update(baseline_report(data_dir, fold, limit))
     layout = TaskLayout()
     langs = languages or {c: layout.languages(c) for c in ("toxic", "offensive", "hate", "sexism", "spam")}
-    chosen = choose_thresholds(scored, langs)
+    check = calibration_check(scored, langs)
+    calibration = fit_calibration(scored, langs, only=calibration_carries(check))
+    calibrated = {sel: {**part, "scores": calibration.apply(part["scores"], part["langs"])} for sel, part in scored.items()}
+    chosen = choose_thresholds(calibrated, langs)
     return {
         "folds": [list(f) for f in FOLDS],
         "rows": {sel: len(part["examples"]) for sel, part in scored.items()},
         **compare(report(scored), baseline if with_baseline else None),
         **chosen,
+        "calibration": calibration.to_json(),
+        "calibration_check": check,
+        "cross_language": cross_language_check(scored, langs),
         "rules": {"block_precision": BLOCK_PRECISION, "benign_block_budget": BENIGN_BLOCK_BUDGET,
                   "review_budget": REVIEW_BUDGET},
     }  # fmt: skip
@@ -82,8 +91,6 @@ def evaluate_ood(data_dir: Path, folds_dir: Path, epochs: int = 8, threads: int 
 def fold_scores(models_dir: Path, data_dir: Path, fold: Sequence[str], limit: int | None = None) -> dict[str, dict]:
     """Per selector of a fold: its examples' labels, languages and the fold model's scores."""
     from models.text.comments import CommentModels
-    from models.text.config import ModerationSettings
-
     models = CommentModels.load(ModerationSettings(model_dir=str(models_dir)))
     out = {}
     for sel, examples in left_out(data_dir, fold, limit).items():
@@ -94,7 +101,6 @@ def fold_scores(models_dir: Path, data_dir: Path, fold: Sequence[str], limit: in
 
 def report(scored: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float]]]:
     """Per left-out part and label, the metrics `reelstream eval models` reports for the validation split."""
-    from models.text.config import CATEGORIES
     from models.text.data import BINARY_SENTIMENT
     from models.text.metrics import binary_report, sentiment_report
 
@@ -139,7 +145,8 @@ BLOCK_PRECISION = 0.95  # of `block`, on the left-out labelled parts of a catego
 BENIGN_BLOCK_BUDGET = 0.002  # per category: share of left-out benign texts (reviews, ordinary tweets) blocked
 REVIEW_BUDGET = 0.05  # per language: share of left-out benign texts sent to human review, split over categories
 MIN_BLOCKS = 20  # fewer blocked rows than this say nothing about a threshold's precision
-GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50)) + (0.995, 0.999)
+MIN_CALIBRATION_PARTS = 2  # a calibration is served only if it carried to this many sources it was not fitted on
+GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50)) + (0.995, 0.999, 0.9999, 0.99999)  # 1.0: never
 TOXIC_LABELS = ("toxic", "offensive", "hate", "sexism")
 
 
@@ -160,10 +167,6 @@ def choose_thresholds(scored: Mapping[str, Mapping], languages: Mapping[str, fro
     blocks (1.0): it only asks for review. One without labelled left-out rows keeps the configured default
     block, raised if the benign sets need it.
     Returns {"thresholds": {lang: {category: {review, block}}}, "evidence": per lang/category figures}."""
-    from models.text.config import CATEGORIES
-
-    from models.text.config import ModerationSettings
-
     default = ModerationSettings().thresholds
     thresholds: dict = {}
     evidence: dict = {}
@@ -173,23 +176,14 @@ def choose_thresholds(scored: Mapping[str, Mapping], languages: Mapping[str, fro
         thresholds[lang], evidence[lang] = {}, {}
         for c in deciding:
             col = CATEGORIES.index(c)
-            y, s = [], []
-            for part in scored.values():
-                if _is_benign_part(part):
-                    continue
-                for e, lang_e, row in zip(part["examples"], part["langs"], part["scores"][:, col]):
-                    truth = _truth(e, c)
-                    if truth is not None and lang_e == lang:
-                        y.append(truth)
-                        s.append(float(row))
-            y_arr, s_arr = np.array(y), np.array(s)
+            y_arr, s_arr = _labelled(scored.values(), c, lang)
             benign_scores = [p["scores"][:, col] for p in benign]
 
             def benign_rate(lo: float, hi: float = 2.0) -> float:
-                return max((float(((b >= lo) & (b < hi)).mean()) for b in benign_scores), default=0.0)
+                return max((float((reaches(b, lo) & ~reaches(b, hi)).mean()) for b in benign_scores), default=0.0)
 
             def precise(t: float) -> bool:
-                hit = s_arr >= t
+                hit = reaches(s_arr, t)
                 return int(hit.sum()) >= MIN_BLOCKS and float(y_arr[hit].mean()) >= BLOCK_PRECISION
 
             if len(y_arr):
@@ -199,7 +193,7 @@ def choose_thresholds(scored: Mapping[str, Mapping], languages: Mapping[str, fro
             share = REVIEW_BUDGET / len(deciding)
             review = next((t for t in GRID if t <= block and benign_rate(t, block) <= share), block)
             thresholds[lang][c] = {"review": review, "block": block}
-            hit = s_arr >= block
+            hit = reaches(s_arr, block)
             evidence[lang][c] = {
                 "labelled_rows": len(y_arr), "positives": int(y_arr.sum()) if len(y_arr) else 0,
                 "blocked": int(hit.sum()),
@@ -209,6 +203,101 @@ def choose_thresholds(scored: Mapping[str, Mapping], languages: Mapping[str, fro
                 "benign_sets": len(benign),
             }  # fmt: skip
     return {"thresholds": thresholds, "evidence": evidence}
+
+
+def _labelled(parts: Iterable[Mapping], category: str, lang: str, column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The truth of `category` and the score of `column` (default: the same category) for every labelled
+    left-out row in `lang` (benign sets aside)."""
+    col = CATEGORIES.index(column or category)
+    y, s = [], []
+    for part in parts:
+        if _is_benign_part(part):
+            continue
+        for e, lang_e, row in zip(part["examples"], part["langs"], part["scores"][:, col]):
+            truth = _truth(e, category)
+            if truth is not None and lang_e == lang:
+                y.append(truth)
+                s.append(float(row))
+    return np.array(y, dtype=np.int64), np.array(s, dtype=np.float64)
+
+
+def fit_calibration(scored: Mapping[str, Mapping], languages: Mapping[str, frozenset[str]],
+                    only: Collection[tuple[str, str]] | None = None) -> Calibration:  # fmt: skip
+    """Per language and category it decides in (those in `only`, when given): a Platt map fitted on every
+    labelled left-out row (pairs with no labelled rows, zh sexism today, stay raw)."""
+    maps: dict[str, dict[str, Platt]] = {}
+    for lang in ("en", "zh"):
+        maps[lang] = {}
+        for c in (c for c in CATEGORIES if lang in languages[c] and (only is None or (lang, c) in only)):
+            platt = fit_platt(*_labelled(scored.values(), c, lang))
+            if platt is not None:
+                maps[lang][c] = platt
+    return Calibration(maps)
+
+
+def calibration_carries(check: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> set[tuple[str, str]]:
+    """The (language, category) pairs whose calibration is served: checked on at least MIN_CALIBRATION_PARTS
+    left-out parts, and closer to the truth there than the raw scores (mean ECE over those parts)."""
+    return {(lang, c) for lang, cats in check.items() for c, rows in cats.items()
+            if len(rows) >= MIN_CALIBRATION_PARTS
+            and np.mean([r["ece_platt"] for r in rows]) < np.mean([r["ece_raw"] for r in rows])}  # fmt: skip
+
+
+def calibration_check(scored: Mapping[str, Mapping], languages: Mapping[str, frozenset[str]]) -> dict:
+    """How calibration carries to a source it was not fitted on: per language and category, each labelled
+    left-out part scored by a Platt map (and, for comparison, an isotonic one) fitted on the other parts
+    only, next to the raw scores. Pairs with fewer than two labelled parts cannot be checked this way."""
+    from scipy.optimize import isotonic_regression
+
+    out: dict = {}
+    for lang in ("en", "zh"):
+        for c in (c for c in CATEGORIES if lang in languages[c]):
+            parts = {sel: p for sel, p in scored.items() if len(_labelled([p], c, lang)[0])}
+            rows = []
+            for sel, part in parts.items():
+                y_fit, s_fit = _labelled([p for other, p in parts.items() if other != sel], c, lang)
+                platt = fit_platt(y_fit, s_fit)
+                if platt is None:
+                    continue
+                y, s = _labelled([part], c, lang)
+                order = np.argsort(s_fit, kind="stable")
+                iso = isotonic_regression(y_fit[order].astype(np.float64)).x
+                p_iso = np.interp(s, s_fit[order], iso)
+                rows.append({
+                    "part": sel, "n": len(y), "positive_share": round(float(y.mean()), 4),
+                    "ece_raw": round(expected_calibration_error(y, s), 4),
+                    "ece_platt": round(expected_calibration_error(y, platt(s)), 4),
+                    "ece_isotonic": round(expected_calibration_error(y, p_iso), 4),
+                    "brier_raw": round(brier(y, s), 4), "brier_platt": round(brier(y, platt(s)), 4),
+                    "brier_isotonic": round(brier(y, p_iso), 4),
+                })  # fmt: skip
+            if rows:
+                out.setdefault(lang, {})[c] = rows
+    return out
+
+
+def cross_language_check(scored: Mapping[str, Mapping], languages: Mapping[str, frozenset[str]]) -> dict:
+    """What a head would do in a language it has no training data in (where it abstains): per category and
+    such language, the AUC of its raw score against any abuse label (toxic, offensive, hate, sexism) of the
+    left-out labelled rows in that language, and the share of the left-out benign texts in that language it
+    would send to review or block at the configured defaults."""
+    from models.text.metrics import roc_auc
+
+    default = ModerationSettings().thresholds
+    out: dict = {}
+    for c in CATEGORIES:
+        col = CATEGORIES.index(c)
+        for lang in sorted({"en", "zh"} - languages[c]):
+            y, s = _labelled(scored.values(), "toxic", lang, column=c)
+            benign = np.concatenate([p["scores"][:, col] for p in scored.values()
+                                     if _is_benign_part(p) and p["langs"][0] == lang] or [np.zeros(0)])  # fmt: skip
+            out.setdefault(c, {})[lang] = {
+                "labelled_rows": len(y), "auc_any_abuse": round(roc_auc(y, s), 4) if len(y) else None,
+                "benign_rows": len(benign),
+                "benign_review_at_default": round(float(reaches(benign, default[c].review).mean()), 4) if len(benign) else None,
+                "benign_block_at_default": round(float(reaches(benign, default[c].block).mean()), 4) if len(benign) else None,
+            }  # fmt: skip
+    return out
 
 
 def _is_benign_part(part: Mapping) -> bool:
@@ -224,7 +313,7 @@ def write_thresholds_file(ood: Mapping, weights_dir: Path) -> Path:
     from models.text.comments import THRESHOLDS_FILE
 
     path = weights_dir / THRESHOLDS_FILE
-    keep = {k: ood[k] for k in ("thresholds", "evidence", "rules", "folds")}
+    keep = {k: ood[k] for k in ("thresholds", "evidence", "rules", "folds", "calibration", "calibration_check")}
     path.write_text(json.dumps(keep, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -251,8 +340,23 @@ def card_section(ood: Mapping, in_distribution: Mapping) -> str:
             ev = ood["evidence"][lang][c]
             prec = "n/a" if ev["block_precision"] is None else f"{ev['block_precision']:.3f}"
             rec = "n/a" if ev["block_recall"] is None else f"{ev['block_recall']:.3f}"
-            th.append(f"| {lang} | {c} | {t['review']:.2f} | {t['block']:.3f} | {prec} | {rec} | "
+            th.append(f"| {lang} | {c} | {t['review']:g} | {t['block']:g} | {prec} | {rec} | "
                       f"{100 * ev['benign_blocked']:.2f}% | {100 * ev['benign_review']:.2f}% |")  # fmt: skip
+    cal = ["| lang | category | left-out part | rows | positives | ECE raw | ECE Platt | ECE isotonic | Brier raw | Brier Platt |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for lang, cats in ood["calibration_check"].items():
+        for c, rows_c in cats.items():
+            for row in rows_c:
+                figures = " | ".join(f"{row[k]:.4f}" for k in ("ece_raw", "ece_platt", "ece_isotonic", "brier_raw", "brier_platt"))
+                cal.append(f"| {lang} | {c} | {row['part']} | {row['n']} | {100 * row['positive_share']:.1f}% | {figures} |")
+    served = [f"{lang} {c} (a {m['a']:.3f}, b {m['b']:+.3f})" for lang, cats in ood["calibration"].items() for c, m in cats.items()]
+    cross = ["| head | language it has no data in | labelled rows | AUC vs any abuse label | benign texts | to review at 0.5 | blocked at 0.9 |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for c, per_lang in ood["cross_language"].items():
+        for lang, x in per_lang.items():
+            auc = "n/a" if x["auc_any_abuse"] is None else f"{x['auc_any_abuse']:.4f}"
+            rates = ["n/a" if x[k] is None else f"{100 * x[k]:.2f}%" for k in ("benign_review_at_default", "benign_block_at_default")]
+            cross.append(f"| {c} | {lang} | {x['labelled_rows']} | {auc} | {x['benign_rows']} | {rates[0]} | {rates[1]} |")
     r = ood["rules"]
     return "\n".join([
         CARD_START,
@@ -266,15 +370,38 @@ def card_section(ood: Mapping, in_distribution: Mapping) -> str:
         "",
         *rows,
         "",
-        "### Thresholds (chosen on those left-out parts)",
+        "### Calibration",
         "",
-        f"`block`: the lowest threshold whose block precision on the left-out labelled rows is at least "
-        f"{r['block_precision']} (over at least 20 blocked rows) and that blocks at most "
-        f"{100 * r['benign_block_budget']:.1f}% of each left-out benign set (reviews, ordinary tweets); 1.000 = "
-        f"never blocks (review only). `review`: the lowest threshold sending at most the category's share of "
-        f"{100 * r['review_budget']:.0f}% of those benign texts to review. The model shipped is trained on "
-        "everything, so these figures estimate how its scores behave on sources it has not seen. A category "
-        "is decided only in the languages it has training data in.",
+("A calibration per language and category (models/text/calibration.py: Platt scaling, p = sigmoid(a * "
+        "logit(raw) + b), fitted on the labelled left-out rows of that language and category) is checked the "
+        "way production would meet it: each row below fits it on the other left-out parts only and scores it "
+        "on this one (ECE over 10 equal-width bins, Brier score), next to the raw score; an isotonic fit is "
+        f"shown for comparison. It is served only where it beats the raw score's mean ECE over at least "
+        f"{MIN_CALIBRATION_PARTS} such parts (`calibration_carries`); served: {', '.join(served) or 'none'}. "
+        "Sources differ in base rate and label definition (Davidson's 'offensive' is any profanity, at 83% "
+        "of its rows), so a map fitted on some sources moves scores away from another's rates."),
+        "",
+        *cal,
+        "",
+        "### Across languages",
+        "",
+        ("A head with no training data in a language abstains there (never decides; the flag lists it in "
+        "`abstained`). What it would do otherwise, from the same left-out parts: its raw score against any "
+        "abuse label (toxic, offensive, hate, sexism) of that language's labelled rows, and the share of that "
+        "language's benign texts it would send to review or block at the untuned defaults."),
+        "",
+        *cross,
+        "",
+        "### Thresholds (chosen on those left-out parts, on the scores as served)",
+        "",
+        (f"`block`: the lowest threshold (0.50, 0.51, ..., 0.99, 0.995, 0.999, 0.9999, 0.99999) whose block "
+         f"precision on the left-out labelled rows is at least {r['block_precision']} (over at least 20 blocked "
+         f"rows) and that blocks at most {100 * r['benign_block_budget']:.1f}% of each left-out benign set "
+         f"(reviews, ordinary tweets); 1.0 = never blocks (review only; a threshold of 1.0 is never reached, "
+         f"though scores do reach 1.0). `review`: the lowest threshold sending at most the category's share of "
+         f"{100 * r['review_budget']:.0f}% of those benign texts to review. The model shipped is trained on "
+         "everything, so these figures estimate how its scores behave on sources it has not seen. A category "
+         "is decided only in the languages it has training data in."),
         "",
         *th,
         CARD_END,
