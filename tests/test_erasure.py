@@ -1,0 +1,113 @@
+"""Erasure against its written contract (streams/topics.py `erasure_contract`): after `user_delete`, every
+topic the project writes and every local store is read back, and what still links a record to the erased
+user is only where the contract says it may be, until its retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lab.local import wait_for
+
+USER, KEPT = "gone-zq", "kept-c"
+SECRET = "zqxj-secret"  # only in the erased user's comment texts
+
+
+def _event(event_id: str, user: str, kind: str, **extra) -> bytes:
+    return orjson.dumps({"schema_version": 1, "event_id": event_id, "type": kind, "user_id": user, "video_id": "vid-1",
+                         "ts": 1.8e9, **extra})  # fmt: skip
+
+
+def _links(*blobs: bytes | None) -> bool:
+    return any(b is not None and (USER.encode() in b or SECRET.encode() in b) for b in blobs)
+
+
+def _local_stores(data_dir: Path) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every key and value in the worker's RocksDB databases, read through RocksDB (what a restarted worker
+    would read). Their files may still hold a deleted key, and a value flushed before its delete, until
+    RocksDB compacts them, as a compacted topic holds a tombstone (README "User data and erasure")."""
+    from rocksdict import AccessType, Options, Rdict
+
+    out: dict[str, list[tuple[bytes, bytes]]] = {}
+    for current in data_dir.rglob("CURRENT"):
+        db = Rdict(str(current.parent), Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            out[str(current.parent.relative_to(data_dir))] = list(db.items())
+        finally:
+            db.close()
+    return out
+
+
+@pytest.mark.integration
+def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keeps_until_retention():
+    from lab.chaos import last_values, uncommitted
+    from lab.local import LocalStack
+    from lab.recording import read_topic
+    from streams.producer import make_producer, produce
+    from streams.settings import Settings
+    from streams.topics import erasure_contract, topic_config
+
+    s = Settings()
+    t = s.topics
+    contract = erasure_contract(s)
+    with LocalStack() as stack:
+        stack.start_broker()
+        worker = stack.start_worker()
+        producer = make_producer(stack.bootstrap)
+
+        def send(topic: str, value: bytes, key: str) -> None:
+            produce(producer, topic, value, key.encode())
+            producer.flush(10)
+
+        send(t.videos, orjson.dumps({"schema_version": 1, "video_id": "vid-1", "type": "upload", "ts": 1.0}), "vid-1")
+        for user in (USER, KEPT):
+            for kind in ("watch", "like", "share"):
+                extra = {"watch_ms": 9000, "duration_ms": 10000} if kind == "watch" else {}
+                send(t.events, _event(f"{user}-{kind}", user, kind, **extra), user)
+        texts = {  # one allowed, one sent to review, one blocked and then appealed
+            "c-ok": f"lovely video {SECRET}",
+            "c-review": f"you are a complete idiot and everyone hates you {SECRET}",
+            "c-block": f"check out my channel for free money http://spam.example {SECRET}",
+        }
+        for eid, text in texts.items():
+            send(t.events, _event(eid, USER, "comment", text=text, lang="en"), USER)
+        send(t.events, _event("k-comment", KEPT, "comment", text="great stuff", lang="en"), KEPT)
+        send(t.events, _event("bad-1", USER, "teleport"), USER)  # invalid: dead-lettered with the user in it
+
+        def flagged() -> set[str]:
+            return {orjson.loads(r.value)["event_id"] for r in read_topic(stack.bootstrap, t.moderation_flags)}
+
+        wait_for(lambda: {*texts, "k-comment"} <= flagged(), 90, "every comment scored", [worker.log], worker.proc)
+        send(t.events, _event("appeal-1", USER, "appeal", target_event_id="c-block", text=f"my own channel {SECRET}"), USER)
+        wait_for(lambda: "appeal-1" in {r.key.decode() for r in read_topic(stack.bootstrap, t.review_queue)}, 60,
+                 "the appeal queued", [worker.log], worker.proc)  # fmt: skip
+        send(t.events, _event("bye", USER, "user_delete"), USER)
+        send(t.events, _event("k-after", KEPT, "like"), KEPT)
+        wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
+        wait_for(lambda: not any(_links(k, v) for k, v in last_values(stack.bootstrap, t.review_queue).items()), 60,
+                 "the user's review items tombstoned", [worker.log], worker.proc)  # fmt: skip
+        assert worker.stop() == 0  # stores closed cleanly, so they can be opened here
+        found: dict[str, str] = {}
+        for topic, erasure in contract.items():
+            records = list(read_topic(stack.bootstrap, topic))
+            if erasure.mechanism == "tombstone":
+                # compaction keeps the last value per key, and drops tombstones after delete.retention.ms
+                linked = [k for k, v in last_values(stack.bootstrap, topic).items() if v is not None and _links(k, v)]
+                assert topic_config(s, topic)["cleanup.policy"].startswith("compact")
+            else:
+                linked = [r.key for r in records if _links(r.key, r.value)]
+            if linked:
+                found[topic] = erasure.mechanism
+            if erasure.mechanism == "retention":
+                assert topic_config(s, topic) == {"cleanup.policy": "delete",
+                                                  "retention.ms": str(s.user_data_retention_s * 1000)}  # fmt: skip
+        stores = _local_stores(worker.data_dir)
+    assert any(KEPT.encode() in k for items in stores.values() for k, _ in items), "the stores were not read"
+    in_stores = {name for name, items in stores.items() if any(_links(k, v) for k, v in items)}
+    assert not in_stores, f"the erased user is still in local stores {sorted(in_stores)}"
+    # only topics whose contract is retention (or the producers' own) may still hold the user
+    assert {topic for topic, mechanism in found.items() if mechanism not in ("retention", "producers")} == set(), found
+    # and the check does see the user where the contract keeps it until retention (and in the producers' events)
+    assert set(found) == {t.events, t.comments, t.moderation_flags, t.dlq, t.interactions_by_video}, found
