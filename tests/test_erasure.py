@@ -12,7 +12,7 @@ import pytest
 from lab.local import wait_for
 
 USER, KEPT = "gone-zq", "kept-c"
-SECRET = "zqxj-secret"  # only in the erased user's comment texts
+MARKER = "zqxj-marker"  # only in the erased user's comment texts
 
 
 def _event(event_id: str, user: str, kind: str, **extra) -> bytes:
@@ -21,7 +21,7 @@ def _event(event_id: str, user: str, kind: str, **extra) -> bytes:
 
 
 def _links(*blobs: bytes | None) -> bool:
-    return any(b is not None and (USER.encode() in b or SECRET.encode() in b) for b in blobs)
+    return any(b is not None and (USER.encode() in b or MARKER.encode() in b) for b in blobs)
 
 
 def _local_stores(data_dir: Path) -> dict[str, list[tuple[bytes, bytes]]]:
@@ -67,9 +67,9 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
                 extra = {"watch_ms": 9000, "duration_ms": 10000} if kind == "watch" else {}
                 send(t.events, _event(f"{user}-{kind}", user, kind, **extra), user)
         texts = {  # one allowed, one sent to review, one blocked and then appealed
-            "c-ok": f"lovely video {SECRET}",
-            "c-review": f"you are a complete idiot and everyone hates you {SECRET}",
-            "c-block": f"check out my channel for free money http://spam.example {SECRET}",
+            "c-ok": f"lovely video {MARKER}",
+            "c-review": f"you are a complete idiot and everyone hates you {MARKER}",
+            "c-block": f"check out my channel for free money http://spam.example {MARKER}",
         }
         for eid, text in texts.items():
             send(t.events, _event(eid, USER, "comment", text=text, lang="en"), USER)
@@ -80,7 +80,7 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
             return {orjson.loads(r.value)["event_id"] for r in read_topic(stack.bootstrap, t.moderation_flags)}
 
         wait_for(lambda: {*texts, "k-comment"} <= flagged(), 90, "every comment scored", [worker.log], worker.proc)
-        send(t.events, _event("appeal-1", USER, "appeal", target_event_id="c-block", text=f"my own channel {SECRET}"), USER)
+        send(t.events, _event("appeal-1", USER, "appeal", target_event_id="c-block", text=f"my own channel {MARKER}"), USER)
         wait_for(lambda: "appeal-1" in {r.key.decode() for r in read_topic(stack.bootstrap, t.review_queue)}, 60,
                  "the appeal queued", [worker.log], worker.proc)  # fmt: skip
         send(t.events, _event("bye", USER, "user_delete"), USER)

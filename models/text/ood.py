@@ -91,6 +91,7 @@ def evaluate_ood(data_dir: Path, folds_dir: Path, epochs: int = 8, threads: int 
 def fold_scores(models_dir: Path, data_dir: Path, fold: Sequence[str], limit: int | None = None) -> dict[str, dict]:
     """Per selector of a fold: its examples' labels, languages and the fold model's scores."""
     from models.text.comments import CommentModels
+
     models = CommentModels.load(ModerationSettings(model_dir=str(models_dir)))
     out = {}
     for sel, examples in left_out(data_dir, fold, limit).items():
