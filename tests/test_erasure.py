@@ -46,6 +46,7 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
     from lab.local import LocalStack
     from lab.recording import read_topic
     from streams.producer import make_producer, produce
+    from streams.review import decision_record
     from streams.settings import Settings
     from streams.topics import erasure_contract, topic_config
 
@@ -66,7 +67,7 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
             for kind in ("watch", "like", "share"):
                 extra = {"watch_ms": 9000, "duration_ms": 10000} if kind == "watch" else {}
                 send(t.events, _event(f"{user}-{kind}", user, kind, **extra), user)
-        texts = {  # one allowed, one sent to review, one blocked and then appealed
+        texts = {  # one allowed, one sent to review, one blocked, appealed, and the block upheld
             "c-ok": f"lovely video {MARKER}",
             "c-review": f"you are a complete idiot and everyone hates you {MARKER}",
             "c-block": f"check out my channel for free money http://spam.example {MARKER}",
@@ -81,8 +82,12 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
 
         wait_for(lambda: {*texts, "k-comment"} <= flagged(), 90, "every comment scored", [worker.log], worker.proc)
         send(t.events, _event("appeal-1", USER, "appeal", target_event_id="c-block", text=f"my own channel {MARKER}"), USER)
-        wait_for(lambda: "appeal-1" in {r.key.decode() for r in read_topic(stack.bootstrap, t.review_queue)}, 60,
-                 "the appeal queued", [worker.log], worker.proc)  # fmt: skip
+        item = wait_for(lambda: last_values(stack.bootstrap, t.review_queue).get(b"appeal-1"), 60, "the appeal queued",
+                        [worker.log], worker.proc)  # fmt: skip
+        # a reviewer upholds the block: a decision keyed by the user, and an appeal outcome naming them
+        send(t.review_decisions, decision_record(orjson.loads(item), "remove", "spam", "", "ana", 1.8e9 + 5), USER)
+        wait_for(lambda: any(True for _ in read_topic(stack.bootstrap, t.appeal_outcomes)), 60, "the appeal decided",
+                 [worker.log], worker.proc)  # fmt: skip
         send(t.events, _event("bye", USER, "user_delete"), USER)
         send(t.events, _event("k-after", KEPT, "like"), KEPT)
         wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
@@ -110,4 +115,5 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
     # only topics whose contract is retention (or the producers' own) may still hold the user
     assert {topic for topic, mechanism in found.items() if mechanism not in ("retention", "producers")} == set(), found
     # and the check does see the user where the contract keeps it until retention (and in the producers' events)
-    assert set(found) == {t.events, t.comments, t.moderation_flags, t.dlq, t.interactions_by_video}, found
+    assert set(found) == {t.events, t.comments, t.moderation_flags, t.dlq, t.interactions_by_video,
+                          t.review_decisions, t.appeal_outcomes}, found  # fmt: skip
