@@ -1,0 +1,70 @@
+"""Would blends chosen out of distribution beat the ones chosen on the validation split? (issue #17)
+
+Each head's logit is `blend * linear + (1 - blend) * deep`, blend chosen per head on the in-distribution
+validation split (models/text/network.py). This re-scores every OOD fold's left-out parts (models/text/ood.py
+`FOLDS`, fold models from `reelstream eval models --ood --folds-dir DIR`) with those blends and with one
+global blend per setting, then picks a setting leaving one fold out (chosen on the other two folds' lines,
+judged on the left-out fold's), so the choice is not judged on the lines it was made on. Prints JSON.
+
+    python -m lab.blend_probe --folds-dir .ood-folds --ood-json ood.json   # ood.json: `eval models --ood --json`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from models.text.comments import CommentModels
+from models.text.config import ModerationSettings
+from models.text.data import default_data_dir
+from models.text.ood import FOLDS, left_out, report
+
+SETTINGS = ("chosen", 0.0, 0.3, 0.5, 0.7, 1.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds-dir", type=Path, required=True)
+    ap.add_argument("--ood-json", type=Path, required=True, help="`reelstream eval models --ood --json` output (the floors).")
+    ap.add_argument("--data", type=Path, default=default_data_dir())
+    args = ap.parse_args()
+    floors = json.loads(args.ood_json.read_text())["ood"]["lines"]
+    lines: list[dict] = []  # one per left-out part and label: fold, floor, metric per setting
+    for n, fold in enumerate(FOLDS):
+        models = CommentModels.load(ModerationSettings(model_dir=str(args.folds_dir / f"fold-{n}"), device="cpu"))
+        chosen = models.net.blend.clone()
+        parts = left_out(args.data, fold)
+        per_setting = {}
+        for s in SETTINGS:
+            with torch.no_grad():
+                models.net.blend.copy_(chosen if s == "chosen" else torch.full_like(chosen, s))
+            scored = {}
+            for sel, ex in parts.items():
+                scores, sentiment, langs = models.predict([e.text for e in ex], [e.lang for e in ex])
+                scored[sel] = {"examples": ex, "scores": scores, "sentiment": sentiment, "langs": langs}
+            per_setting[str(s)] = report(scored)
+        for sel, labels in per_setting["chosen"].items():
+            for label in labels:
+                key = "accuracy" if label == "sentiment" else "auc"
+                lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][key],
+                              **{s: per_setting[s][sel][label][key] for s in per_setting}})  # fmt: skip
+
+    def margin(rows: list[dict], s: str) -> float:
+        return sum(r[s] - r["floor"] for r in rows) / len(rows)
+
+    held = []
+    for n in range(len(FOLDS)):
+        other, mine = [r for r in lines if r["fold"] != n], [r for r in lines if r["fold"] == n]
+        pick = max((str(s) for s in SETTINGS), key=lambda s: margin(other, s))
+        held.append({"fold": n, "picked": pick, "margin_picked": round(margin(mine, pick), 4),
+                     "margin_chosen": round(margin(mine, "chosen"), 4),
+                     "beats_floor_picked": sum(r[pick] > r["floor"] for r in mine),
+                     "beats_floor_chosen": sum(r["chosen"] > r["floor"] for r in mine), "lines": len(mine)})  # fmt: skip
+    print(json.dumps({"lines": lines, "leave_one_fold_out": held}))
+
+
+if __name__ == "__main__":
+    main()
