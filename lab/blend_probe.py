@@ -20,7 +20,8 @@ import torch
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import default_data_dir
-from models.text.ood import FOLDS, left_out, report
+from models.text.evaluation import primary_metric
+from models.text.ood import FOLDS, left_out, report, score_parts
 
 SETTINGS = ("chosen", 0.0, 0.3, 0.5, 0.7, 1.0)
 
@@ -41,14 +42,10 @@ def main() -> None:
         for s in SETTINGS:
             with torch.no_grad():
                 models.net.blend.copy_(chosen if s == "chosen" else torch.full_like(chosen, s))
-            scored = {}
-            for sel, ex in parts.items():
-                scores, sentiment, langs = models.predict([e.text for e in ex], [e.lang for e in ex])
-                scored[sel] = {"examples": ex, "scores": scores, "sentiment": sentiment, "langs": langs}
-            per_setting[str(s)] = report(scored)
+            per_setting[str(s)] = report(score_parts(models, parts))
         for sel, labels in per_setting["chosen"].items():
             for label in labels:
-                key = "accuracy" if label == "sentiment" else "auc"
+                key = primary_metric(label)
                 lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][key],
                               **{s: per_setting[s][sel][label][key] for s in per_setting}})  # fmt: skip
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.text.calibration import Calibration, Platt, brier, expected_calibration_error, fit_platt
 from models.text.config import CATEGORIES, ModerationSettings, reaches
 from models.text.data import Example, load_splits, selected
+
+if TYPE_CHECKING:
+    from models.text.comments import CommentModels
 
 FOLDS: tuple[tuple[str, ...], ...] = (
     (
@@ -70,7 +74,7 @@ def evaluate_ood(data_dir: Path, folds_dir: Path, epochs: int = 8, threads: int 
         if with_baseline:
             baseline.update(baseline_report(data_dir, fold, limit))
     layout = TaskLayout()
-    langs = languages or {c: layout.languages(c) for c in ("toxic", "offensive", "hate", "sexism", "spam")}
+    langs = languages or {c: layout.languages(c) for c in CATEGORIES}
     check = calibration_check(scored, langs)
     calibration = fit_calibration(scored, langs, only=calibration_carries(check))
     calibrated = {sel: {**part, "scores": calibration.apply(part["scores"], part["langs"])} for sel, part in scored.items()}
@@ -93,8 +97,13 @@ def fold_scores(models_dir: Path, data_dir: Path, fold: Sequence[str], limit: in
     from models.text.comments import CommentModels
 
     models = CommentModels.load(ModerationSettings(model_dir=str(models_dir)))
+    return score_parts(models, left_out(data_dir, fold, limit))
+
+
+def score_parts(models: CommentModels, parts: Mapping[str, Sequence[Example]]) -> dict[str, dict]:
+    """Per selector: its examples, and the models' category scores, sentiment and resolved languages."""
     out = {}
-    for sel, examples in left_out(data_dir, fold, limit).items():
+    for sel, examples in parts.items():
         scores, sentiment, langs = models.predict([e.text for e in examples], [e.lang for e in examples])
         out[sel] = {"examples": examples, "scores": scores, "sentiment": sentiment, "langs": langs}
     return out
@@ -253,14 +262,17 @@ def calibration_check(scored: Mapping[str, Mapping], languages: Mapping[str, fro
     out: dict = {}
     for lang in ("en", "zh"):
         for c in (c for c in CATEGORIES if lang in languages[c]):
-            parts = {sel: p for sel, p in scored.items() if len(_labelled([p], c, lang)[0])}
+            per_part = {sel: _labelled([p], c, lang) for sel, p in scored.items()}
+            parts = {sel: ys for sel, ys in per_part.items() if len(ys[0])}
             rows = []
-            for sel, part in parts.items():
-                y_fit, s_fit = _labelled([p for other, p in parts.items() if other != sel], c, lang)
+            for sel, (y, s) in parts.items():
+                others = [ys for other, ys in parts.items() if other != sel]
+                if not others:
+                    continue
+                y_fit, s_fit = (np.concatenate(a) for a in zip(*others))
                 platt = fit_platt(y_fit, s_fit)
                 if platt is None:
                     continue
-                y, s = _labelled([part], c, lang)
                 order = np.argsort(s_fit, kind="stable")
                 iso = isotonic_regression(y_fit[order].astype(np.float64)).x
                 p_iso = np.interp(s, s_fit[order], iso)
