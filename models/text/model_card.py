@@ -12,16 +12,17 @@ from models.text.training import TrainOptions, TrainResult
 
 LIMITATIONS = """\
 - Trained on public research datasets (tweets, Weibo/Zhihu comments, product/movie/hotel reviews, YouTube
-  comments); short-video comments differ. Scores are calibrated and thresholds chosen per language and
-  category on out-of-distribution folds (`reelstream eval models --ood --write-thresholds`, section below);
-  without that file scores are the network's own and thresholds the configuration's untuned defaults (0.5
-  review, 0.9 block).
+  comments); short-video comments differ. Thresholds are chosen per language and category on
+  out-of-distribution folds (`reelstream eval models --ood --write-thresholds`, section below), and scores
+  calibrated only where a calibration carried to sources it was not fitted on (none today); without that
+  file scores are the network's own and thresholds the configuration's untuned defaults (0.5 review, 0.9
+  block).
 - Scores of one category come from experts trained on different label definitions (Davidson "offensive"
   includes any profanity, OLID only targeted offense); they are mixed by how much a text resembles each
   source (a router or the domain head), so a raw score means different things in different domains, and
   one calibration per language and category (fitted on the left-out sources' mix) cannot undo that for
-  every source: the section below measures how far it is off on a source it was not fitted on. A text that the router
-  sends to the wrong source gets that source's judgment, and the Davidson and HatEval `hate` experts
+  every source: the section below measures how far it is off on a source it was not fitted on. A text that
+  the router sends to the wrong source gets that source's judgment, and the Davidson and HatEval `hate` experts
   disagree (each ranks the other's validation set near chance): 5-9% of HatEval validation tweets go
   mostly to the Davidson expert, which costs the en `hate` line on HatEval a few AUC points against
   HatEval's own expert.
