@@ -125,6 +125,7 @@ class LocalStack:
     broker: subprocess.Popen | None = None
     workers: list[Worker] = field(default_factory=list)
     trainers: list[Worker] = field(default_factory=list)
+    _producer: Any = field(default=None, init=False, repr=False)  # `send`'s, made at its first call
 
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "reelstream.cli", *args]
@@ -199,6 +200,15 @@ class LocalStack:
             if now != last:
                 last, stable_since = now, time.monotonic()
             time.sleep(0.1)
+
+    def send(self, topic: str, value: bytes, key: str) -> None:
+        """Produce one record to the broker as an outside client would, and wait until it is acknowledged."""
+        from streams.producer import make_producer, produce
+
+        if self._producer is None:
+            self._producer = make_producer(self.bootstrap)
+        produce(self._producer, topic, value, key.encode())
+        self._producer.flush(10)
 
     def stop(self) -> None:
         for w in self.workers + self.trainers:

@@ -45,7 +45,6 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
     from lab.chaos import last_values, uncommitted
     from lab.local import LocalStack
     from lab.recording import read_topic
-    from streams.producer import make_producer, produce
     from streams.review import decision_record
     from streams.settings import Settings
     from streams.topics import erasure_contract, topic_config
@@ -56,11 +55,7 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
     with LocalStack() as stack:
         stack.start_broker()
         worker = stack.start_worker()
-        producer = make_producer(stack.bootstrap)
-
-        def send(topic: str, value: bytes, key: str) -> None:
-            produce(producer, topic, value, key.encode())
-            producer.flush(10)
+        send = stack.send
 
         send(t.videos, orjson.dumps({"schema_version": 1, "video_id": "vid-1", "type": "upload", "ts": 1.0}), "vid-1")
         for user in (USER, KEPT):

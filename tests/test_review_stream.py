@@ -34,17 +34,12 @@ def _event(event_id: str, user: str, type_: str, **fields) -> bytes:
 
 
 def test_an_appeal_is_decided_and_a_deleted_user_leaves_the_queue():
-    from streams.producer import make_producer, produce
     from streams.review import decision_record
 
     with LocalStack() as stack:
         stack.start_broker()
         worker = stack.start_worker()
-        producer = make_producer(stack.bootstrap)
-
-        def send(topic: str, value: bytes, user: str) -> None:
-            produce(producer, topic, value, user.encode())
-            producer.flush(10)
+        send = stack.send
 
         def latest(topic: str) -> dict:
             out = {}
