@@ -72,6 +72,12 @@ RESTORED = Counter(
     registry=REGISTRY,
 )
 ERASURES = Counter("reelstream_user_erasures_total", "user_delete events applied.", registry=REGISTRY)
+STORE_KEYS_PURGED = Counter(
+    "reelstream_store_keys_purged_total",
+    "Keys deleted from a table's local store (erasures) and compacted out of its RocksDB files, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
 # A/B arms (models/recs/arms.py): arm names come from configuration (a few, validated), never user ids.
 AB_LISTS = Counter(
     "reelstream_ab_lists_closed_total", "Served lists closed by their user's next event, by A/B arm.", ["arm"],

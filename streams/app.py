@@ -461,6 +461,16 @@ def create_app(
                 continue
             output.emit(t.user_gram, orjson.dumps(partition), orjson.dumps(partial.ravel().tolist()), None, partition)
 
+    @app.timer(settings.store_purge_interval_s)
+    @_retried_next_tick(steps.PURGE_STORES)
+    async def purge_stores() -> None:
+        """What an erasure deleted from the local stores leaves their files too (OutputTable.purge_deleted)."""
+        for table in (users, item_state, reviews):
+            purged = await table.purge_deleted()
+            if purged:
+                metrics.STORE_KEYS_PURGED.labels(table.name).inc(purged)
+                log.info("step %s: %d deleted keys compacted out of the %s store", steps.PURGE_STORES, purged, table.name)
+
     async def moderate(messages: list[Message]) -> None:
         pending = pipeline.comments_batch(messages)
         if not pending:

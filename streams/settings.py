@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     data_dir: str = "reelstream-data"  # one per worker process; keep it across restarts (a volume)
     users_cache_size: int = Field(50_000, ge=1)  # decoded user records kept in memory (rocksdb)
     store_block_cache_mib: int = Field(256, ge=8)  # RocksDB block cache, shared out over the table's partitions
+    # Erasure in the local stores' files: keys deleted since the last tick are compacted out of RocksDB's
+    # files (streams/tables.py OutputTable.purge_deleted), so an erased user leaves the disk within this.
+    store_purge_interval_s: float = Field(60.0, gt=0)
 
     recs: RecsSettings = RecsSettings()
     read_api: ReadApiSettings = ReadApiSettings()

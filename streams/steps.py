@@ -15,5 +15,6 @@ SWAP_MODEL = "swap_model"  # a newer saved batch model, served without stopping
 SWAP_COMMENT_MODEL = "swap_comment_model"  # newer comment-model weights, served without stopping
 REFRESH_ITEMS = "refresh_items"  # the item cadence: re-solved item vectors and user Gram sums published
 REFRESH_RECS = "refresh_recs"  # every user served again after a new batch model version
+PURGE_STORES = "purge_stores"  # keys deleted from the local stores (erasures) compacted out of their files
 RESTORE_FACTORS = "restore_factors"  # the factors of users in partitions new to a worker, for its Gram sums
 REFIT = "refit"  # the trainer process: a batch refit published as a new model version

@@ -10,6 +10,7 @@ active, so a micro-batch's exclusions are that set, not a scan of the whole cata
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ from monitoring import metrics
 from streams.catalog import inactive_videos, is_available
 from streams.output import OutputProducer
 from streams.topics import partition_for
-from streams.transport.rocks_store import RocksPartitions, is_rocksdb
+from streams.transport.rocks_store import RocksPartitions, is_rocksdb, limit_manifest
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,15 @@ class OutputTable(faust.Table):
     _pending: dict[str, _Write] | None = None
     _cache: OrderedDict[str, Any] | None = None
     _count: int | None = None
+    _deleted: dict[int, set[bytes]] | None = None  # keys deleted from the store since the last purge
+
+    def _new_store(self) -> Any:
+        """Faust's store for the table; a RocksDB one rolls its MANIFEST at every edit, so that `purge_deleted`
+        leaves no deleted key in its files (streams/transport/rocks_store.py)."""
+        store = super()._new_store()
+        if is_rocksdb(store):
+            limit_manifest(store)
+        return store
 
     # --- reads ------------------------------------------------------------------------------------
     @property
@@ -306,6 +316,7 @@ class OutputTable(faust.Table):
             if any(w.offset < 0 for _, w in writes):
                 continue  # not all acknowledged (a failed delivery): stored after a later flush, or recovered
             self._rocks.write(partition, [(w.key, w.payload) for _, w in writes], max(w.offset for _, w in writes))
+            self._note_deleted(partition, [w.key for _, w in writes if w.payload is None])
             for key, write in writes:
                 if self._pending.get(key) is write:
                     del self._pending[key]
@@ -316,9 +327,35 @@ class OutputTable(faust.Table):
         batch = list(batch)
         super().apply_changelog_batch(batch)
         metrics.CHANGELOG_APPLIED.inc(len(batch))
+        if self.persistent:
+            for event in batch:
+                if event.message.value is None:
+                    self._note_deleted(event.message.partition, [event.message.key])
         if self._cache:
             for event in batch:  # another owner's writes, or a partition coming back
                 self._cache.pop(orjson.loads(event.message.key), None)
+
+    def _note_deleted(self, partition: int, keys: list[bytes]) -> None:
+        if keys:
+            if self._deleted is None:
+                self._deleted = {}
+            self._deleted.setdefault(partition, set()).update(keys)
+
+    async def purge_deleted(self) -> int:
+        """Erasure in the store's files: every key deleted from the local store since the last call (an erased
+        user's record, whether this worker wrote the delete or applied it from the changelog) compacted out
+        of its partition's RocksDB files, off the event loop (streams/transport/rocks_store.py). Returns how
+        many keys; 0 for a memory store."""
+        if not self._deleted:
+            return 0
+        deleted, self._deleted = self._deleted, {}
+        assert self._rocks is not None
+        loop, purged = asyncio.get_running_loop(), 0
+        for partition, keys in deleted.items():
+            purged += await loop.run_in_executor(None, self._rocks.compact, partition, keys)
+            self._rocks.roll_manifest(partition)
+            await loop.run_in_executor(None, self._rocks.flush, partition)
+        return purged
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         """Decoded records and unstored writes of partitions that may change hands are dropped: whoever owns

@@ -40,6 +40,12 @@ def _local_stores(data_dir: Path) -> dict[str, list[tuple[bytes, bytes]]]:
     return out
 
 
+def _files_linking(data_dir: Path) -> list[str]:
+    """The worker's files (RocksDB's SSTs, write-ahead logs, MANIFESTs...) whose raw bytes hold the erased user's
+    id or a text of theirs."""
+    return sorted(str(f.relative_to(data_dir)) for f in data_dir.rglob("*") if f.is_file() and _links(f.read_bytes()))
+
+
 @pytest.mark.integration
 def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keeps_until_retention():
     from lab.chaos import last_values, uncommitted
@@ -53,6 +59,7 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
     t = s.topics
     contract = erasure_contract(s)
     with LocalStack() as stack:
+        stack.env["REELSTREAM_STORE_PURGE_INTERVAL_S"] = "1"
         stack.start_broker()
         worker = stack.start_worker()
         send = stack.send
@@ -88,7 +95,12 @@ def test_after_user_delete_nothing_links_the_user_outside_what_the_contract_keep
         wait_for(lambda: uncommitted(stack.bootstrap, s) == 0, 120, "all input committed", [worker.log], worker.proc)
         wait_for(lambda: not any(_links(k, v) for k, v in last_values(stack.bootstrap, t.review_queue).items()), 60,
                  "the user's review items tombstoned", [worker.log], worker.proc)  # fmt: skip
+        # the deletes leave RocksDB's files too (OutputTable.purge_deleted): before, its write-ahead log, SSTs
+        # and MANIFEST kept the user's id and texts until RocksDB compacted them
+        wait_for(lambda: not _files_linking(worker.data_dir), 60, "the erased user out of the store files",
+                 [worker.log], worker.proc)  # fmt: skip
         assert worker.stop() == 0  # stores closed cleanly, so they can be opened here
+        assert not _files_linking(worker.data_dir)
         found: dict[str, str] = {}
         for topic, erasure in contract.items():
             records = list(read_topic(stack.bootstrap, topic))

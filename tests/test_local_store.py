@@ -318,6 +318,47 @@ def test_a_write_reaches_the_store_only_once_acknowledged_with_its_offset(tmp_pa
     assert users._rocks.persisted_offset(p) == 2
 
 
+def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
+    """Erasure on disk: a delete this worker wrote and one it applied from the changelog (a standby) leave
+    RocksDB's files (SSTs, write-ahead log, MANIFEST) at `purge_deleted`, not at some later compaction."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.topics import partition_for
+
+    def files_with(marker: bytes) -> list[str]:
+        return sorted(f.name for f in tmp_path.rglob("*") if f.is_file() and marker in f.read_bytes())
+
+    sink = _LateSink()
+    users = _users_table(tmp_path, sink)
+    p = partition_for(b"erased-qx", 2)
+    users.put("erased-qx", {"events": [["e1", "v1", "comment", 1.0, 0.0, "mark-qx1"]]}, p)
+    users.put("kept-qx", {"events": [["e2", "v1", "like", 1.0, 0.0, None]]}, partition_for(b"kept-qx", 2))
+    asyncio.run(users.flush())
+    q = partition_for(b"standby-qx", 2)
+    tp = TP(users.changelog_topic_name, q)
+
+    def applied(value: bytes | None, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(key=b'"standby-qx"', value=value, partition=q, offset=offset, tp=tp))
+
+    users.apply_changelog_batch([applied(b'{"events": [["e3", "v1", "comment", 1.0, 0.0, "mark-qx2"]]}', 7)])
+    for partition in {p, q}:
+        users._rocks.flush(partition)
+    assert files_with(b"erased-qx") and files_with(b"standby-qx")  # in an SST: the scan sees them
+
+    users.remove("erased-qx", p)
+    asyncio.run(users.flush())
+    users.apply_changelog_batch([applied(None, 8)])
+    assert files_with(b"erased-qx") and files_with(b"standby-qx")  # deleted, but still in the files
+    assert asyncio.run(users.purge_deleted()) == 2
+    assert files_with(b"erased-qx") == files_with(b"standby-qx") == files_with(b"mark-qx") == []
+    assert users.get("erased-qx") is None and users.get("standby-qx") is None
+    assert users.get("kept-qx")["events"][0][0] == "e2"
+    assert asyncio.run(users.purge_deleted()) == 0  # nothing deleted since
+
+
 def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_skipped_offsets(tmp_path):
     """Faust's own `_build_offsets` decides where recovery starts (streams/transport/recovery_holes.py); what
     it skips past the last offset a table applied is reported, once; a partition this worker already held in

@@ -11,7 +11,7 @@ pins.py):
 - raw_delivery.py: raw input topics delivered without Faust's decoding.
 - commit_flush.py: extra producers (streams/output.py) flushed before every offset commit.
 - rocks_store.py: the users table's RocksDB partitions written directly, only with acknowledged changelog
-  records and their offset (streams/tables.py OutputTable).
+  records and their offset (streams/tables.py OutputTable); deleted keys compacted out of their files.
 - recovery_holes.py: a table recovery starting beyond what the table applied (records deleted unread) is
   reported as a changelog gap, not recovered around (the app's `TableManager`).
 
