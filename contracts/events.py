@@ -169,6 +169,9 @@ REASONS = (
     "invalid_model_record",  # models
     "invalid_item_message",  # interactions-by-video
     "invalid_item_state",  # the item-state changelog
+    "invalid_user_record",  # the users changelog
+    "invalid_review_record",  # the reviews changelog
+    "invalid_catalog_record",  # the catalog changelog
     "invalid_decision",  # review-decisions: not a decision of the contract (contracts/review.py)
     "stale_decision",  # review-decisions: no such item pending for that user (decided, erased, unknown)
 )
@@ -201,6 +204,12 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict:
     if type(version) is not int or version != SCHEMA_VERSION:  # `true == 1` in Python
         raise InvalidMessage("unknown_schema_version", repr(obj.get("schema_version"))[:50])
     return obj
+
+
+def first_error(exc: ValidationError) -> str:
+    """pydantic's first error as one line, where and what (its message names no input value)."""
+    err = exc.errors(include_url=False)[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
 
 
 def _raise_from(exc: ValidationError) -> None:

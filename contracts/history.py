@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from contracts.events import Comment, Like, Share, Skip, Unlike, Watch
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from contracts.events import Comment, Like, Share, Skip, Unlike, Watch, first_error
 
 Sentiment = tuple[float, float, float]  # (negative, neutral, positive) probabilities
 # Watch ratios are stored with this many decimals: enough for a confidence, and a shorter changelog record.
@@ -50,3 +53,36 @@ def row_with_sentiment(row: Row, sentiment: Sentiment | list[float] | None) -> l
     """A new stored row with the comment's sentiment set. Stored rows are values, never edited in place
     (models.recs.confidence.FlooredPrefixCache relies on it)."""
     return [*row[:SENTIMENT], sentiment]
+
+
+
+MAX_TS = 4_102_444_800.0  # contracts.events.Timestamp
+_Id = Annotated[str, Field(min_length=1, max_length=128)]  # contracts.events.Id
+_Probability = Annotated[float, Field(ge=0, le=1)]
+_StoredRow = tuple[
+    _Id, _Id, Literal["watch", "like", "unlike", "share", "skip", "comment"], Annotated[float, Field(ge=0, le=MAX_TS)],
+    _Probability, tuple[_Probability, _Probability, _Probability] | None,
+]  # fmt: skip
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _StoredRecord(TypedDict):
+    events: list[_StoredRow]
+
+
+_RECORD = TypeAdapter(_StoredRecord)
+_USER_ID = TypeAdapter(_Id)
+
+
+def check_user_record(key: bytes | None, value: bytes | None) -> None:
+    """A users-table changelog record as the worker writes it (key: the user id as JSON; value: `{"events":
+    [stored rows]}`, None for a tombstone), checked on its bytes, or a ValueError (pydantic's) saying what is
+    wrong: the changelog is input too, and a record the worker would choke on at every event of that user
+    must be refused, not stored. pydantic's strict JSON validation parses and checks in one pass (measured:
+    half the time of orjson plus the same checks written in Python; a standby checks every record)."""
+    try:
+        _USER_ID.validate_json(key if key is not None else b"null", strict=True)
+        if value is not None:
+            _RECORD.validate_json(value, strict=True)
+    except ValidationError as exc:
+        raise ValueError(first_error(exc)) from None

@@ -8,12 +8,14 @@ input like `events`: `parse_decision` either returns a typed decision or raises 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
-from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from
+from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from, first_error
 
 CATEGORIES = ("toxic", "offensive", "hate", "sexism", "spam")  # as models/text/config.py (contracts import no model)
 Category = Literal["toxic", "offensive", "hate", "sexism", "spam", "none"]
@@ -43,6 +45,49 @@ class ReviewItem(BaseModel):
     model_version: str
     queued_at: float
     appeal_text: str | None = None  # kind appeal: the user's own words
+
+
+class BlockedComment(BaseModel):
+    """What the `reviews` table keeps of a blocked comment for its appeal window (streams/review.py)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+    video_id: str
+    text: str
+    lang: str
+    scores: dict[str, float]
+    sentiment: dict[str, float]
+    reasons: list[str]
+    model_action: Literal["allow", "review", "block"]
+    model_version: str
+    blocked_at: float
+    appealed: bool = False
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _ReviewRecord(TypedDict, total=False):
+    pending: dict[str, ReviewItem]
+    blocked: dict[str, BlockedComment]
+
+
+_REVIEW_RECORD = TypeAdapter(_ReviewRecord)
+_USER_ID = TypeAdapter(Id)
+
+
+def check_review_record(key: bytes | None, value: bytes | None) -> None:
+    """A `reviews` changelog record as the worker writes it (key: the user id as JSON; value: `{"pending":
+    {item_id: ReviewItem}, "blocked": {event_id: BlockedComment}}`, None for a tombstone), checked on its
+    bytes, or a ValueError: the changelog is input too (a record naming another user, or one the workflow
+    would choke on, is refused)."""
+    try:
+        user_id = _USER_ID.validate_json(key if key is not None else b"null", strict=True)
+        record = _REVIEW_RECORD.validate_json(value, strict=True) if value is not None else {}
+    except ValidationError as exc:
+        raise ValueError(first_error(exc)) from None
+    for item_id, item in record.get("pending", {}).items():
+        if item.item_id != item_id or item.user_id != user_id:
+            raise ValueError(f"pending item {item_id[:40]!r} is not the key user's item of that id")
+        if not all(math.isfinite(x) for x in (item.queued_at, *item.scores.values(), *item.sentiment.values())):
+            raise ValueError(f"pending item {item_id[:40]!r} has a number that is not finite")
 
 
 class ReviewDecision(BaseModel):

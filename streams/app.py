@@ -22,6 +22,7 @@ from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts.events import InvalidMessage
+from contracts.history import check_user_record
 from contracts.models import (
     MODEL_KEY,
     ModelRecord,
@@ -31,13 +32,15 @@ from contracts.models import (
     parse_vector_record,
     vector_record,
 )
+from contracts.review import check_review_record
 from models.recs.base import Recommender
 from models.text.base import CommentScorer
 from monitoring import metrics
 from monitoring.consumer import LAG
 from streams import steps, transport
 from streams.batching import micro_batches, still_current
-from streams.items import ItemSide, ItemStateTable, TopicReplica
+from streams.catalog import check_catalog_record
+from streams.items import ItemSide, ItemStateTable, TopicReplica, state_check
 from streams.output import OutputProducer
 from streams.pipeline import Message, Pipeline
 from streams.review import ReviewDesk
@@ -242,6 +245,12 @@ def create_app(
         TableManager=transport.TableManager,  # recovery reports changelog holes (transport/recovery_holes.py)
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+    def raw_changelog(table: str, partitions: int) -> faust.TopicT:
+        """A table's changelog read as raw bytes: each record reaches the table's check (ValidatedChangelog),
+        not Faust's decoding, which drops a record that is not JSON with only a log line."""
+        return app.topic(changelog(settings, table), partitions=partitions, **raw)
+
     events = app.topic(t.events, partitions=settings.partitions, **raw)
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
     comments = app.topic(t.comments, partitions=settings.partitions, **raw)
@@ -252,17 +261,17 @@ def create_app(
     )
     users = app.tables.add(OutputTable(
         app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        **_store_of(settings, USERS_TABLE),
+        changelog_topic=raw_changelog(USERS_TABLE, settings.partitions), **_store_of(settings, USERS_TABLE),
     ))  # fmt: skip
     users.output, users.partition_count, users.cache_size = output, settings.partitions, settings.users_cache_size
     item_state = app.tables.add(ItemStateTable(
         app, name=ITEM_STATE_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        **_store_of(settings, ITEM_STATE_TABLE),
+        changelog_topic=raw_changelog(ITEM_STATE_TABLE, settings.partitions), **_store_of(settings, ITEM_STATE_TABLE),
     ))  # fmt: skip
     item_state.output, item_state.partition_count, item_state.cache_size = output, settings.partitions, 0
     reviews = app.tables.add(OutputTable(
         app, name=REVIEWS_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        **_store_of(settings, REVIEWS_TABLE),
+        changelog_topic=raw_changelog(REVIEWS_TABLE, settings.partitions), **_store_of(settings, REVIEWS_TABLE),
     ))  # fmt: skip
     reviews.output, reviews.partition_count = output, settings.partitions
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
@@ -285,7 +294,8 @@ def create_app(
             )
         )  # fmt: skip
 
-    catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions)
+    catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions,
+                          changelog_topic=raw_changelog(CATALOG_TABLE, settings.videos_partitions))  # fmt: skip
     catalog.on_available = recommender.add_video  # new uploads into the exploration pool
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
@@ -295,6 +305,16 @@ def create_app(
         m = message
         raw = Message(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
         pipeline.dead_letter(raw, InvalidMessage(reason, detail))
+
+    # The tables' own changelogs are input too (recovery, standbys): a record the worker would not write is
+    # dead-lettered with its reason and never stored.
+    for table, check, on_bytes, reason in (
+        (users, check_user_record, True, "invalid_user_record"),
+        (item_state, state_check(settings.recs.factors, settings.partitions), False, "invalid_item_state"),
+        (reviews, check_review_record, True, "invalid_review_record"),
+        (catalog, check_catalog_record, False, "invalid_catalog_record"),
+    ):
+        table.validate, table.raw, table.reason, table.reject = check, on_bytes, reason, reject
 
     def replica(name: str, topic: str, on_batch: Any, validate: Any, reason: str,
                 partitions: int = settings.partitions) -> TopicReplica:  # fmt: skip

@@ -177,6 +177,22 @@ def decode_state(value: Any, factors: int) -> tuple[str, np.ndarray | None, dict
     return version, factor, {v: float(c) for v, c in confidences.items()}
 
 
+def state_check(factors: int, partitions: int) -> Callable[[Any, Any], None]:
+    """What an item-state changelog record must be to be stored (streams.tables.ValidatedChangelog): a
+    `state_key` of a partition that exists, and a value `decode_state` reads (or a tombstone)."""
+
+    def check(key: Any, value: Any) -> None:
+        if type(key) is not str:
+            raise ValueError("the key is not a [partition, user_id] key")
+        partition, _ = parse_state_key(key)
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} of {partitions}")
+        if value is not None:
+            decode_state(value, factors)
+
+    return check
+
+
 class ItemSide:
     """The item side of this worker: one `ItemTrainer` per interactions-by-video partition it owns, so that
     a partition's state is the same whichever worker holds it, and moves (`ItemStateTable`) as a unit.

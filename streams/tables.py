@@ -79,15 +79,18 @@ class HistoryEncoder:
 
 
 class ValidatedChangelog:
-    """Mixin for a table over an internal topic (item-vectors, user-gram, models): every record read from
-    its changelog, in recovery or live, is checked before it is applied (`valid_only`, called first by the
-    table's apply_changelog_batch). `validate(key, value)` (decoded
+    """Mixin for a table over an internal topic (item-vectors, user-gram, models) or a table's own changelog
+    (users, item-state, reviews, catalog): every record read from its changelog, in recovery, as a standby or
+    live, is checked before it is applied (`valid_only`, called first by the table's apply_changelog_batch).
+    The changelog topic is read as raw bytes (`raw_changelog`), so a record that is not JSON reaches the check
+    too instead of being dropped by Faust's decoding with only a log line. `validate(key, value)` (decoded
     JSON; None value = tombstone) raises ValueError for a record that must not be applied; such a record is
     handed to `reject(message, reason, detail)` (the worker dead-letters it) and left out of the batch, so
     neither the table nor what it feeds (the index, the Gram) ever sees it. Internal topics are input too:
     anyone with write access to them could otherwise steer every recommendation."""
 
     validate: Callable[[Any, Any], None] | None = None
+    raw: bool = False  # `validate` gets the record's key and value bytes, not decoded JSON
     reason: str = ""
     reject: Callable[[Any, str, str], None] | None = None
 
@@ -99,8 +102,11 @@ class ValidatedChangelog:
         for event in batch:
             m = event.message
             try:
-                key = orjson.loads(m.key) if m.key is not None else None
-                self.validate(key, None if m.value is None else orjson.loads(m.value))
+                if self.raw:
+                    self.validate(m.key, m.value)
+                else:
+                    key = orjson.loads(m.key) if m.key is not None else None
+                    self.validate(key, None if m.value is None else orjson.loads(m.value))
             except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
                 log.warning("%s[%d]@%d not applied (%s): %s", m.topic, m.partition, m.offset, self.reason, exc)
                 if self.reject is not None:
@@ -108,6 +114,15 @@ class ValidatedChangelog:
                 continue
             good.append(event)
         return good
+
+
+def decoded(events: Iterable[Any]) -> list[Any]:
+    """Events of a raw changelog as a Faust memory store applies them (`key`, `value` decoded JSON)."""
+    return [
+        SimpleNamespace(message=e.message, key=orjson.loads(e.message.key),
+                        value=None if e.message.value is None else orjson.loads(e.message.value))
+        for e in events
+    ]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -128,7 +143,7 @@ class _Write:
 _MISSING = object()
 
 
-class OutputTable(faust.Table):
+class OutputTable(ValidatedChangelog, faust.Table):
     """A `streams.pipeline.UserStore`.
 
     With Faust's memory store, a write goes to the table's dict and its changelog record to the output
@@ -324,8 +339,19 @@ class OutputTable(faust.Table):
                         self._remember(key, write.value)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        batch = list(batch)
-        super().apply_changelog_batch(batch)
+        """Valid records only (`valid_only`: the others are dead-lettered, never stored); with RocksDB, the
+        offset persisted past refused ones too, so a restart does not read and refuse them again."""
+        received = list(batch)
+        batch = self.valid_only(received)
+        super().apply_changelog_batch(batch if self.persistent else decoded(batch))
+        if self.persistent and len(batch) < len(received):
+            ends: dict[Any, int] = {}
+            for event in received:
+                ends[event.message.tp] = max(ends.get(event.message.tp, -1), event.message.offset)
+            for tp, offset in ends.items():
+                stored = self.data.persisted_offset(tp)
+                if stored is None or offset > stored:
+                    self.data.set_persisted_offset(tp, offset)
         metrics.CHANGELOG_APPLIED.inc(len(batch))
         if self.persistent:
             for event in batch:
@@ -377,7 +403,7 @@ class OutputTable(faust.Table):
             self.on_ready({tp.partition for tp in active_tps})
 
 
-class CatalogTable(faust.GlobalTable):
+class CatalogTable(ValidatedChangelog, faust.GlobalTable):
     """video_id -> status (streams.catalog), with `inactive` kept up to date on every local
     write and every changelog batch applied (other workers' writes, recovery)."""
 
@@ -408,8 +434,8 @@ class CatalogTable(faust.GlobalTable):
         self._track(key, None)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        batch = list(batch)
-        super().apply_changelog_batch(batch)
+        batch = self.valid_only(batch)
+        super().apply_changelog_batch(decoded(batch))  # a memory store (a global table)
         notify = self.on_available
         stamps = {orjson.loads(e.message.key): getattr(e.message, "timestamp", None) for e in batch} if notify else {}
         for key, status in latest_values(batch).items():

@@ -1,5 +1,6 @@
-"""Internal topics are input too: hostile records on item-vectors, user-gram, models and interactions-by-video
-are dead-lettered with a reason and never applied (streams.tables.ValidatedChangelog, ItemSide.apply).
+"""Internal topics are input too: hostile records on item-vectors, user-gram, models, interactions-by-video
+and the tables' own changelogs (users, item-state, reviews, catalog) are dead-lettered with a reason and
+never applied (streams.tables.ValidatedChangelog, ItemSide.apply).
 
 Every record below is invalid by construction (its maker says which reason it must get); Hypothesis drives
 them through a real app's replicas and item side in process, and a seeded sample of them goes through a real
@@ -22,7 +23,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from streams.settings import Settings
-from streams.topics import partition_for
+from streams.topics import changelog, partition_for
 
 S = Settings()
 F = S.recs.factors
@@ -96,6 +97,31 @@ def item_messages(partition: int) -> list[bytes]:
     return out
 
 
+def _review_item(user: str = "hu1", item_id: str = "i1", **change) -> dict:
+    return {"schema_version": 1, "item_id": item_id, "kind": "review", "event_id": item_id, "user_id": user,
+            "video_id": "v1", "text": "t", "lang": "en", "scores": {"toxic": 0.6}, "sentiment": {"negative": 1.0},
+            "reasons": ["toxic>=0.5"], "model_action": "review", "model_version": "m", "queued_at": 1.0, **change}  # fmt: skip
+
+
+def _row(**change) -> list:
+    row = {"event_id": "e1", "video_id": "v1", "kind": "like", "ts": 1.0, "ratio": 0.0, "sentiment": None, **change}
+    return list(row.values())
+
+
+USER_VALUES = [
+    {"events": "x"}, {"events": [_row(kind="teleport")]}, {"events": [_row(ts=-1.0)]}, {"events": [_row(ratio=2.0)]},
+    {"events": [_row(sentiment=[0.5, 0.5])]}, {"events": [_row(event_id="")]}, {"events": [_row()[:5]]},
+    {"events": [_row(video_id=7)]}, {"events": [], "more": 1}, {"rows": []}, [1], "x", 3,
+]  # fmt: skip
+REVIEW_VALUES = [
+    {"pending": {"i1": {"item_id": "i1"}}}, {"pending": {"i1": _review_item(user="someone-else")}},
+    {"pending": {"i2": _review_item()}}, {"pending": {"i1": _review_item(model_action="delete")}},
+    {"blocked": {"e1": {"video_id": "v1"}}}, {"other": {}}, {"pending": []}, ["x"], "x",
+]  # fmt: skip
+STATE_VALUES = [["m", "!!", {"v1": 1.0}], ["m", None, {}], ["m", None, {"v1": "x"}], ["m", None, {"v1": 0}], {"v1": 1.0}, "x"]
+CATALOG_VALUES = ["deleted", "", 1, {"status": "active"}, ["active"]]
+
+
 def hostile() -> list[tuple[str, int, bytes | None, bytes | None, str]]:
     """(topic, partition, key, value, reason) of every hostile record (partition -1: the key's)."""
     t = S.topics
@@ -115,6 +141,21 @@ def hostile() -> list[tuple[str, int, bytes | None, bytes | None, str]]:
     out.append((t.models, 0, orjson.dumps("other"), orjson.dumps(good_model), "invalid_model_record"))
     for partition in range(P):
         out += [(t.interactions_by_video, partition, None, raw, "invalid_item_message") for raw in item_messages(partition)]
+    users, state, reviews, catalog = (changelog(S, name) for name in ("users", "item-state", "reviews", "catalog"))
+    for value in [*map(orjson.dumps, USER_VALUES), *BAD_JSON]:
+        out.append((users, -1, orjson.dumps("hu1"), value, "invalid_user_record"))
+    for key in (orjson.dumps(7), orjson.dumps(""), b"\xff", None):
+        out.append((users, 0, key, orjson.dumps({"events": [_row()]}), "invalid_user_record"))
+    for value in [*map(orjson.dumps, REVIEW_VALUES), *BAD_JSON]:
+        out.append((reviews, -1, orjson.dumps("hu1"), value, "invalid_review_record"))
+    out.append((reviews, 0, orjson.dumps(["hu1"]), orjson.dumps({"pending": {}}), "invalid_review_record"))
+    for value in [*map(orjson.dumps, STATE_VALUES), *BAD_JSON]:
+        out.append((state, 1, orjson.dumps('[1,"hu1"]'), value, "invalid_item_state"))
+    for key in (orjson.dumps(f'[{P},"hu1"]'), orjson.dumps("hu1"), orjson.dumps([1, "hu1"])):
+        out.append((state, 1, key, orjson.dumps(["m", None, {"v1": 1.0}]), "invalid_item_state"))
+    for value in [*map(orjson.dumps, CATALOG_VALUES), *BAD_JSON]:
+        out.append((catalog, 0, orjson.dumps("hostile-video"), value, "invalid_catalog_record"))
+    out.append((catalog, 0, orjson.dumps(5), orjson.dumps("active"), "invalid_catalog_record"))
     return out
 
 
@@ -122,8 +163,12 @@ HOSTILE = hostile()
 
 
 def _event(topic: str, partition: int, key: bytes | None, value: bytes | None, offset: int = 0):
-    message = SimpleNamespace(topic=topic, partition=max(partition, 0), offset=offset, timestamp=0.0, key=key,
-                              value=value)  # fmt: skip
+    from faust.types import TP
+
+    if partition < 0:
+        partition = partition_for(key, P)
+    message = SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=0.0, key=key, value=value,
+                              tp=TP(topic, partition))  # fmt: skip
     return SimpleNamespace(message=message, key=_decoded(key), value=_decoded(value))
 
 
@@ -159,8 +204,17 @@ def test_no_hostile_record_reaches_the_model_and_each_is_dead_lettered_with_its_
     replicas = {app.tables[name].changelog_topic_name: app.tables[name] for name in ("item-vectors", "user-gram", "models")}
     for table in replicas.values():
         table.on_batch = applied.append
+    stores = {app.tables[name].changelog_topic_name: app.tables[name] for name in ("users", "item-state", "reviews")}
+    catalog = app.tables["catalog"]
+    replicas.update(stores)
+    replicas[catalog.changelog_topic_name] = catalog
     side = app.item_side
     before = {p: (dict(tr.video_users), dict(tr.user_factors)) for p, tr in side.trainers.items()}
+
+    def stored() -> dict:
+        return {topic: {p: list(t._rocks.items(p)) for p in range(P)} for topic, t in stores.items() if t.persistent}
+
+    stored_before, catalog_before = stored(), (dict(catalog.data), set(catalog.inactive))
 
     def send_all() -> None:
         sink.sent.clear()
@@ -172,6 +226,7 @@ def test_no_hostile_record_reaches_the_model_and_each_is_dead_lettered_with_its_
 
     send_all()
     assert applied == []
+    assert stored() == stored_before and len(stored_before) == 3 and (dict(catalog.data), set(catalog.inactive)) == catalog_before
     assert {p: (dict(tr.video_users), dict(tr.user_factors)) for p, tr in side.trainers.items() if tr.video_users} == {
         p: v for p, v in before.items() if v[0]
     }
@@ -200,26 +255,45 @@ def test_valid_records_of_the_same_topics_are_applied(world):
     v = _video_of(1)
     app.item_side.apply([Message(S.topics.interactions_by_video, 1, 0, 0.0, None, orjson.dumps([_item(v, user="ok")]))])
     assert app.item_side.trainers[1].video_users[v] == {"ok": 1.0}
+    good = {  # table -> (key, value) the worker itself writes
+        "users": ("hu-good", {"events": [_row(), _row(event_id="e2", kind="comment", sentiment=[0.1, 0.2, 0.7])]}),
+        "reviews": ("hu-good", {"pending": {"i1": _review_item("hu-good")}, "blocked": {}}),
+        "item-state": ('[1,"hu-good"]', ["m", None, {v: 1.0}]),
+        "catalog": ("good-video", "removed"),
+    }
+    for name, (key, value) in good.items():
+        table = app.tables[name]
+        table.apply_changelog_batch([_event(table.changelog_topic_name, 1, orjson.dumps(key), orjson.dumps(value))])
+        got = table._rocks.get(1, orjson.dumps(key)) if name != "catalog" else orjson.dumps(table.data[key])
+        assert orjson.loads(got) == value, name
 
 
 @pytest.mark.integration
 def test_a_worker_dead_letters_hostile_records_of_every_internal_topic_and_its_index_is_unchanged():
+    """Its tables' changelogs as its recovery reads them at start, the other internal topics live."""
     from confluent_kafka import Producer
 
     from lab.local import LocalStack, total, wait_for
     from lab.recording import read_topic
 
-    sample = random.Random(7).sample(HOSTILE, 60)
+    own = {changelog(S, name) for name in ("users", "item-state", "reviews", "catalog")}  # read at recovery
+    early = random.Random(7).sample([r for r in HOSTILE if r[0] in own], 30)
+    sample = early + random.Random(7).sample([r for r in HOSTILE if r[0] not in own], 50)
     with LocalStack() as stack:
         stack.start_broker()
+        producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
+
+        def produce(records) -> None:
+            for topic, partition, key, value, _ in records:
+                kwargs = {} if partition < 0 else {"partition": partition}
+                producer.produce(topic, value, key, **kwargs)
+            producer.flush(30)
+
+        produce(early)  # the tables' changelogs: what the worker's recovery reads first
         worker = stack.start_worker()
         wait_for(lambda: "reelstream_index_items" in worker.metrics(), 30, "worker up", [worker.log], worker.proc)
         index_before = worker.metrics()["reelstream_index_items"]
-        producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
-        for topic, partition, key, value, _ in sample:
-            kwargs = {} if partition < 0 else {"partition": partition}
-            producer.produce(topic, value, key, **kwargs)
-        producer.flush(30)
+        produce(sample[len(early):])
         expected = collections.Counter(reason for *_, reason in sample)
 
         def dead() -> collections.Counter:
