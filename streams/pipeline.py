@@ -378,10 +378,18 @@ class Pipeline:
         return record, row
 
     def comments_batch(self, messages: Iterable[Message]) -> list[tuple[Message, Comment]]:
-        """Comments still owed a moderation result (erased users' comments are dropped here)."""
+        """Comments still owed a moderation result (erased users' comments are dropped here). The topic is
+        input like `events`: a record that is not a comment event is dead-lettered with its reason (it used
+        to fail its batch and land as `processing_error`)."""
         out = []
         for msg in messages:
-            event = Comment.model_validate_json(msg.value or b"")
+            try:
+                event = parse_event(msg.value, max_bytes=self.s.max_message_bytes, max_text_chars=self.s.max_text_chars)
+                if not isinstance(event, Comment):
+                    raise InvalidMessage("unknown_type", f"a {event.type} event on the comments topic")
+            except InvalidMessage as err:
+                self.dead_letter(msg, err)
+                continue
             if self._pending_row(event.user_id, event.event_id)[1] is not None:
                 out.append((msg, event))
             else:

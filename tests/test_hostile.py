@@ -451,3 +451,119 @@ def test_the_embedded_broker_deletes_past_5_mib_per_partition_and_clients_skip_s
     assert high == 31 and low == 21  # the 20 small records and the first big one are gone
     assert 5 * 950_000 <= PARTITION_LOG_MAX_BYTES < 6 * 950_000
     assert offsets == list(range(low, high))  # asked for 0, got 21..30: no error, no sign of the hole
+
+
+# --- the other input topics: comments, videos, review-decisions -----------------------------------------
+# Each with makers of its own (one change to a valid record each, like KINDS), driven by Hypothesis through
+# the pipeline step that reads the topic: every record is accounted for, the bad ones dead-lettered once with
+# their reason, and nothing of them applied.
+def _one_of(*changes: dict) -> Maker:
+    return lambda rng, r: orjson.dumps({**r, **rng.choice(changes)})
+
+
+def _without(*required: str) -> Maker:
+    def maker(rng: random.Random, r: dict) -> bytes:
+        name = rng.choice(required)
+        return orjson.dumps({k: v for k, v in r.items() if k != name})
+
+    return maker
+
+
+SHARED: dict[str, tuple[Maker, str]] = {  # what any JSON-object topic can receive, with the parser's reason
+    "bad_json": (lambda rng, r: json.dumps(r).encode()[: -rng.randrange(1, 20)], "bad_json"),
+    "garbage": (lambda rng, r: b"\x00" + bytes(rng.randrange(32, 127) for _ in range(rng.randrange(64))), "bad_json"),
+    "tombstone": (lambda rng, r: None, "bad_json"),
+    "invalid_utf8": (lambda rng, r: orjson.dumps(r).replace(b"{", b"{\"x\": \"caf\xe9\",", 1), "bad_encoding"),
+    "not_an_object": (lambda rng, r: orjson.dumps(rng.choice([[r], "x", 42, None, True])), "not_an_object"),
+    "schema_version": (_one_of({"schema_version": 0}, {"schema_version": 2}, {"schema_version": "1"}),
+                       "unknown_schema_version"),  # fmt: skip
+    "too_large": (lambda rng, r: orjson.dumps({**r, "pad": "x" * 1_000_100}), "too_large"),
+}
+VIDEO_KINDS: dict[str, tuple[Maker, str | None]] = {
+    "valid": (lambda rng, r: orjson.dumps(r), None),
+    **SHARED,
+    "missing_field": (_without("video_id", "type", "ts"), "missing_field"),
+    "bad_field": (_one_of({"video_id": 5}, {"video_id": ""}, {"type": "explode"}, {"ts": "now"}, {"ts": -1},
+                          {"title": "t" * 501}, {"tags": ["a"] * 51}, {"tags": "a"}), "bad_field"),  # fmt: skip
+}
+DECISION_KINDS: dict[str, tuple[Maker, str]] = {  # the valid one names an item nobody queued: stale
+    "valid": (lambda rng, r: orjson.dumps(r), "stale_decision"),
+    **{kind: (maker, "invalid_decision") for kind, (maker, _) in SHARED.items()},
+    "missing_field": (_without("decision_id", "item_id", "user_id", "decision", "reviewer", "decided_at"),
+                      "invalid_decision"),  # fmt: skip
+    "bad_field": (_one_of({"decision": "delete-account"}, {"category": "<script>"}, {"user_id": 7}, {"note": "n" * 2001},
+                          {"decided_at": "soon"}, {"reviewer": ""}), "invalid_decision"),  # fmt: skip
+}
+
+
+def _video(rng: random.Random, n: int) -> dict:
+    return {"schema_version": 1, "video_id": f"hv{n}", "type": rng.choice(["upload", "remove", "block"]), "ts": START_TS + n}
+
+
+def _decision(rng: random.Random, n: int) -> dict:
+    return {"schema_version": 1, "decision_id": f"d{n}", "item_id": f"never-queued-{n}", "user_id": "hu1",
+            "decision": rng.choice(["approve", "remove", "escalate"]), "category": "none", "reviewer": "ana",
+            "decided_at": START_TS + n}  # fmt: skip
+
+
+def _records_of(kinds: dict, base: Callable[[random.Random, int], dict]):
+    @st.composite
+    def records(draw: st.DrawFn):
+        kind = draw(st.sampled_from(list(kinds)))
+        rng = draw(st.randoms(use_true_random=False))
+        maker, reason = kinds[kind]
+        return maker(rng, base(rng, draw(st.integers(0, 10**6)))), reason
+
+    return st.lists(records(), min_size=1, max_size=30)
+
+
+def _pipeline():
+    from models.recs.serving import load_recommender
+
+    s = settings_()
+    sink, users, catalog = Sink(), {}, {}
+    return Pipeline(s, users, catalog, load_recommender(s.recs, s.index), sink.emit, clock=lambda: START_TS + 1e7), sink
+
+
+def _dead(sink: Sink) -> dict[int, str]:
+    return {d["offset"]: d["reason"] for d in sink.values("events.dlq")}
+
+
+@given(st.lists(messages(kinds=list(KINDS)), min_size=1, max_size=40))
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_hostile_records_on_comments_are_dead_lettered_with_their_reason(batch):
+    """`comments` is the worker's own forward of comment events: anything else there (a record no worker
+    wrote, or another event type) is dead-lettered; a valid comment nobody took in is not scored."""
+    pipe, sink = _pipeline()
+    msgs = [Message("comments", 0, i, START_TS, e["user_id"].encode(), v) for i, (_, v, _, e) in enumerate(batch)]
+    assert pipe.comments_batch(msgs) == []
+    expected = {i: reason or "unknown_type" for i, (_, v, reason, e) in enumerate(batch)
+                if reason is not None or orjson.loads(v)["type"] != "comment"}  # fmt: skip
+    assert _dead(sink) == expected
+
+
+@given(_records_of(VIDEO_KINDS, _video))
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_hostile_records_on_videos_are_dead_lettered_with_their_reason_and_never_reach_the_catalog(batch):
+    pipe, sink = _pipeline()
+    pipe.process_videos([Message("videos", 0, i, START_TS, None, v) for i, (v, _) in enumerate(batch)])
+    assert _dead(sink) == {i: reason for i, (_, reason) in enumerate(batch) if reason is not None}
+    assert set(pipe.catalog) == {orjson.loads(v)["video_id"] for v, reason in batch if reason is None}
+
+
+@given(_records_of(DECISION_KINDS, _decision), st.booleans())
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_hostile_records_on_review_decisions_are_dead_lettered_and_decide_nothing(batch, wrong_key):
+    """A record that is not a decision is `invalid_decision`, one keyed to another user than it names too,
+    and a well-formed one for an item nobody queued `stale_decision`; none emits anything else."""
+    from streams.pipeline import MappingStore
+    from streams.review import ReviewDesk
+
+    pipe, sink = _pipeline()
+    desk = ReviewDesk(pipe.s, MappingStore({}), sink.emit, pipe.dead_letter, clock=lambda: START_TS + 1e7)
+    key = b"someone-else" if wrong_key else b"hu1"
+    desk.process_decisions([Message("review-decisions", 0, i, START_TS, key, v) for i, (v, _) in enumerate(batch)])
+    expected = {i: "invalid_decision" if wrong_key and reason == "stale_decision" else reason
+                for i, (_, reason) in enumerate(batch)}  # fmt: skip
+    assert _dead(sink) == expected
+    assert {t for t, _, _ in sink.sent} == {"events.dlq"}

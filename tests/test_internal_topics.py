@@ -268,6 +268,24 @@ def test_valid_records_of_the_same_topics_are_applied(world):
         assert orjson.loads(got) == value, name
 
 
+def _input_topics_sample(n: int = 8) -> list[tuple[str, int, bytes | None, bytes | None, str]]:
+    """Seeded hostile records of the other topics the worker reads (comments, videos, review-decisions), made
+    by tests/test_hostile.py's makers, so the worker test below covers every topic it reads but `events`
+    (whose own worker test is there)."""
+    from tests.test_hostile import DECISION_KINDS, KINDS, VIDEO_KINDS, _decision, _video, make
+
+    rng, t, out = random.Random(11), S.topics, []
+    for n in range(n):
+        kind = rng.choice([k for k in KINDS if k not in ("valid", "mb_text", "too_large")])
+        value, reason, e = make(kind, rng, n, "hc")
+        out.append((t.comments, -1, e["user_id"].encode(), value, reason))
+        maker, reason = VIDEO_KINDS[rng.choice([k for k in VIDEO_KINDS if k not in ("valid", "too_large")])]
+        out.append((t.videos, -1, None, maker(rng, _video(rng, n)), reason))
+        maker, reason = DECISION_KINDS[rng.choice([k for k in DECISION_KINDS if k != "too_large"])]
+        out.append((t.review_decisions, -1, b"hu1", maker(rng, _decision(rng, n)), reason))
+    return out
+
+
 @pytest.mark.integration
 def test_a_worker_dead_letters_hostile_records_of_every_internal_topic_and_its_index_is_unchanged():
     """Its tables' changelogs as its recovery reads them at start, the other internal topics live."""
@@ -278,7 +296,7 @@ def test_a_worker_dead_letters_hostile_records_of_every_internal_topic_and_its_i
 
     own = {changelog(S, name) for name in ("users", "item-state", "reviews", "catalog")}  # read at recovery
     early = random.Random(7).sample([r for r in HOSTILE if r[0] in own], 30)
-    sample = early + random.Random(7).sample([r for r in HOSTILE if r[0] not in own], 50)
+    sample = early + random.Random(7).sample([r for r in HOSTILE if r[0] not in own], 50) + _input_topics_sample()
     with LocalStack() as stack:
         stack.start_broker()
         producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})

@@ -174,9 +174,10 @@ def test_a_changelog_whose_start_was_deleted_is_dead_lettered_at_recovery():
         worker = stack.start_worker()  # creates the topics, then leaves
         worker.stop(signal.SIGTERM)
         producer = make_producer(stack.bootstrap, **{"message.max.bytes": 2_000_000})
-        pad = "x" * 200_000
+        # ~200 KB each, and valid (a record the worker would not write is dead-lettered, never stored)
+        rows = [[f"e{j:04d}-{'x' * 120}", f"v-{'y' * 120}", "like", 1.0, 0.0, None] for j in range(750)]
         for i in range(30):
-            produce(producer, topic, orjson.dumps({"events": [], "pad": pad}), orjson.dumps(f"filler-{i}"), partition=0)
+            produce(producer, topic, orjson.dumps({"events": rows}), orjson.dumps(f"filler-{i}"), partition=0)
             producer.flush(30)
         c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": "local-store-test"})
         low, _high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
@@ -334,16 +335,17 @@ def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
     sink = _LateSink()
     users = _users_table(tmp_path, sink)
     p = partition_for(b"erased-qx", 2)
-    users.put("erased-qx", {"events": [["e1", "v1", "comment", 1.0, 0.0, "mark-qx1"]]}, p)
+    users.put("erased-qx", {"events": [["mark-qx1", "v1", "comment", 1.0, 0.0, None]]}, p)
     users.put("kept-qx", {"events": [["e2", "v1", "like", 1.0, 0.0, None]]}, partition_for(b"kept-qx", 2))
     asyncio.run(users.flush())
     q = partition_for(b"standby-qx", 2)
     tp = TP(users.changelog_topic_name, q)
 
     def applied(value: bytes | None, offset: int) -> SimpleNamespace:
-        return SimpleNamespace(message=SimpleNamespace(key=b'"standby-qx"', value=value, partition=q, offset=offset, tp=tp))
+        message = SimpleNamespace(topic=tp.topic, key=b'"standby-qx"', value=value, partition=q, offset=offset, tp=tp)
+        return SimpleNamespace(message=message)
 
-    users.apply_changelog_batch([applied(b'{"events": [["e3", "v1", "comment", 1.0, 0.0, "mark-qx2"]]}', 7)])
+    users.apply_changelog_batch([applied(b'{"events": [["mark-qx2", "v1", "comment", 1.0, 0.0, null]]}', 7)])
     for partition in {p, q}:
         users._rocks.flush(partition)
     assert files_with(b"erased-qx") and files_with(b"standby-qx")  # in an SST: the scan sees them
