@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, with_config
 from typing_extensions import TypedDict
 
 from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from, first_error
@@ -47,20 +47,16 @@ class ReviewItem(BaseModel):
     appeal_text: str | None = None  # kind appeal: the user's own words
 
 
-class BlockedComment(BaseModel):
-    """What the `reviews` table keeps of a blocked comment for its appeal window (streams/review.py)."""
-
-    model_config = ConfigDict(strict=True, allow_inf_nan=False)
-    video_id: str
-    text: str
-    lang: str
-    scores: dict[str, float]
-    sentiment: dict[str, float]
-    reasons: list[str]
-    model_action: Literal["allow", "review", "block"]
-    model_version: str
-    blocked_at: float
-    appealed: bool = False
+# What the `reviews` table keeps of a blocked comment for its appeal window (streams/review.py): these fields
+# of its queue item, when it was blocked, and whether it was appealed.
+BLOCKED_FIELDS = ("video_id", "text", "lang", "scores", "sentiment", "reasons", "model_action", "model_version")
+BlockedComment = create_model(
+    "BlockedComment",
+    __config__=ConfigDict(strict=True, allow_inf_nan=False),
+    **{name: (ReviewItem.model_fields[name].annotation, ...) for name in BLOCKED_FIELDS},  # type: ignore[call-overload]
+    blocked_at=(float, ...),
+    appealed=(bool, False),
+)
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -26,6 +26,7 @@ import orjson
 
 from contracts.events import Appeal, Comment, InvalidMessage, ModerationFlag, dumps
 from contracts.review import (
+    BLOCKED_FIELDS,
     DSA_CATEGORY,
     AppealOutcome,
     ReviewDecision,
@@ -244,11 +245,7 @@ class ReviewDesk:
             return
         if item.model_action == "block":
             return  # a sampled block confirmed: the model's statement of reasons stands, still appealable
-        record["blocked"][item.event_id] = {
-            **{k: getattr(item, k) for k in ("video_id", "text", "lang", "scores", "sentiment", "reasons",
-                                              "model_action", "model_version")},
-            "blocked_at": self.clock(),
-        }  # fmt: skip
+        record["blocked"][item.event_id] = {**{k: getattr(item, k) for k in BLOCKED_FIELDS}, "blocked_at": self.clock()}
         self._statement(item.event_id, d.decision_id, item.video_id, item.lang, item.reasons, item.scores,
                         item.model_version, item.queued_at, self.clock(), reviewer_note=d.note, category=d.category)  # fmt: skip
 

@@ -476,7 +476,7 @@ SHARED: dict[str, tuple[Maker, str]] = {  # what any JSON-object topic can recei
     "invalid_utf8": (lambda rng, r: orjson.dumps(r).replace(b"{", b"{\"x\": \"caf\xe9\",", 1), "bad_encoding"),
     "not_an_object": (lambda rng, r: orjson.dumps(rng.choice([[r], "x", 42, None, True])), "not_an_object"),
     "schema_version": (_one_of({"schema_version": 0}, {"schema_version": 2}, {"schema_version": "1"}),
-                       "unknown_schema_version"),  # fmt: skip
+                       "unknown_schema_version"),
     "too_large": (lambda rng, r: orjson.dumps({**r, "pad": "x" * 1_000_100}), "too_large"),
 }
 VIDEO_KINDS: dict[str, tuple[Maker, str | None]] = {
@@ -484,15 +484,15 @@ VIDEO_KINDS: dict[str, tuple[Maker, str | None]] = {
     **SHARED,
     "missing_field": (_without("video_id", "type", "ts"), "missing_field"),
     "bad_field": (_one_of({"video_id": 5}, {"video_id": ""}, {"type": "explode"}, {"ts": "now"}, {"ts": -1},
-                          {"title": "t" * 501}, {"tags": ["a"] * 51}, {"tags": "a"}), "bad_field"),  # fmt: skip
+                          {"title": "t" * 501}, {"tags": ["a"] * 51}, {"tags": "a"}), "bad_field"),
 }
 DECISION_KINDS: dict[str, tuple[Maker, str]] = {  # the valid one names an item nobody queued: stale
     "valid": (lambda rng, r: orjson.dumps(r), "stale_decision"),
     **{kind: (maker, "invalid_decision") for kind, (maker, _) in SHARED.items()},
     "missing_field": (_without("decision_id", "item_id", "user_id", "decision", "reviewer", "decided_at"),
-                      "invalid_decision"),  # fmt: skip
+                      "invalid_decision"),
     "bad_field": (_one_of({"decision": "delete-account"}, {"category": "<script>"}, {"user_id": 7}, {"note": "n" * 2001},
-                          {"decided_at": "soon"}, {"reviewer": ""}), "invalid_decision"),  # fmt: skip
+                          {"decided_at": "soon"}, {"reviewer": ""}), "invalid_decision"),
 }
 
 
