@@ -368,20 +368,21 @@ class OutputTable(ValidatedChangelog, faust.Table):
             self._deleted.setdefault(partition, set()).update(keys)
 
     async def purge_deleted(self) -> int:
-        """Erasure in the store's files: every key deleted from the local store since the last call (an erased
-        user's record, whether this worker wrote the delete or applied it from the changelog) compacted out
-        of its partition's RocksDB files, off the event loop (streams/transport/rocks_store.py). Returns how
-        many keys; 0 for a memory store."""
-        if not self._deleted:
+        """Erasure in the store's files: the keys deleted from the local store since the last call (an erased
+        user's record, whether this worker wrote the delete or applied it from the changelog), and any
+        tombstone still in an open partition's files (a run that died before its purge), compacted out of
+        RocksDB's files off the event loop (streams/transport/rocks_store.py). Returns how many keys this
+        worker had deleted; 0 for a memory store."""
+        if not self.persistent:
             return 0
-        deleted, self._deleted = self._deleted, {}
+        deleted, self._deleted = self._deleted or {}, {}
         assert self._rocks is not None
-        loop, purged = asyncio.get_running_loop(), 0
-        for partition, keys in deleted.items():
-            purged += await loop.run_in_executor(None, self._rocks.compact, partition, keys)
-            self._rocks.roll_manifest(partition)
-            await loop.run_in_executor(None, self._rocks.flush, partition)
-        return purged
+        loop = asyncio.get_running_loop()
+        for partition in sorted(set(deleted) | set(self._rocks.open_partitions())):
+            if await loop.run_in_executor(None, self._rocks.compact, partition, deleted.get(partition, ())):
+                self._rocks.roll_manifest(partition)
+                await loop.run_in_executor(None, self._rocks.flush, partition)
+        return sum(len(keys) for keys in deleted.values())
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         """Decoded records and unstored writes of partitions that may change hands are dropped: whoever owns

@@ -361,6 +361,35 @@ def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
     assert asyncio.run(users.purge_deleted()) == 0  # nothing deleted since
 
 
+def test_a_delete_the_last_run_never_purged_leaves_the_files_at_the_next_run_s_purge(tmp_path):
+    """The list of keys to purge is in memory: a worker stopped (or killed) after a delete and before its purge
+    loses it, but the tombstone in the files says what is owed, and the next run's purge finds it there."""
+    import asyncio
+
+    from streams.topics import partition_for
+
+    def files_with(marker: bytes) -> list[str]:
+        return sorted(f.name for f in tmp_path.rglob("*") if f.is_file() and marker in f.read_bytes())
+
+    users = _users_table(tmp_path, _LateSink())
+    p = partition_for(b"erased-qy", 2)
+    users.put("erased-qy", {"events": [["mark-qy", "v1", "comment", 1.0, 0.0, None]]}, p)
+    asyncio.run(users.flush())
+    users._rocks.flush(p)
+    users.remove("erased-qy", p)
+    asyncio.run(users.flush())
+    users._rocks.flush(p)  # the tombstone in an SST, the value in another: no purge yet
+    assert files_with(b"erased-qy")
+    for db in users.data._dbs.values():
+        db.close()
+
+    again = _users_table(tmp_path, _LateSink())  # the next run, on the same disk
+    assert again.get("erased-qy") is None  # (opens its partition, as an assignment does)
+    assert files_with(b"erased-qy")
+    assert asyncio.run(again.purge_deleted()) == 0  # it deleted nothing itself
+    assert files_with(b"erased-qy") == files_with(b"mark-qy") == []
+
+
 def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_skipped_offsets(tmp_path):
     """Faust's own `_build_offsets` decides where recovery starts (streams/transport/recovery_holes.py); what
     it skips past the last offset a table applied is reported, once; a partition this worker already held in

@@ -12,9 +12,9 @@ offset recovery resumes from always agree.
 
 Erasure (#18): a delete leaves the key in RocksDB's files (the tombstone in the write-ahead log and an SST,
 the value in older SSTs, the key as a file bound in the MANIFEST) until compaction reaches it, so an erased
-user's id and texts stayed readable in the store's files. `RocksPartitions.compact` compacts each deleted
-key's range (RocksDB drops both at the bottommost level; no snapshots are held), then `roll_manifest` makes
-one more MANIFEST edit. Faust's `RocksDBOptions` gives rocksdict no way to set `max_manifest_file_size`, so `limit_manifest`
+user's id and texts stayed readable in the store's files. `RocksPartitions.compact` compacts the range of the
+deleted keys and of every file still holding a tombstone (RocksDB drops both at the bottommost level; no
+snapshots are held), then `roll_manifest` makes one more MANIFEST edit. Faust's `RocksDBOptions` gives rocksdict no way to set `max_manifest_file_size`, so `limit_manifest`
 makes a store's options set it to 1 byte: every edit then starts a new MANIFEST from the current file list
 and deletes the old one (measured: without it the MANIFEST kept the erased key after a full compaction; a
 snapshot of a few hundred files' bounds is a few KB per flush or compaction).
@@ -22,9 +22,9 @@ snapshot of a few hundred files' bounds is a few KB per flush or compaction).
 Upstream: faust-streaming 0.15.3 faust/stores/rocksdb.py `Store._db_for_partition` (opens or returns a
 partition's database), `Store.offset_key` (where `Store.persisted_offset` / `set_persisted_offset` keep the
 offset, read by faust/tables/recovery.py `Recovery._add` to resume from it); `RocksDBOptions.as_options` (the rocksdict `Options` every
-partition's database is opened with), `Store.rocksdb_options`; faust/tables/base.py `Collection._new_store`;
+partition's database is opened with), `Store.rocksdb_options`, `Store._dbs` (the open ones); faust/tables/base.py `Collection._new_store`;
 rocksdict 0.3.29 `WriteBatch(raw_mode=True)`, `Rdict.write`, `Rdict.get`, `Rdict.keys`, `Rdict.items`,
-`Rdict.compact_range`, `CompactOptions`, `Rdict.flush`, `Options.set_max_manifest_file_size`.
+`Rdict.compact_range`, `CompactOptions`, `Rdict.live_files`, `Rdict.flush`, `Options.set_max_manifest_file_size`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ RELIES_ON = (
     ("faust.stores.rocksdb", "RocksDBOptions.as_options"),
     ("faust.stores.rocksdb", "RocksDBOptions.use_rocksdict"),
     ("faust.stores.rocksdb", "Store.rocksdb_options"),
+    ("faust.stores.rocksdb", "Store._dbs"),
     ("faust.tables.base", "Collection._new_store"),
 )
 
@@ -97,21 +98,31 @@ class RocksPartitions:
         batch.put(self.store.offset_key, str(offset).encode())
         self.store._db_for_partition(partition).write(batch)
 
-    def compact(self, partition: int, keys: Iterable[bytes]) -> int:
-        """Erasure: each deleted key's range compacted out of the partition's files (RocksDB drops the
-        tombstone and older values at the bottommost level). Thread-safe, and rocksdict releases the GIL while
-        RocksDB compacts (measured), so it runs off the event loop. Returns how many keys."""
+    def open_partitions(self) -> list[int]:
+        """The partitions whose database this process has open."""
+        return list(self.store._dbs)
+
+    def compact(self, partition: int, keys: Iterable[bytes]) -> bool:
+        """Erasure: one manual compaction, forced at the bottommost level, over the range spanning these deleted
+        keys and every file that still holds a tombstone, so RocksDB drops the tombstones and the values they
+        shadow. The files are their own record of what is owed: deletes of a run that died before its purge
+        are found there. One range, not one compaction per key: a forced compaction rewrites each bottommost
+        file it touches, and a refit deletes item-state records by the hundred thousand. False when there
+        was nothing to compact. Thread-safe, and rocksdict releases the GIL while RocksDB compacts
+        (measured), so it runs off the event loop."""
         from rocksdict import BottommostLevelCompaction, CompactOptions
 
-        # Forced at the bottommost level: by default a file that overlaps nothing below is only moved there,
+        db = self.store._db_for_partition(partition)
+        bounds = list(keys)
+        bounds += [key for f in db.live_files() if f["num_deletions"] for key in (f["start_key"], f["end_key"])]
+        if not bounds:
+            return False
+        # Forced: by default a file that overlaps nothing below is only moved to the bottommost level,
         # tombstone and all (seen in the erasure test: "Moving #9 to level-6").
         options = CompactOptions()
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force_optimized())
-        db = self.store._db_for_partition(partition)
-        keys = sorted(set(keys))
-        for key in keys:
-            db.compact_range(key, key, options)
-        return len(keys)
+        db.compact_range(min(bounds), max(bounds), options)
+        return True
 
     def roll_manifest(self, partition: int) -> None:
         """After `compact`: its last MANIFEST edit went to a file that starts with the file list from before
