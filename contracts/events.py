@@ -6,7 +6,7 @@ Validation happens once, at the edge: `parse_event` either returns a typed event
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -149,6 +149,7 @@ class DeadLetter(BaseModel):
 
 _user_event = TypeAdapter(UserEvent)
 _video_event = TypeAdapter(VideoEvent)
+ID = TypeAdapter(Id)  # a bare id (a record's JSON key), for `check_json`
 
 # Reasons are a closed set: they become a metric label.
 REASONS = (
@@ -206,10 +207,14 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict:
     return obj
 
 
-def first_error(exc: ValidationError) -> str:
-    """pydantic's first error as one line, where and what (its message names no input value)."""
-    err = exc.errors(include_url=False)[0]
-    return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+def check_json(adapter: TypeAdapter, raw: bytes | None) -> Any:
+    """`raw` (None read as JSON null) parsed and checked in one pass by pydantic's strict JSON validation,
+    or a ValueError naming where and what the first problem is (its message names no input value)."""
+    try:
+        return adapter.validate_json(raw if raw is not None else b"null", strict=True)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise ValueError(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}") from None
 
 
 def _raise_from(exc: ValidationError) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, with_config
 from typing_extensions import TypedDict
 
-from contracts.events import SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from, first_error
+from contracts.events import ID, SCHEMA_VERSION, Id, InvalidMessage, Timestamp, _load_object, _raise_from, check_json
 
 CATEGORIES = ("toxic", "offensive", "hate", "sexism", "spam")  # as models/text/config.py (contracts import no model)
 Category = Literal["toxic", "offensive", "hate", "sexism", "spam", "none"]
@@ -66,7 +66,6 @@ class _ReviewRecord(TypedDict, total=False):
 
 
 _REVIEW_RECORD = TypeAdapter(_ReviewRecord)
-_USER_ID = TypeAdapter(Id)
 
 
 def check_review_record(key: bytes | None, value: bytes | None) -> None:
@@ -74,11 +73,8 @@ def check_review_record(key: bytes | None, value: bytes | None) -> None:
     {item_id: ReviewItem}, "blocked": {event_id: BlockedComment}}`, None for a tombstone), checked on its
     bytes, or a ValueError: the changelog is input too (a record naming another user, or one the workflow
     would choke on, is refused)."""
-    try:
-        user_id = _USER_ID.validate_json(key if key is not None else b"null", strict=True)
-        record = _REVIEW_RECORD.validate_json(value, strict=True) if value is not None else {}
-    except ValidationError as exc:
-        raise ValueError(first_error(exc)) from None
+    user_id = check_json(ID, key)
+    record = check_json(_REVIEW_RECORD, value) if value is not None else {}
     for item_id, item in record.get("pending", {}).items():
         if item.item_id != item_id or item.user_id != user_id:
             raise ValueError(f"pending item {item_id[:40]!r} is not the key user's item of that id")

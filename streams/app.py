@@ -246,10 +246,11 @@ def create_app(
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
-    def raw_changelog(table: str, partitions: int) -> faust.TopicT:
-        """A table's changelog read as raw bytes: each record reaches the table's check (ValidatedChangelog),
-        not Faust's decoding, which drops a record that is not JSON with only a log line."""
-        return app.topic(changelog(settings, table), partitions=partitions, **raw)
+    def raw_changelog(topic: str, partitions: int) -> faust.TopicT:
+        """A table's changelog read as raw bytes: each record reaches the table's check (ValidatedChangelog)
+        and the DLQ, not Faust's decoding, which drops a record that is not JSON with only a log line
+        ("Error in recovery" in recovery)."""
+        return app.topic(topic, partitions=partitions, **raw)
 
     events = app.topic(t.events, partitions=settings.partitions, **raw)
     videos = app.topic(t.videos, partitions=settings.videos_partitions, **raw)
@@ -261,17 +262,20 @@ def create_app(
     )
     users = app.tables.add(OutputTable(
         app, name=USERS_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        changelog_topic=raw_changelog(USERS_TABLE, settings.partitions), **_store_of(settings, USERS_TABLE),
+        changelog_topic=raw_changelog(changelog(settings, USERS_TABLE), settings.partitions),
+        **_store_of(settings, USERS_TABLE),
     ))  # fmt: skip
     users.output, users.partition_count, users.cache_size = output, settings.partitions, settings.users_cache_size
     item_state = app.tables.add(ItemStateTable(
         app, name=ITEM_STATE_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        changelog_topic=raw_changelog(ITEM_STATE_TABLE, settings.partitions), **_store_of(settings, ITEM_STATE_TABLE),
+        changelog_topic=raw_changelog(changelog(settings, ITEM_STATE_TABLE), settings.partitions),
+        **_store_of(settings, ITEM_STATE_TABLE),
     ))  # fmt: skip
     item_state.output, item_state.partition_count, item_state.cache_size = output, settings.partitions, 0
     reviews = app.tables.add(OutputTable(
         app, name=REVIEWS_TABLE, default=None, key_type=str, partitions=settings.partitions,
-        changelog_topic=raw_changelog(REVIEWS_TABLE, settings.partitions), **_store_of(settings, REVIEWS_TABLE),
+        changelog_topic=raw_changelog(changelog(settings, REVIEWS_TABLE), settings.partitions),
+        **_store_of(settings, REVIEWS_TABLE),
     ))  # fmt: skip
     reviews.output, reviews.partition_count = output, settings.partitions
     # Agent inputs: never compacted, never transactional; a hole in their offsets is data deleted unread.
@@ -295,7 +299,7 @@ def create_app(
         )  # fmt: skip
 
     catalog = read_by_all(CatalogTable, CATALOG_TABLE, settings.videos_partitions,
-                          changelog_topic=raw_changelog(CATALOG_TABLE, settings.videos_partitions))  # fmt: skip
+                          changelog_topic=raw_changelog(changelog(settings, CATALOG_TABLE), settings.videos_partitions))  # fmt: skip
     catalog.on_available = recommender.add_video  # new uploads into the exploration pool
     by_video = app.topic(t.interactions_by_video, partitions=settings.partitions, **raw)
 
@@ -318,10 +322,7 @@ def create_app(
 
     def replica(name: str, topic: str, on_batch: Any, validate: Any, reason: str,
                 partitions: int = settings.partitions) -> TopicReplica:  # fmt: skip
-        # Raw bytes: a record that is not JSON reaches `validate` (and the DLQ) instead of failing in Faust's
-        # decoding, where recovery logs "Error in recovery" and drops it without a trace.
-        changelog = app.topic(topic, partitions=partitions, **raw)
-        table = read_by_all(TopicReplica, name, partitions, changelog_topic=changelog)
+        table = read_by_all(TopicReplica, name, partitions, changelog_topic=raw_changelog(topic, partitions))
         table.on_batch, table.validate, table.reason, table.reject = on_batch, validate, reason, reject
         return table
 

@@ -84,7 +84,7 @@ class ValidatedChangelog:
     live, is checked before it is applied (`valid_only`, called first by the table's apply_changelog_batch).
     The changelog topic is read as raw bytes (`raw_changelog`), so a record that is not JSON reaches the check
     too instead of being dropped by Faust's decoding with only a log line. `validate(key, value)` (decoded
-    JSON; None value = tombstone) raises ValueError for a record that must not be applied; such a record is
+    JSON, or the bytes with `raw`; None value = tombstone) raises ValueError for a record that must not be applied; such a record is
     handed to `reject(message, reason, detail)` (the worker dead-letters it) and left out of the batch, so
     neither the table nor what it feeds (the index, the Gram) ever sees it. Internal topics are input too:
     anyone with write access to them could otherwise steer every recommendation."""

@@ -319,6 +319,11 @@ def test_a_write_reaches_the_store_only_once_acknowledged_with_its_offset(tmp_pa
     assert users._rocks.persisted_offset(p) == 2
 
 
+def _files_with(root: Path, marker: bytes) -> list[str]:
+    """The files under `root` (RocksDB's SSTs, write-ahead logs, MANIFESTs...) whose raw bytes hold `marker`."""
+    return sorted(f.name for f in root.rglob("*") if f.is_file() and marker in f.read_bytes())
+
+
 def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
     """Erasure on disk: a delete this worker wrote and one it applied from the changelog (a standby) leave
     RocksDB's files (SSTs, write-ahead log, MANIFEST) at `purge_deleted`, not at some later compaction."""
@@ -328,9 +333,6 @@ def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
     from faust.types import TP
 
     from streams.topics import partition_for
-
-    def files_with(marker: bytes) -> list[str]:
-        return sorted(f.name for f in tmp_path.rglob("*") if f.is_file() and marker in f.read_bytes())
 
     sink = _LateSink()
     users = _users_table(tmp_path, sink)
@@ -348,14 +350,15 @@ def test_keys_deleted_from_the_store_leave_its_files_once_purged(tmp_path):
     users.apply_changelog_batch([applied(b'{"events": [["mark-qx2", "v1", "comment", 1.0, 0.0, null]]}', 7)])
     for partition in {p, q}:
         users._rocks.flush(partition)
-    assert files_with(b"erased-qx") and files_with(b"standby-qx")  # in an SST: the scan sees them
+    assert _files_with(tmp_path, b"erased-qx") and _files_with(tmp_path, b"standby-qx")  # in an SST: seen
 
     users.remove("erased-qx", p)
     asyncio.run(users.flush())
     users.apply_changelog_batch([applied(None, 8)])
-    assert files_with(b"erased-qx") and files_with(b"standby-qx")  # deleted, but still in the files
+    assert _files_with(tmp_path, b"erased-qx") and _files_with(tmp_path, b"standby-qx")  # deleted, still in files
     assert asyncio.run(users.purge_deleted()) == 2
-    assert files_with(b"erased-qx") == files_with(b"standby-qx") == files_with(b"mark-qx") == []
+    for marker in (b"erased-qx", b"standby-qx", b"mark-qx"):
+        assert _files_with(tmp_path, marker) == [], marker
     assert users.get("erased-qx") is None and users.get("standby-qx") is None
     assert users.get("kept-qx")["events"][0][0] == "e2"
     assert asyncio.run(users.purge_deleted()) == 0  # nothing deleted since
@@ -368,9 +371,6 @@ def test_a_delete_the_last_run_never_purged_leaves_the_files_at_the_next_run_s_p
 
     from streams.topics import partition_for
 
-    def files_with(marker: bytes) -> list[str]:
-        return sorted(f.name for f in tmp_path.rglob("*") if f.is_file() and marker in f.read_bytes())
-
     users = _users_table(tmp_path, _LateSink())
     p = partition_for(b"erased-qy", 2)
     users.put("erased-qy", {"events": [["mark-qy", "v1", "comment", 1.0, 0.0, None]]}, p)
@@ -379,15 +379,15 @@ def test_a_delete_the_last_run_never_purged_leaves_the_files_at_the_next_run_s_p
     users.remove("erased-qy", p)
     asyncio.run(users.flush())
     users._rocks.flush(p)  # the tombstone in an SST, the value in another: no purge yet
-    assert files_with(b"erased-qy")
+    assert _files_with(tmp_path, b"erased-qy")
     for db in users.data._dbs.values():
         db.close()
 
     again = _users_table(tmp_path, _LateSink())  # the next run, on the same disk
     assert again.get("erased-qy") is None  # (opens its partition, as an assignment does)
-    assert files_with(b"erased-qy")
+    assert _files_with(tmp_path, b"erased-qy")
     assert asyncio.run(again.purge_deleted()) == 0  # it deleted nothing itself
-    assert files_with(b"erased-qy") == files_with(b"mark-qy") == []
+    assert _files_with(tmp_path, b"erased-qy") == _files_with(tmp_path, b"mark-qy") == []
 
 
 def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_skipped_offsets(tmp_path):
