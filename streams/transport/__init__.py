@@ -14,6 +14,8 @@ pins.py):
   records and their offset (streams/tables.py OutputTable); deleted keys compacted out of their files.
 - recovery_holes.py: a table recovery starting beyond what the table applied (records deleted unread) is
   reported as a changelog gap, not recovered around (the app's `TableManager`).
+- recovery_flow.py: flow control held while a completed recovery resumes and seeks the input partitions, so
+  the queue clearing that ends it cannot drop messages fetched meanwhile.
 
 Settings are passed in, not module globals: `streams.app.create_app` builds a `TransportOptions` and
 `configure(app, options)` attaches it to the app; the patches read it through their `app`. Importing this
@@ -35,7 +37,9 @@ from streams.transport.options import TransportOptions, configure, options_of
 from streams.transport.outage_start import OutageStartProducer, OutageStartThread
 from streams.transport.pins import PINNED, check_pins
 from streams.transport.raw_delivery import RawDeliveryConductor
-from streams.transport.recovery_holes import TableManager
+from streams.transport.recovery_flow import FlowHeldRecovery
+from streams.transport.recovery_holes import HoleCheckingRecovery
+from streams.transport.recovery_holes import TableManager as HoleCheckingTableManager
 
 __all__ = [
     "PINNED", "SCHEME", "TableManager", "Transport", "TransportOptions", "check_pins", "configure", "options_of"
@@ -57,6 +61,15 @@ class Consumer(HandoffConsumer):
 
 class Producer(CommitFlushProducer, OutageStartProducer):
     pass
+
+
+class Recovery(HoleCheckingRecovery, FlowHeldRecovery):
+    """_build_offsets: HoleCheckingRecovery's (Faust's, with skipped offsets reported); the end of a
+    recovery: FlowHeldRecovery's (Faust's, with flow control held until the queues were cleared)."""
+
+
+class TableManager(HoleCheckingTableManager):
+    recovery_class = Recovery
 
 
 class Conductor(RawDeliveryConductor):

@@ -82,10 +82,12 @@ class HoleCheckingRecovery(Recovery):
 
 
 class TableManager(faust.tables.TableManager):
-    """Faust's table manager with `HoleCheckingRecovery` (the app's `TableManager` setting)."""
+    """Faust's table manager with `recovery_class` as its recovery (the app's `TableManager` setting)."""
+
+    recovery_class: type[HoleCheckingRecovery] = HoleCheckingRecovery
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = HoleCheckingRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            self._recovery = self.recovery_class(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
