@@ -14,7 +14,8 @@ wait, full batches under load. It keeps what Faust's stream iterator guarantees:
   acked only after the caller is done with the batch, so an offset is never committed before its event
   was processed (an abandoned partial batch is neither tracked nor acked: it is delivered again);
 - events from before a rebalance (an older consumer generation) or taken while flow control is suspended
-  are not handed out, only acked with their batch, as Faust's iterator skips them;
+  are not handed out, as Faust's iterator skips them, and, unlike there, not acked either; nor are events
+  handed out before a rebalance began (`release` says why);
 - errors thrown into the channel are raised, except StopAsyncIteration (how Faust stops an actor), which
   ends the batches;
 - a caller that awaits before applying a batch (the moderation agent scores on another thread) asks
@@ -62,31 +63,46 @@ async def micro_batches(stream: Any, max_events: int, within_s: float) -> AsyncI
         except StopAsyncIteration:
             return  # the actor is stopping: Faust throws this into its channel
         generation, active = app.consumer_generation_id, flow.is_active()
-        live = []
+        taken, live = [], []
         for event in batch:
             message = event.message
+            if not active or message.generation_id != generation:
+                continue  # neither tracked nor acked (see `release`)
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True
                 consumer.track_message(message)
-            if not active or message.generation_id != generation:
-                continue
+            taken.append(event)
             try:
                 value = event.value
                 for processor in processors:
                     value = await maybe_async(processor(value))
             except Skip:
-                continue
+                continue  # filtered: acked below, as Faust acks what a processor skips
             live.append(event)
         if live:
             yield live
-        for event in batch:
-            await stream.ack(event)
+        for event in taken:
+            if still_current(app, event):
+                await stream.ack(event)
+            else:
+                release(event)
+
+
+def release(event: Any) -> None:
+    """An event handed out before a rebalance began, done with but not acked: its message leaves the set a
+    rebalance waits on (Faust's `Consumer.wait_empty` drops messages marked acked within a second), and its
+    offset is not added to what may be committed. Faust acks such events (its stream iterator acks what it
+    skips); but during a revoke the consumer has already forgotten the partition's committed offset, so the
+    commit that ends the revoke takes any run of acked offsets: events nobody applied (a comment whose score
+    was discarded, below) would be committed past and never read again. Unacked, the partition's owner, this
+    worker or another, reads them again from the committed offset."""
+    event.message.acked = True
 
 
 def still_current(app: Any, event: Any) -> bool:
     """Whether `micro_batches` would still hand this event out: flow not suspended (a rebalance under way) and
     the consumer generation it was fetched in. A result computed across an await for an event no longer
-    current is discarded like Faust's own old-generation events (acked with its batch, not applied): its
+    current is discarded like Faust's own old-generation events (not applied, and not acked: `release`): its
     partition's owner, this worker or another, reads it again from the committed offset. Applied, it was a
     write by the old owner: table rows and item-side messages the new owner, which had already read the
     changelog, never saw (seen as a comment's sentiment missing from the new owner's state)."""
