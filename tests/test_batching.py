@@ -11,22 +11,15 @@ import asyncio
 import pytest
 from faust.types.tuples import ConsumerMessage as Message  # what the consumer makes: tracked, acked to it
 
-from models.recs.serving import load_recommender
-from models.text.base import load_comment_models
-from streams.app import create_app
 from streams.batching import micro_batches
-from streams.settings import Settings
-from tests.sinks import Sink
+from tests.offline_app import offline_app, raw_channel
 
 
 def test_micro_batches_take_what_is_queued_and_ack_only_after_the_caller_is_done():
     async def main():
-        settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
-        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-        app.finalize()
+        app = offline_app()
         app.flow_control.resume()
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        channel = aiter(app.topic("t", **raw))
+        channel = raw_channel(app, "t")
         await app.topics._update_indices()  # as the conductor does on a subscription: "t" acks to the consumer
         offsets = iter(range(100))
 
@@ -68,12 +61,9 @@ def test_events_handed_out_before_a_rebalance_began_are_released_without_an_offs
     go on, and stay for the partition's owner to read again."""
 
     async def main():
-        settings = Settings(bootstrap_servers="127.0.0.1:1")
-        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-        app.finalize()
+        app = offline_app()
         app.flow_control.resume()
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        channel = aiter(app.topic("t", **raw))
+        channel = raw_channel(app, "t")
         await app.topics._update_indices()  # as the conductor does on a subscription: "t" acks to the consumer
         messages = [Message("t", 0, offset, 1.0, 0, [], b"k", b"v", None, generation_id=app.consumer_generation_id)
                     for offset in range(4)]  # fmt: skip

@@ -8,19 +8,12 @@ import asyncio
 
 import pytest
 
-from models.recs.serving import load_recommender
-from models.text.base import load_comment_models
-from streams.app import create_app
-from streams.settings import Settings
-from tests.sinks import Sink
+from tests.offline_app import offline_app, raw_channel
 
 
 def _consumer():
     """A finalized app's consumer, made inside the running loop so its events and tasks live there."""
-    settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
-    app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-    app.finalize()
-    return app.consumer
+    return offline_app().consumer
 
 
 def _run(body):
@@ -100,12 +93,9 @@ def test_raw_single_channel_partitions_get_the_lean_delivery_and_the_same_events
     from faust.types import TP, Message
 
     async def main():
-        settings = Settings(bootstrap_servers="127.0.0.1:1")
-        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-        app.finalize()
+        app = offline_app()
         app.flow_control.resume()
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        channel = aiter(app.topic("t", **raw))
+        channel = raw_channel(app, "t")
         tp = TP("t", 0)
         lean = app.topics._build_handler(tp, {channel})
         generic = faust_conductor.Conductor._build_handler(app.topics, tp, {channel})
@@ -210,12 +200,9 @@ def test_a_message_fetched_while_a_completed_recovery_seeks_the_inputs_reaches_t
     from faust.types import TP, Message
 
     async def main():
-        settings = Settings(bootstrap_servers="127.0.0.1:1")  # never started: nothing is reached
-        app = create_app(settings, load_recommender(settings.recs, settings.index), load_comment_models(settings.moderation), output=Sink())
-        app.finalize()
+        app = offline_app()
         recovery = app.tables.recovery
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        channel = aiter(app.topic("t", **raw))
+        channel = raw_channel(app, "t")
         tp = TP("t", 0)
         deliver = app.topics._build_handler(tp, {channel})  # the lean delivery; Faust's acquires the same way
         message = Message("t", 0, 7, 1.0, 0, [], b"k", b"v", None)
