@@ -7,9 +7,9 @@ changelogs, so messages fetched during that await are delivered into the agents'
 noted as read; `FlowControlEvent.resume()` then clears every queue. Nothing seeks back, so those messages
 are never processed; Faust then acks the hole (an offset gap) or never commits the partition again.
 Found by `eval recs --via-kafka --restarts 1` (tests/test_recs_replay.py), which sends its next events
-while the restarted worker recovers: under load 5 of 9 runs lost 1 to 11 events that way (instrumented:
-delivered to the queue, cleared by `resume()`, not in any batch) or stopped committing a partition for good
-(the CI failure). Reported upstream as faust-streaming issue #596 (open).
+while the restarted worker recovers: with a core kept busy, 7 of 16 runs lost 1 to 11 events that way
+(instrumented: delivered to the queue, cleared by `resume()`, in no batch) or stopped committing a
+partition for good (the CI failure); 0 of 10 with this patch. Upstream: faust-streaming issue #596 (open).
 
 `FlowHeldRecovery` suspends flow control before Faust's code runs: a message fetched for an input partition
 then waits in its delivery (`app.flow_control.acquire`, in Faust's handler and raw_delivery.py alike) until
