@@ -435,11 +435,11 @@ class CatalogTable(ValidatedChangelog, faust.GlobalTable):
         self._track(key, None)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        batch = self.valid_only(batch)
-        super().apply_changelog_batch(decoded(batch))  # a memory store (a global table)
+        events = decoded(self.valid_only(batch))  # decoded once: the memory store (a global table) and below
+        super().apply_changelog_batch(events)
         notify = self.on_available
-        stamps = {orjson.loads(e.message.key): getattr(e.message, "timestamp", None) for e in batch} if notify else {}
-        for key, status in latest_values(batch).items():
+        stamps = {e.key: getattr(e.message, "timestamp", None) for e in events} if notify else {}
+        for key, status in {e.key: e.value for e in events}.items():  # each key's latest, in offset order
             self._track(key, status)
             if notify is not None and status is not None and is_available(status):  # an upload, not a tombstone
                 notify(key, stamps.get(key))
