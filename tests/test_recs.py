@@ -163,6 +163,25 @@ def test_floored_prefix_cache_gives_the_full_computation_bit_for_bit(seed: int, 
     assert cache.reused > (20 if unordered else 150)  # the cache was actually used, not recomputed every time
 
 
+def test_floored_prefix_cache_keeps_the_most_recently_served_users_only() -> None:
+    """Bounded by users, least recently served dropped first (a prefix keeps its rows alive); a dropped
+    user's answer is still the full computation's, and their next serve caches them again."""
+    cache = FlooredPrefixCache(W, half_life_s=1.0, max_keys=3)
+    histories = {
+        f"u{i}": [[f"e{i}-{j}", f"v{j % 4}", "watch", 1000.0 + 100.0 * j, 0.5, None] for j in range(6)]
+        for i in range(5)
+    }
+    for user in ["u0", "u1", "u2", "u0", "u3", "u4"]:  # u0 served again before u3 and u4 arrive
+        assert cache.confidences(user, histories[user]) == confidences(histories[user], W, half_life_s=1.0, unique=True)
+    assert len(cache) == 3
+    reused = cache.reused
+    for user in ["u0", "u3", "u4"]:  # kept: u1 and u2 were the least recently served
+        cache.confidences(user, [*histories[user], [f"{user}-new", "v9", "like", 2000.0, 0.0, None]])
+    assert cache.reused == reused + 3
+    cache.confidences("u1", histories["u1"])
+    assert cache.reused == reused + 3 and len(cache) == 3  # recomputed in full, then cached in place of u0
+
+
 @pytest.mark.parametrize("offset", [0.0, 1.0])  # implicit's raw confidences, and 1 + alpha * c
 def test_user_factor_matches_implicit_recalculate_user(offset: float) -> None:
     s = SMALL.model_copy(update={"confidence_offset": offset})

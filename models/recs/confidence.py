@@ -198,14 +198,24 @@ class FlooredPrefixCache:
     still starts with the very row objects cached (rows are values: the worker replaces a row, never edits
     it), every later row sorts after them, and `now` has not moved back. Likes are state, kept as such.
     A prefix grows only over rows stored in TIME_ORDER, which is how the worker stores them.
+
+    At most `max_keys` users are kept, the least recently served dropped first: a prefix keeps its rows
+    alive (~7.5 KB a user with 20 rows), so an unbounded cache grew with every user a worker ever served
+    (a million users: ~7 GB), past the users table's own bounded cache.
     """
 
-    def __init__(self, w: ConfidenceWeights, half_life_s: float | None, long_term: LongTerm = ONE_SCALE) -> None:
+    def __init__(
+        self, w: ConfidenceWeights, half_life_s: float | None, long_term: LongTerm = ONE_SCALE, max_keys: int = 50_000
+    ) -> None:
         self.w = w
         self.rate = math.log(2.0) / half_life_s if half_life_s else 0.0
         self.long_term = long_term
-        self._prefix: dict[str, _Prefix] = {}
+        self.max_keys = max_keys
+        self._prefix: dict[str, _Prefix] = {}  # least recently used first
         self.reused = 0  # calls that started from a cached prefix (tests, profiling)
+
+    def __len__(self) -> int:
+        return len(self._prefix)
 
     def forget(self, key: str) -> None:
         self._prefix.pop(key, None)
@@ -217,14 +227,13 @@ class FlooredPrefixCache:
         """`confidences(rows, w, half_life_s=..., long_term=..., seen=seen, unique=True)` for the user `key`."""
         if not self.rate:  # no decay, no floor: nothing to keep
             return confidences(rows, self.w, seen=seen, unique=True)
-        p = self._prefix.get(key)
+        p = self._prefix.pop(key, None)  # put back below while it holds: the most recently used come last
         k = len(p.rows) if p is not None else 0
         events = sorted(rows[k:], key=TIME_ORDER) if p is not None and rows[:k] == p.rows else []
         if not events or TIME_ORDER(events[0]) <= p.last or events[-1][TS] < p.floored_at:  # type: ignore[union-attr]
             p, k = None, 0
             events = sorted(rows, key=TIME_ORDER)
             if not events:
-                self._prefix.pop(key, None)
                 return {}
         t_now = events[-1][TS]
         self.reused += p is not None
@@ -234,11 +243,17 @@ class FlooredPrefixCache:
         # Rows are usually stored in time order; if not, the new floored rows may not be the next stored
         # ones, and the prefix stays as it was.
         if m and rows[k : k + m] == events[:m]:
-            self._prefix[key] = _Prefix(rows[: k + m], TIME_ORDER(events[m - 1]), t_now, dict(conf), dict(liked_at))
-        elif p is None:
-            self._prefix.pop(key, None)
+            self._keep(key, _Prefix(rows[: k + m], TIME_ORDER(events[m - 1]), t_now, dict(conf), dict(liked_at)))
+        elif p is not None:
+            self._keep(key, p)
         _accumulate(events, m, t_now, self.rate, self.long_term, self.w, conf, liked_at)
         return _finish(conf, liked_at, t_now, self.rate, self.long_term, self.w, seen)
+
+
+    def _keep(self, key: str, prefix: _Prefix) -> None:
+        self._prefix[key] = prefix
+        if len(self._prefix) > self.max_keys:
+            del self._prefix[next(iter(self._prefix))]
 
 
 def user_confidences(

@@ -42,6 +42,9 @@ class RecsSettings(BaseModel):
     history_half_life_s: float = Field(150.0, ge=0)
     history_long_term_weight: float = Field(0.1, ge=0, le=1)
     history_session_gap_s: float = Field(1800.0, ge=0)
+    # Users whose floored history prefix a worker keeps (models/recs/confidence.py FlooredPrefixCache), the
+    # least recently served dropped first; a dropped user's next serve reads their whole history once.
+    prefix_cache_users: int = Field(50_000, ge=1)
     item_refresh_interval_s: float = Field(2.0, gt=0)
     # (video, user) pairs one item refresh solves at most; the other touched videos wait for the next ones. A
     # restart re-solves every restored video: a million pairs in one refresh held the event loop ~3 s.

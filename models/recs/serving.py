@@ -58,7 +58,7 @@ class StreamingRecommender:
         self._new_videos: dict[str, set[str]] = {}
         self.item_messages: list[ItemMessage] = []
         self._confidences = FlooredPrefixCache(
-            self.s.weights, self.s.history_half_life_s, long_term_of(self.s)
+            self.s.weights, self.s.history_half_life_s, long_term_of(self.s), settings.prefix_cache_users
         )
         self._counted: dict[str, int] = {}  # user -> partition: their stored rows are in the popularity counts
         self.exploration = Exploration(
