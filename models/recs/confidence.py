@@ -249,7 +249,6 @@ class FlooredPrefixCache:
         _accumulate(events, m, t_now, self.rate, self.long_term, self.w, conf, liked_at)
         return _finish(conf, liked_at, t_now, self.rate, self.long_term, self.w, seen)
 
-
     def _keep(self, key: str, prefix: _Prefix) -> None:
         self._prefix[key] = prefix
         if len(self._prefix) > self.max_keys:
