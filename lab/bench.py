@@ -154,7 +154,8 @@ def bench_pipeline(
         timed = _latencies(stack.bootstrap, settings.topics.recommendations, phase2, sent_at)
         lat = np.array([latency for _, latency in timed]) * 1000
         raw = _raw_consumer_rate(stack.bootstrap, settings.topics.events, n1)
-        info = {k: v for k, v in worker.metrics().items() if k.startswith("reelstream_build_info")}
+        final = worker.metrics()
+        info = {k: v for k, v in final.items() if k.startswith("reelstream_build_info")}
     result = {
         "events": n1,
         "events_per_s": round(events_per_s, 1),
@@ -170,6 +171,9 @@ def bench_pipeline(
         "seconds": round(seconds, 2),
         # CPU time per event is what capacity planning needs; wall time depends on what else runs.
         "worker_cpu_ms_per_1k_events": round(worker_cpu / n1 * 1e6, 1),
+        # Records the broker deleted before the worker read them (dead-lettered as offset gaps, on any topic it
+        # reads): counted as accounted for above, so a run with any is not a clean throughput number.
+        "offset_gaps": int(final.get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0)),
         "build": next(iter(info), ""),
     }
     if series:
