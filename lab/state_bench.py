@@ -275,7 +275,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "factors_restored_s": round(restored_s, 1),
         "events_per_s_after_recovery": round(rate, 1),  # each event a stored user not served since the restart
         "events_per_s_same_users_again": round(warm_rate, 1),
-        "users_served_after_restart": len({r.key for r in records}),  # distinct: what the per-user caches hold
+        "users_served_after_restart": len({r.key for r in records}),  # distinct users among those events
         "worker_cpu_ms_per_1k_events": {"after_recovery": round(cpu_ms, 1), "same_users_again": round(warm_cpu_ms, 1)},
         "probe_model_version": rec.get("model_version"),
         "probe_history_rows": rows,  # the stored user's 20 rows and the probe's: their state came from disk

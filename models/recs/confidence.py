@@ -201,7 +201,7 @@ class FlooredPrefixCache:
 
     At most `max_keys` users are kept, the least recently served dropped first: a prefix keeps its rows
     alive (~7.5 KB a user with 20 rows), so an unbounded cache grew with every user a worker ever served
-    (a million users: ~7 GB), past the users table's own bounded cache.
+    (~7 GB for a million users served, extrapolated), past the users table's own bounded cache.
     """
 
     def __init__(
