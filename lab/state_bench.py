@@ -242,19 +242,20 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         def throughput(records: list[Record]) -> tuple[float, float]:
             """Events/s, and the worker's CPU ms per 1,000 events (what does not depend on the machine's load)."""
             n, before, cpu = len(records), worker.metrics(), worker.cpu_seconds()
+            accounted, applied = consumed(before) + n, _applied(before) + n  # the counts once all are in
             feeder = Feeder(stack.bootstrap, records, None)
             t0 = time.time()
             feeder.start()
-            wait_for(lambda: consumed(worker.metrics()) - consumed(before) >= n, timeout_s, "events after recovery",
+            wait_for(lambda: consumed(worker.metrics()) >= accounted, timeout_s, "events after recovery",
                      [worker.log], worker.proc, interval=0.5)  # fmt: skip
             # Applied, not just accounted for: `consumed` also counts dead letters, and an offset gap (records
             # the broker deleted unread: the embedded broker keeps 5 MiB per partition, and a lagging item side
             # loses `interactions-by-video` records that way) would otherwise pass for throughput.
             try:
-                wait_for(lambda: _applied(worker.metrics()) - _applied(before) >= n, 60.0, "events applied",
+                wait_for(lambda: _applied(worker.metrics()) >= applied, 60.0, "events applied",
                          [worker.log], worker.proc, interval=0.2)  # fmt: skip
             except TimeoutError:
-                missing = n - (_applied(worker.metrics()) - _applied(before))
+                missing = applied - _applied(worker.metrics())
                 raise RuntimeError(f"{missing:.0f} of {n} events were dead-lettered unread (the broker's retention"
                                    " dropped them): use fewer --events") from None
             return n / (time.time() - t0), (worker.cpu_seconds() - cpu) / n * 1e6
