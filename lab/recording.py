@@ -138,6 +138,19 @@ def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, in
         c.close()
 
 
+def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Messages of `topic` past what consumer group `group` has committed (all of a partition it never did)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    high = high_watermarks(bootstrap, topic, partitions)
+    c = Consumer(client_config(bootstrap, **{"group.id": group}))
+    try:
+        committed = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        c.close()
+    return sum(high[tp.partition] - max(tp.offset, 0) for tp in committed)
+
+
 def read_topic(
     bootstrap: str, topic: str, count: int | None = None, timeout_s: float = 5.0, stats: dict | None = None
 ) -> Iterator[Record]:

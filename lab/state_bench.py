@@ -28,7 +28,7 @@ import orjson
 
 from lab.chaos import Feeder, last_values
 from lab.local import LocalStack, Worker, consumed, total, wait_for
-from lab.recording import Record, read_topic
+from lab.recording import Record, group_lag, read_topic
 from streams.producer import make_producer
 from streams.topics import USERS_TABLE, changelog
 
@@ -260,10 +260,29 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                                    " dropped them): use fewer --events") from None
             return n / (time.time() - t0), (worker.cpu_seconds() - cpu) / n * 1e6
 
+        def item_side_behind() -> dict[str, float | None]:
+            """How far the item side is behind when the events are applied: `interactions-by-video` messages past
+            the worker's committed offsets (Faust commits every commit_interval_s, so up to that much is counted
+            that was already applied), and the seconds until it has caught up (None: not within 120 s)."""
+            def lag() -> int:
+                return group_lag(stack.bootstrap, settings.app_id, settings.topics.interactions_by_video,
+                                 settings.partitions)  # fmt: skip
+
+            t0, behind = time.time(), lag()
+            try:
+                wait_for(lambda: lag() == 0, 120.0, "item side caught up", [worker.log], worker.proc, interval=0.5)
+                caught_up: float | None = round(time.time() - t0, 1)
+            except TimeoutError:
+                caught_up = None
+            return {"messages": behind, "caught_up_s": caught_up}
+
         rate, cpu_ms = throughput(records)
+        item_lag = item_side_behind()
         # The same users again, now in the worker's caches: what reading them from the store cost above.
         again = [Record(r.topic, -1, -1, None, r.key, r.value.replace(b"-new-", b"-again-")) for r in records]  # type: ignore[union-attr]
         warm_rate, warm_cpu_ms = throughput(again)
+        warm_item_lag = item_side_behind()
+        gaps = int(worker.metrics().get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0))
         rss, peak = _rss_mib(worker)
     return {
         "users": users,
@@ -283,6 +302,10 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "store": settings.store,
         # (video, user) pairs of the videos no fit covers, as the worker held them before the kill and after
         "item_side_interactions": {"before_kill": held_before, "after_restart": held_after},
+        # The item side's backlog when each throughput run's events were applied (it shares the saturated
+        # worker), and records deleted unread by the embedded broker's cap (5 MiB per partition) on any input.
+        "item_side_lag": {"after_recovery": item_lag, "same_users_again": warm_item_lag},
+        "offset_gaps": gaps,
         "index": {"kind": "ivf", "nlist": nlist, "nprobe": max(4, nlist // 32)},
         "build_s": round(build_s, 1),
     }
