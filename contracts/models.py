@@ -6,9 +6,12 @@ worker's replicas; parsed here so that what one writes the other reads, and anyt
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 from orjson import loads as json_loads
 
 MODEL_KEY = "als"  # the key of the version record on `models`
@@ -77,12 +80,41 @@ def check_gram(flat: Any, factors: int) -> list[float]:
     return flat
 
 
-ItemItem = tuple[str, str, list[float] | None, float]  # video_id, user_id, the user's factor, confidence
+def pack_factor(vector: Any) -> str:
+    """A factor as written to `interactions-by-video` and the item-state changelog: base64 of little-endian
+    float32. Exact for the float32 factors the models hold, and a quarter of JSON numbers' bytes: an item of
+    `interactions-by-video` at 64 factors is 375 bytes against 1,351 (measured), where an event is ~124."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def unpack_factor(packed: Any, factors: int, max_norm: float = math.inf) -> np.ndarray:
+    """`pack_factor`'s inverse, checked as `check_vector` checks a list: `factors` finite float32 with a norm
+    of at most `max_norm`. ValueError otherwise."""
+    if not isinstance(packed, str):
+        raise ValueError("a packed factor is not a string")
+    try:
+        raw = base64.b64decode(packed, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"a packed factor is not base64: {exc}") from None
+    if len(raw) != 4 * factors:
+        raise ValueError(f"a packed factor is {len(raw)} bytes, not {factors} float32")
+    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.isfinite(vector).all():
+        raise ValueError("an entry is not finite")
+    norm = math.sqrt(float(np.dot(vector.astype(np.float64), vector)))
+    if norm > max_norm:
+        raise ValueError(f"norm {norm:.3g} above {max_norm:g}")
+    return vector
+
+
+ItemItem = tuple[str, str, list[float] | np.ndarray | None, float]  # video_id, user_id, user's factor, confidence
 
 
 def parse_item_messages(raw: bytes | None, factors: int, max_norm: float) -> list[ItemItem]:
     """An `interactions-by-video` message: a list of [video_id, user_id, user factor or None, confidence]
-    (None with 0: the user withdrawn, erasure). Checked whole before any item is applied; ValueError."""
+    (None with 0: the user withdrawn, erasure). The factor is packed (`pack_factor`), or a list of numbers as
+    workers before 2026-12-06 wrote it (still in the topic after an upgrade, and what `item_factors = "json"`
+    writes during a rolling one). Checked whole before any item is applied; ValueError."""
     if raw is None:
         raise ValueError("empty message")
     items = json_loads(raw)
@@ -97,7 +129,9 @@ def parse_item_messages(raw: bytes | None, factors: int, max_norm: float) -> lis
             raise ValueError("an item's video_id or user_id is not a non-empty string")
         if type(confidence) not in (int, float) or not math.isfinite(confidence):
             raise ValueError("an item's confidence is not a finite number")
-        if factor is not None:
+        if isinstance(factor, str):
+            factor = unpack_factor(factor, factors, max_norm)
+        elif factor is not None:
             check_vector(factor, factors, max_norm)
         out.append((video, user, factor, float(confidence)))
     return out

@@ -9,7 +9,6 @@ Both topics are compacted and are the changelogs of Faust GlobalTables, so every
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable
@@ -19,7 +18,7 @@ import faust
 import numpy as np
 import orjson
 
-from contracts.models import parse_item_messages
+from contracts.models import pack_factor, parse_item_messages, unpack_factor
 from models.recs.config import RecsSettings
 from models.recs.item_side import ItemMessage, ItemTrainer, own
 from monitoring import metrics
@@ -150,11 +149,9 @@ def parse_state_key(key: str) -> tuple[int, str]:
 
 
 def encode_state(state: tuple[str, np.ndarray | None, dict[str, float]]) -> list[Any]:
-    """A user's item-side state as stored: the factor as base64 of little-endian float32 (exact, and a
-    quarter of the JSON floats' size)."""
+    """A user's item-side state as stored, the factor packed (`contracts.models.pack_factor`)."""
     version, factor, confidences = state
-    packed = None if factor is None else base64.b64encode(np.asarray(factor, dtype="<f4").tobytes()).decode()
-    return [version, packed, confidences]
+    return [version, None if factor is None else pack_factor(factor), confidences]
 
 
 def decode_state(value: Any, factors: int) -> tuple[str, np.ndarray | None, dict[str, float]]:
@@ -166,14 +163,7 @@ def decode_state(value: Any, factors: int) -> tuple[str, np.ndarray | None, dict
         isinstance(v, str) and type(c) in (int, float) and math.isfinite(c) and c != 0 for v, c in confidences.items()
     ):
         raise ValueError("confidences must be a non-empty {video: finite non-zero number}")
-    factor = None
-    if packed is not None:
-        try:
-            factor = np.frombuffer(base64.b64decode(packed, validate=True), dtype="<f4").astype(np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"factor is not base64: {exc}") from None
-        if factor.shape != (factors,) or not np.isfinite(factor).all():
-            raise ValueError(f"factor is not a finite {factors}-vector")
+    factor = None if packed is None else unpack_factor(packed, factors)
     return version, factor, {v: float(c) for v, c in confidences.items()}
 
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # (`reelstream topics --create`): an erased user's records there are gone by then (streams/topics.py
     # `erasure_contract`; README "User data and erasure").
     user_data_retention_s: int = Field(30 * 86400, ge=3600)
+    # How user factors are written to interactions-by-video (contracts.models.pack_factor): "packed", a
+    # quarter of the bytes; "json", numbers, as workers before 2026-12-06 wrote and alone can read. Every
+    # version reads both: set "json" while a rolling upgrade still runs older workers, then unset it.
+    item_factors: Literal["packed", "json"] = "packed"
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)

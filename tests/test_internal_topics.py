@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from contracts.models import pack_factor
 from streams.settings import Settings
 from streams.topics import changelog, partition_for
 
@@ -91,6 +92,9 @@ def item_messages(partition: int) -> list[bytes]:
         [v, "hu1", GOOD], [v, "hu1", GOOD, 1.0, "extra"], _item(v, [0.1] * (F - 1)), _item(v, [1e30] * F),
         _item(v, confidence="1"), _item(v, confidence=True), _item(v, confidence=None),
         _item(v, user=""), _item(""), [None, "hu1", GOOD, 1.0], _item(_video_of((partition + 1) % P)),
+        # packed factors (contracts.models.pack_factor): short, long, not finite, too long a vector, not base64
+        _item(v, pack_factor([0.1] * (F - 1))), _item(v, pack_factor([0.1] * (F + 1))),
+        _item(v, pack_factor([float("nan")] * F)), _item(v, pack_factor([1e30] * F)), _item(v, "!!"), _item(v, 7),
     ]  # fmt: skip
     out = [orjson.dumps([item]) for item in bad_items]
     out += [orjson.dumps({"v": 1}), orjson.dumps("x"), *BAD_JSON, orjson.dumps([_item(v), bad_items[2]])]
@@ -255,6 +259,10 @@ def test_valid_records_of_the_same_topics_are_applied(world):
     v = _video_of(1)
     app.item_side.apply([Message(S.topics.interactions_by_video, 1, 0, 0.0, None, orjson.dumps([_item(v, user="ok")]))])
     assert app.item_side.trainers[1].video_users[v] == {"ok": 1.0}
+    packed = [_item(v, pack_factor([0.02] * F), 2.0, user="packed")]
+    app.item_side.apply([Message(S.topics.interactions_by_video, 1, 1, 0.0, None, orjson.dumps(packed))])
+    assert app.item_side.trainers[1].video_users[v] == {"ok": 1.0, "packed": 2.0}
+    assert app.item_side.trainers[1].user_factors["packed"].tobytes() == np.full(F, 0.02, np.float32).tobytes()
     good = {  # table -> (key, value) the worker itself writes
         "users": ("hu-good", {"events": [_row(), _row(event_id="e2", kind="comment", sentiment=[0.1, 0.2, 0.7])]}),
         "reviews": ("hu-good", {"pending": {"i1": _review_item("hu-good")}, "blocked": {}}),

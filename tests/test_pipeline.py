@@ -235,3 +235,24 @@ def test_an_upload_reaches_the_recommender_with_its_time(settings):
     pipe = Pipeline(s, {}, {}, load_recommender(s.recs, s.index), Sink().emit)
     pipe.process_videos([Message("videos", 0, 0, 100.0, b"v9", b'{"video_id": "v9", "type": "upload", "ts": 42.5}')])
     assert pipe.recommender._uploaded == {"v9": 42.5} and list(pipe.recommender.exploration.pool()) == ["v9"]
+
+
+@pytest.mark.parametrize("item_factors", ["packed", "json"])
+def test_item_messages_carry_the_served_factor_exactly_in_either_format(settings, item_factors):
+    """What the events side writes to interactions-by-video, the item side reads back as the factor the user
+    was served with (bit for bit): packed float32 by default, JSON numbers while older workers still run."""
+    from contracts.models import parse_item_messages
+
+    settings = settings.model_copy(update={"item_factors": item_factors})
+    sink = Sink()
+    rec = load_recommender(settings.recs, settings.index)
+    pipe = Pipeline(settings, {}, {}, rec, sink.emit, clock=lambda: 101.0)
+    pipe.process_events([msg(ev("e1")), msg(ev("e2", video="v2"))])
+    raw = [value for topic, _, value in sink.sent if topic == settings.topics.interactions_by_video]
+    items = [item for value in raw for item in parse_item_messages(value, settings.recs.factors, settings.recs.max_vector_norm)]
+    assert sorted(v for v, *_ in items) == ["v1", "v2"]
+    served = rec.user_factors["u1"][1]
+    for _, user, factor, _ in items:
+        assert user == "u1" and np.asarray(factor, dtype=np.float32).tobytes() == served.tobytes()
+    factors = [item[2] for value in raw for item in json.loads(value)]
+    assert all(isinstance(f, str) if item_factors == "packed" else isinstance(f, list) for f in factors)

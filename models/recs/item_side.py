@@ -24,7 +24,7 @@ class ItemMessage(NamedTuple):
 
     video_id: str
     user_id: str
-    factor: list[float] | None
+    factor: np.ndarray | list[float] | None  # float32 as solved; a list as older messages carried it
     confidence: float
 
 

@@ -135,9 +135,8 @@ class StreamingRecommender:
                 self.user_factors[r.user_id] = (r.partition, factor)
                 new_videos = self._new_videos.pop(r.user_id, ())
                 if new_videos:
-                    vector = factor.tolist()
                     for video, c in sorted(video_confidences(r.history, new_videos, self.s, conf).items()):
-                        self.item_messages.append(ItemMessage(video, r.user_id, vector, c))
+                        self.item_messages.append(ItemMessage(video, r.user_id, factor, c))
             reason = "als" if version == self.als.model_version else "popular"
             out.append(Served(items, version, because, reason, frozenset(explored), arm.name if arm else None, displaced))
         return out
