@@ -7,6 +7,8 @@ pins.py):
 - group_join.py: the group leader waits for the subscribed topics' metadata before assigning, and errors
   aiokafka parks for "the user" are consumed, so a first join inside an outage does not stall for good.
 - offset_gaps.py: records the broker deleted before they were read dead-lettered and acked as a gap.
+- fair_drain.py: each poll starts with the buffered partition polled least recently (round-robin by records,
+  not by bytes), so a topic of large records is not starved by one of small ones.
 - handoff.py: each fetched message handed to its stream without four asyncio tasks when it need not wait.
 - raw_delivery.py: raw input topics delivered without Faust's decoding.
 - commit_flush.py: extra producers (streams/output.py) flushed before every offset commit.
@@ -29,6 +31,7 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.transport.commit_flush import CommitFlushProducer
+from streams.transport.fair_drain import FairDrainThread
 from streams.transport.fetch_wait import FetchWaitThread
 from streams.transport.group_join import GroupJoinThread
 from streams.transport.handoff import HandoffConsumer
@@ -48,10 +51,11 @@ __all__ = [
 SCHEME = "reelstream"
 
 
-class ConsumerThread(GroupJoinThread, OutageStartThread, OffsetGapsThread, FetchWaitThread):
+class ConsumerThread(GroupJoinThread, OutageStartThread, OffsetGapsThread, FetchWaitThread, FairDrainThread):
     """on_start: OutageStartThread's (Faust's, with the start retried) creates the consumer through
     OffsetGapsThread's and FetchWaitThread's `_create_worker_consumer`, then GroupJoinThread guards its
-    group join and its assignment waits; on_thread_stop: GroupJoinThread's watch stopped, then Faust's."""
+    group join and its assignment waits; on_thread_stop: GroupJoinThread's watch stopped, then Faust's;
+    each poll: FairDrainThread's `_fetch_records`."""
 
 
 class Consumer(HandoffConsumer):

@@ -19,8 +19,8 @@ PINNED = {"aiokafka": "0.14.0", "faust-streaming": "0.15.3", "mode-streaming": "
 
 # One module per patch, each with a docstring (reason, upstream reference) and a RELIES_ON tuple of
 # (module, "Class.attribute") pairs naming the upstream names it overrides, calls or reads.
-PATCHES = ("fetch_wait", "outage_start", "group_join", "offset_gaps", "handoff", "raw_delivery", "commit_flush", "rocks_store",
-           "recovery_holes", "recovery_flow")
+PATCHES = ("fetch_wait", "outage_start", "group_join", "offset_gaps", "fair_drain", "handoff", "raw_delivery",
+           "commit_flush", "rocks_store", "recovery_holes", "recovery_flow")
 
 
 # Top-level import name of each pinned distribution.
