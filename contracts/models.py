@@ -91,7 +91,7 @@ def unpack_factor(packed: Any, factors: int, max_norm: float = math.inf) -> np.n
     """`pack_factor`'s inverse, checked as `check_vector` checks a list: `factors` finite float32 with a norm
     of at most `max_norm`. ValueError otherwise."""
     if not isinstance(packed, str):
-        raise ValueError("a packed factor is not a string")
+        raise ValueError("a packed factor is not a string")  # noqa: TRY004 - ValueError: what every check here raises
     try:
         raw = base64.b64decode(packed, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -233,3 +233,72 @@ def test_a_message_fetched_while_a_completed_recovery_seeks_the_inputs_reaches_t
         return [event.message is message for event in [channel.queue.get_nowait() for _ in range(channel.queue.qsize())]]
 
     assert asyncio.run(main()) == [True]
+
+
+@pytest.mark.integration
+def test_every_poll_takes_records_of_every_buffered_partition():
+    """fair_drain.py, on aiokafka's own fetcher and the embedded broker: with ~2.7 MB of 90-byte records and
+    a few 100 KB records buffered, each poll of at most 2,000 records takes a share of both, so the large
+    records arrive at nearly every poll from the first on (aiokafka's own drain, in runs where the small
+    records' buffer came first, served the first large one after up to 6 polls), and every record arrives
+    once, in order. Also
+    what the embedded broker does that makes it matter: it answers a fetch with one record batch per
+    partition, so a partition behind the others gets one record per round."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AioTP
+    from confluent_kafka import Producer
+
+    from lab.local import LocalStack
+    from streams.transport import ConsumerThread
+    from streams.transport.fair_drain import FairDrainThread, drain_fairly
+
+    assert ConsumerThread._fetch_records is FairDrainThread._fetch_records  # the worker's consumer polls so
+    sizes = {"small-records": (30_000, 90), "large-records": (20, 100_000)}
+    with LocalStack() as stack:
+        stack.start_broker()
+        producer = Producer({"bootstrap.servers": stack.bootstrap, "message.max.bytes": 2_000_000})
+        for i in range(sizes["small-records"][0]):
+            producer.produce("small-records", str(i).encode().ljust(90, b"."), partition=0)
+        for i in range(sizes["large-records"][0]):  # each its own record batch, as a worker's item messages
+            producer.produce("large-records", str(i).encode().ljust(100_000, b"."), partition=0)
+            producer.flush(30)
+        assert producer.flush(30) == 0
+
+        async def polls() -> tuple[list[set[str]], dict[str, list[int]]]:
+            aio = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False,
+                                   max_partition_fetch_bytes=4 * 1024 * 1024)  # fmt: skip
+            await aio.start()
+            try:
+                tps = {AioTP(topic, 0) for topic in sizes}
+                aio.assign(list(tps))
+                for tp in tps:
+                    aio.seek(tp, 0)
+                fetcher = aio._fetcher
+                for _ in range(200):  # both partitions buffered before the first poll
+                    if len(fetcher._records) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+
+                def fetch(partitions, timeout, max_records):
+                    return fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+
+                polled, offsets = [], {topic: [] for topic in sizes}
+                while sum(map(len, offsets.values())) < sum(n for n, _ in sizes.values()):
+                    drained = await drain_fairly(fetch, fetcher._records, tps, 10, 2_000)
+                    assert drained and sum(map(len, drained.values())) <= 2_000, drained.keys()
+                    polled.append({tp.topic for tp in drained})
+                    for tp, records in drained.items():
+                        offsets[tp.topic] += [r.offset for r in records]
+                    await asyncio.sleep(0.05)  # an agent's work on the poll: the drained partition is fetched again
+                return polled, offsets
+            finally:
+                await aio.stop()
+
+        polled, offsets = asyncio.run(polls())
+    assert polled[0] == set(sizes), polled[:3]
+    large = [i for i, topics in enumerate(polled) if "large-records" in topics]
+    # One 100 KB record per fetch (the embedded broker's one batch), and a fetch per poll but the first one or
+    # two (the refetch still in flight): all 20 by poll 22 (3 runs). aiokafka's own drain: the last at poll
+    # 27-32 (3 runs), after all the small records.
+    assert len(large) == 20 and large[-1] <= 23, polled
+    assert offsets == {topic: list(range(n)) for topic, (n, _) in sizes.items()}
