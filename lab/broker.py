@@ -12,6 +12,12 @@ It behaves like a tiny `retention.bytes`: a consumer that falls more than 5 MiB 
 Real Kafka keeps data by its retention settings (7 days, unbounded size by default). The worker
 dead-letters such holes as `offset_gap` (streams/transport/offset_gaps.py); tests feeding large messages must keep
 each partition's unread backlog under PARTITION_LOG_MAX_BYTES.
+
+Fetches: the mock answers a fetch with at most one message set (record batch) per partition, where Kafka
+returns up to the partition's fetch size (measured: 30 records produced as separate batches took 30 fetches,
+30 in one batch one; tests/test_transport.py). A topic whose records each go out as their own batch (a
+worker's `interactions-by-video`) is then read one record per fetch round: streams/transport/fair_drain.py
+is why such a partition still gets a round at every poll.
 """
 
 from __future__ import annotations
