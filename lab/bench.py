@@ -115,14 +115,16 @@ def bench_pipeline(
     seed: int,
     series: bool = False,
     backlog_linger_ms: int = 5,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot)."""
+    """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot).
+    `env`: REELSTREAM_* settings of its worker beyond this process's (`bench state` runs it on its own model)."""
     from lab.generator import GeneratorConfig, generate
     from lab.local import LocalStack, total
     from lab.recording import read_records
     from monitoring.sampling import RateSampler
 
-    with LocalStack() as stack:
+    with LocalStack(env=dict(env or {})) as stack:
         stack.start_broker()
         users, videos = max(200, events // 25), max(300, events // 100)
         phase1 = stack.workdir / "throughput.jsonl"

@@ -184,9 +184,24 @@ def _rss_mib(worker: Worker) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def pipeline_baselines(model_env: dict[str, str], events: int = 50_000, latency_events: int = 10_000) -> dict[str, Any]:
+    """`bench pipeline` as a user runs it, then on this bench's saved model (`model_env`: the worker settings
+    that load it, with its index), once each: the baselines of the throughput ratios, from the same run (the
+    machine's speed drifts), at the usual model and at equal model size."""
+    from lab.bench import bench_pipeline
+    from streams.settings import Settings
+
+    out = {}
+    for name, env in (("pipeline", {}), ("pipeline_same_model", model_env)):
+        r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)
+        out[name] = {k: r[k] for k in ("events_per_s", "worker_cpu_ms_per_1k_events", "offset_gaps", "build")}
+    return out
+
+
 def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: int = 20_000, seed: int = 0,
-                timeout_s: float = 900.0) -> dict[str, Any]:  # fmt: skip
-    """Build, start, probe, kill -9, restart, probe, wait for the Gram restore, then a throughput run."""
+                timeout_s: float = 900.0, baseline: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Build, start, probe, kill -9, restart, probe, wait for the Gram restore, then a throughput run.
+    `baseline` ({"events", "latency_events"} of `bench pipeline`): then `pipeline_baselines` and the ratios."""
     from streams.settings import Settings
 
     rng = random.Random(seed + 1)
@@ -284,7 +299,11 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         warm_item_lag = item_side_behind()
         gaps = int(worker.metrics().get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0))
         rss, peak = _rss_mib(worker)
-    return {
+        baselines = None
+        if baseline is not None:
+            worker.stop()  # its CPU to the baselines (the model directory stays until the stack is left)
+            baselines = pipeline_baselines(dict(stack.env), **baseline)
+    result = {
         "users": users,
         "videos": videos,
         "factors": factors,
@@ -309,3 +328,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "index": {"kind": "ivf", "nlist": nlist, "nprobe": max(4, nlist // 32)},
         "build_s": round(build_s, 1),
     }
+    if baselines is not None:
+        result["baselines"] = baselines
+        result["events_per_s_ratio"] = {name: round(rate / b["events_per_s"], 3) for name, b in baselines.items()}
+    return result

@@ -143,12 +143,17 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         videos: Annotated[int, typer.Option(help="Videos of the saved batch model.")] = 100_000,
         factors: Annotated[int, typer.Option()] = 64,
         events: Annotated[int, typer.Option(help="Events for stored users after the restart (throughput).")] = 20_000,
+        baseline: Annotated[
+            bool,
+            typer.Option(help="Then `bench pipeline` as usual and on this bench's model (~4 min more), and the "
+                         "events/s ratios to both."),
+        ] = False,
         json_: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """A worker on a large local store: kill -9, restart, time to serve a stored user, memory, throughput."""
         from lab.state_bench import bench_state
 
-        result = bench_state(users, videos, factors, events)
+        result = bench_state(users, videos, factors, events, baseline={} if baseline else None)
         typer.echo(orjson.dumps(result, option=0 if json_ else orjson.OPT_INDENT_2).decode())
 
     @bench.command("scale")

@@ -431,10 +431,13 @@ def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_ski
 def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from_it():
     """`reelstream bench state` at a small size: after the kill -9 the restarted worker serves a user whose
     20 interactions were only ever in its local store (the changelog is empty), and restores every stored
-    user's factor for its Gram sums; the item side's state of the uploads no fit covers is restored whole."""
+    user's factor for its Gram sums; the item side's state of the uploads no fit covers is restored whole.
+    With baselines: `bench pipeline` as usual and on the bench's own model (its worker serves that model's
+    version), and the ratios to both."""
     from lab.state_bench import bench_state
 
-    result = bench_state(users=3000, videos=2000, factors=16, events=1000, timeout_s=300)
+    result = bench_state(users=3000, videos=2000, factors=16, events=1000, timeout_s=300,
+                         baseline={"events": 2000, "latency_events": 200})  # fmt: skip
     print(result)
     assert result["probe_history_rows"] == 21  # 20 read from the store, and the probe event
     assert result["probe_model_version"] == "bench-state"  # served by the saved model's ALS, not popularity
@@ -442,3 +445,9 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
     assert result["store"] == "rocksdb"
     held = result["item_side_interactions"]
     assert held["before_kill"] > 1000 and held["after_restart"] == held["before_kill"], held
+    usual, same = result["baselines"]["pipeline"], result["baselines"]["pipeline_same_model"]
+    assert 'recommender="als-streaming"' in usual["build"] and 'recommender="bench-state"' in same["build"]
+    for name, base in result["baselines"].items():
+        assert base["events_per_s"] > 0 and base["offset_gaps"] == 0, name
+        ratio = result["events_per_s_after_recovery"] / base["events_per_s"]
+        assert result["events_per_s_ratio"][name] == round(ratio, 3)
