@@ -193,7 +193,7 @@ def pipeline_baselines(model_env: dict[str, str], events: int = 50_000, latency_
 
     out = {}
     for name, env in (("pipeline", {}), ("pipeline_same_model", model_env)):
-        r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)
+        r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)  # the CLI's rate and seed
         out[name] = {k: r[k] for k in ("events_per_s", "worker_cpu_ms_per_1k_events", "offset_gaps", "build")}
     return out
 
