@@ -241,9 +241,8 @@ def test_every_poll_takes_records_of_every_buffered_partition():
     a few 100 KB records buffered, each poll of at most 2,000 records takes a share of both, so the large
     records arrive at nearly every poll from the first on (aiokafka's own drain, in runs where the small
     records' buffer came first, served the first large one after up to 6 polls), and every record arrives
-    once, in order. Also
-    what the embedded broker does that makes it matter: it answers a fetch with one record batch per
-    partition, so a partition behind the others gets one record per round."""
+    once, in order. Also what the embedded broker does that makes it matter: it answers a fetch with one
+    record batch per partition, so a partition behind the others gets one record per round."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka import TopicPartition as AioTP
     from confluent_kafka import Producer

@@ -7,8 +7,8 @@ pins.py):
 - group_join.py: the group leader waits for the subscribed topics' metadata before assigning, and errors
   aiokafka parks for "the user" are consumed, so a first join inside an outage does not stall for good.
 - offset_gaps.py: records the broker deleted before they were read dead-lettered and acked as a gap.
-- fair_drain.py: each poll starts with the buffered partition polled least recently (round-robin by records,
-  not by bytes), so a topic of large records is not starved by one of small ones.
+- fair_drain.py: each poll takes a share of its records from every buffered partition, so a topic of large
+  records (the item side's) is not starved by buffers of small ones.
 - handoff.py: each fetched message handed to its stream without four asyncio tasks when it need not wait.
 - raw_delivery.py: raw input topics delivered without Faust's decoding.
 - commit_flush.py: extra producers (streams/output.py) flushed before every offset commit.
