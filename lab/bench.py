@@ -120,7 +120,7 @@ def bench_pipeline(
     """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot).
     `env`: REELSTREAM_* settings of its worker beyond this process's (`bench state` runs it on its own model)."""
     from lab.generator import GeneratorConfig, generate
-    from lab.local import LocalStack, total
+    from lab.local import LocalStack, offset_gaps, total
     from lab.recording import read_records
     from monitoring.sampling import RateSampler
 
@@ -175,7 +175,7 @@ def bench_pipeline(
         "worker_cpu_ms_per_1k_events": round(worker_cpu / n1 * 1e6, 1),
         # Records the broker deleted before the worker read them (dead-lettered as offset gaps, on any topic it
         # reads): counted as accounted for above, so a run with any is not a clean throughput number.
-        "offset_gaps": int(final.get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0)),
+        "offset_gaps": offset_gaps(final),
         "build": next(iter(info), ""),
     }
     if series:

@@ -89,6 +89,11 @@ def consumed(metrics: dict[str, float]) -> float:
         "reelstream_events_total", "reelstream_duplicate_events_total", "reelstream_dlq_messages_total"))  # fmt: skip
 
 
+def offset_gaps(metrics: dict[str, float]) -> int:
+    """Input records the broker deleted before the worker read them (dead-lettered as offset gaps)."""
+    return int(metrics.get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0))
+
+
 @dataclass
 class Worker:
     proc: subprocess.Popen

@@ -70,7 +70,7 @@ from typing import Any
 import orjson
 
 from contracts.history import HistoryRow
-from lab.local import log_tails
+from lab.local import log_tails, offset_gaps
 from models.recs.evaluate import DATASET_OVERRIDES, SYNTHETIC_VIDEO_HALF_LIFE_S, TUNED, Group, K, Tally, load_groups
 from streams.settings import Settings
 
@@ -499,7 +499,6 @@ def run_via_kafka(
         for k, v in m.items():
             if k.startswith("reelstream_dlq_messages_total"):
                 dlq_metric[k] = dlq_metric.get(k, 0.0) + v
-    gap_key = 'reelstream_dlq_messages_total{reason="offset_gap"}'
     catalog = len({g.video_id for g in groups})
     result: dict[str, Any] = {name: tally.as_dict(catalog) for name, tally in run.tallies.items()}
     explained, scored = run.explained[1], run.explained[0]
@@ -531,7 +530,7 @@ def run_via_kafka(
         skipped_seen=run.skipped_seen,
         dead_letters=int(sum(dlq_metric.values())),
         dead_letters_by_reason=dict(dead),
-        offset_gaps=int(max(dlq_metric.get(gap_key, 0.0), dead.get("offset_gap", 0))),
+        offset_gaps=max(offset_gaps(dlq_metric), dead.get("offset_gap", 0)),
         changelog_pruned_at_restart=any(run.changelog_pruned),
         users_lost_at_restart=run.users_lost if len(run.users_lost) == run.restarts else None,
         restart_seconds=run.restart_s,

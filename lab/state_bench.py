@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from lab.chaos import Feeder, last_values
-from lab.local import LocalStack, Worker, consumed, total, wait_for
+from lab.local import LocalStack, Worker, consumed, offset_gaps, total, wait_for
 from lab.recording import Record, group_lag, read_topic
 from streams.producer import make_producer
 from streams.topics import USERS_TABLE, changelog
@@ -297,7 +297,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         again = [Record(r.topic, -1, -1, None, r.key, r.value.replace(b"-new-", b"-again-")) for r in records]  # type: ignore[union-attr]
         warm_rate, warm_cpu_ms = throughput(again)
         warm_item_lag = item_side_behind()
-        gaps = int(worker.metrics().get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0))
+        gaps = offset_gaps(worker.metrics())
         rss, peak = _rss_mib(worker)
         baselines = None
         if baseline is not None:
