@@ -70,3 +70,24 @@ def test_skips_are_matched_by_id_unknown_ones_included(make) -> None:
     for hits, whole, skip in zip(out, full, own):
         kept = [v for v, _ in whole if v not in skip and v != full[1][0][0]]
         assert [v for v, _ in hits] == kept[:5]
+
+
+def test_the_item_gram_kept_through_upserts_is_the_full_product() -> None:
+    """`upsert_items` updates the cached Y^T Y by the rows it changes (repeated ids, new ones, a removal between)
+    instead of recomputing it: after each call it equals the full product, and it is recomputed in full once as
+    many rows as the catalog holds were updated (rounding stays that of one product)."""
+    rng = np.random.default_rng(2)
+    als = StreamingALS(RecsSettings(factors=8))
+    als.upsert_items([f"v{i}" for i in range(100)], rng.normal(size=(100, 8)))
+    kept = als.item_gram()
+    full_recomputes = 0
+    for step in range(60):
+        ids = [f"v{i}" for i in rng.integers(0, 110 + step, size=int(rng.integers(1, 8)))]
+        als.upsert_items(ids, rng.normal(size=(len(ids), 8)))
+        if step == 30:
+            als.remove_videos([ids[0]])
+        vectors = als.item_vectors().astype(np.float64)
+        np.testing.assert_allclose(als.item_gram(), vectors.T @ vectors, rtol=1e-12, atol=1e-12)
+        full_recomputes += als.item_gram() is not kept
+        kept = als.item_gram()
+    assert 1 <= full_recomputes < 10  # the removal, and each time ~n rows were updated: not every call
