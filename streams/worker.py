@@ -10,9 +10,13 @@ from streams.settings import Settings
 # Young-generation size of the cyclic garbage collector (CPython's default: 700). Measured on the 50k-event
 # `bench pipeline` stream: collections took ~1.4 s of the worker's main thread, each full one a ~100 ms
 # stall walking every object of the models, the app and the tables. With the start-up objects frozen and
-# this threshold, the main thread's CPU per event went from 150-175 us to 120-127 us. Memory is unaffected:
-# reference counting frees almost everything; the collector only finds cycles.
-GC_GEN0_THRESHOLD = 20_000
+# a threshold of 20,000, the main thread's CPU per event went from 150-175 us to 120-127 us. At 100,000
+# users (`bench state`, whose caches hold ~1.5M container objects: 50k users' rows in the users table's LRU
+# and the confidence prefixes) the main thread still spent 300-349 us per event with 20,000, and 259-280
+# with 100,000 (2 runs each, interleaved; the collector off entirely: 285-308 in an earlier run). Memory is
+# unaffected (peak RSS 1,549-1,552 MiB against 1,551-1,554): reference counting frees almost everything;
+# the collector only finds cycles.
+GC_GEN0_THRESHOLD = 100_000
 
 
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
