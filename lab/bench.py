@@ -141,11 +141,12 @@ def bench_pipeline(
 
         # The sampler scrapes /metrics twice a second: only when a plot asks for the series.
         sampler = RateSampler(consumed) if series else contextlib.nullcontext()
-        start, cpu_start = time.time(), worker.cpu_seconds()
+        start, cpu_start, main_start = time.time(), worker.cpu_seconds(), worker.cpu_seconds(main_thread=True)
         with sampler:
             _produce(stack.bootstrap, phase1, linger_ms=backlog_linger_ms)
             stack.wait_consumed(n1, timeout=600, settle=0.0, interval=0.5)
         polled_end, worker_cpu = time.time(), worker.cpu_seconds() - cpu_start
+        main_cpu = worker.cpu_seconds(main_thread=True) - main_start
         t = settings.topics
         end = _last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled_end
         seconds = min(end, polled_end) - start
@@ -173,6 +174,7 @@ def bench_pipeline(
         "seconds": round(seconds, 2),
         # CPU time per event is what capacity planning needs; wall time depends on what else runs.
         "worker_cpu_ms_per_1k_events": round(worker_cpu / n1 * 1e6, 1),
+        "worker_main_thread_cpu_ms_per_1k_events": round(main_cpu / n1 * 1e6, 1),  # the event loop's share
         # Records the broker deleted before the worker read them (dead-lettered as offset gaps, on any topic it
         # reads): counted as accounted for above, so a run with any is not a clean throughput number.
         "offset_gaps": offset_gaps(final),

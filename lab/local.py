@@ -104,9 +104,11 @@ class Worker:
     def metrics(self) -> dict[str, float]:
         return scrape(self.web_port)
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker process so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, main_thread: bool = False) -> float:
+        """User + system CPU time of the worker process so far (Linux /proc); with `main_thread`, of its main
+        thread alone: the event loop, which every agent shares, is what saturates first."""
+        stat = f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat" if main_thread else f"/proc/{self.proc.pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
