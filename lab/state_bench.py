@@ -128,6 +128,8 @@ def build_users(data_dir: str, users: int, videos: int, env: dict[str, str], see
                 for partition, changes in changes_of.items():
                     target.write(partition, changes, -1)  # no changelog offset: recovery reads the (empty) log from 0
                 changes_of.clear()
+    store.close()
+    item_store.close()
 
 
 def build_model(model_dir: Path, videos: int, factors: int, seed: int = 0, fitted: int | None = None) -> None:
