@@ -91,3 +91,19 @@ def test_the_item_gram_kept_through_upserts_is_the_full_product() -> None:
         full_recomputes += als.item_gram() is not kept
         kept = als.item_gram()
     assert 1 <= full_recomputes < 10  # the removal, and each time ~n rows were updated: not every call
+
+
+def test_low_rank_rows_in_blocks_are_those_of_one_pass() -> None:
+    """Blocks only bound the operands' size: every row's result is the same, bit for bit."""
+    rng = np.random.default_rng(3)
+    f, items = 16, 300
+    y = rng.normal(size=(items, f)) / 4
+    lengths = rng.integers(1, 9, size=50)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows = rng.integers(0, items, size=lengths.sum())
+    scaled = scale_confidence(rng.uniform(-1, 4, len(rows)), 2.0, 1.0)
+    flat, valid = padded(starts, lengths)
+    base_inv = np.linalg.inv(regularized(y.T @ y, 2.0))
+    whole = low_rank_solve(y[rows], scaled, flat, valid, base_inv, block=len(flat))
+    for block in (1, 7, 64):
+        assert np.array_equal(low_rank_solve(y[rows], scaled, flat, valid, base_inv, block=block), whole), block

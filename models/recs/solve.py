@@ -111,7 +111,7 @@ def padded(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def low_rank_solve(
-    v: np.ndarray, scaled: np.ndarray, flat: np.ndarray, valid: np.ndarray, base_inv: np.ndarray
+    v: np.ndarray, scaled: np.ndarray, flat: np.ndarray, valid: np.ndarray, base_inv: np.ndarray, block: int = 64
 ) -> np.ndarray:
     """Per row with few counterparts (flat, valid from `padded`; v float64, `scaled` ALS confidences): its
     counterparts' A^-1 v_j max(c_j, 0), (rows, m, f) padded with zeros. They sum to the factor
@@ -119,7 +119,20 @@ def low_rank_solve(
     the explanations' shares come from the same solve. By Woodbury, with A = B + V^T D V, B = base (the same for
     every row, `base_inv` = B^-1 cached), D = diag(|c| - 1) and P = V B^-1: A^-1 V^T = P^T (I + D V P^T)^-1,
     one m x m inverse per row instead of an f x f factorisation, the rest batched products (measured at
-    m = 20, f = 64: ~16 us per row against ~55 us for the f x f solves of the factor and its explanation)."""
+    m = 20, f = 64: ~16 us per row against ~55 us for the f x f solves of the factor and its explanation).
+    Rows go through in blocks of `block`: a micro-batch's operands at once (~10 MB each for 1,000 rows at m = 20,
+    f = 64) left the cache between products; in blocks of 64 a row took 14.3 us instead of 18.4 (in process,
+    bit for bit the same result)."""
+    out = np.empty((*flat.shape, v.shape[1]))
+    for start in range(0, len(flat), block):
+        at = slice(start, start + block)
+        out[at] = _low_rank_block(v, scaled, flat[at], valid[at], base_inv)
+    return out
+
+
+def _low_rank_block(
+    v: np.ndarray, scaled: np.ndarray, flat: np.ndarray, valid: np.ndarray, base_inv: np.ndarray
+) -> np.ndarray:
     users, m = flat.shape
     vv = v[flat] * valid[..., None]
     p = (vv.reshape(users * m, -1) @ base_inv).reshape(vv.shape)
