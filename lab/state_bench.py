@@ -193,11 +193,11 @@ def pipeline_baselines(model_env: dict[str, str], events: int = 50_000, latency_
     from lab.bench import bench_pipeline
     from streams.settings import Settings
 
+    kept = ("events_per_s", "worker_cpu_ms_per_1k_events", "worker_main_thread_cpu_ms_per_1k_events", "offset_gaps",
+            "build")
     out = {}
     for name, env in (("pipeline", {}), ("pipeline_same_model", model_env)):
         r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)  # the CLI's rate and seed
-        kept = ("events_per_s", "worker_cpu_ms_per_1k_events", "worker_main_thread_cpu_ms_per_1k_events",
-                "offset_gaps", "build")
         out[name] = {k: r[k] for k in kept}
     return out
 

@@ -122,8 +122,9 @@ class StreamingALS:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.settings.factors)
         kept = [n for n, vid in enumerate(ids) if vid not in self._removed]
         ids, vectors = [ids[n] for n in kept], vectors[kept]
-        known = sorted({self._row[vid] for vid in ids if vid in self._row})
-        before = self._items[known].astype(np.float64)  # what their rows added to the item Gram
+        # The rows replaced, and what they added to the cached item Gram (nothing to keep when there is none).
+        known = [] if self._item_gram is None else sorted({self._row[vid] for vid in ids if vid in self._row})
+        before = self._items[known]
         first_new = len(self.item_ids)
         for vid, vec in zip(ids, vectors):
             row = self._row.get(vid)
@@ -181,12 +182,11 @@ class StreamingALS:
         (the full product's own rounding again, at O(f^2) a row amortized)."""
         if self._item_gram is None:
             return
-        after = np.vstack([self._items[known], self._items[first_new : self.n_items]]).astype(np.float64)
-        self._gram_rows += len(after)
+        self._gram_rows += len(known) + self.n_items - first_new
         if self._gram_rows > self.n_items:
             self._item_gram = None
             return
-        self._item_gram += after.T @ after - before.T @ before
+        self._item_gram += gram(np.vstack([self._items[known], self._items[first_new : self.n_items]])) - gram(before)
 
     # ---- users -------------------------------------------------------------------------------------------
 
