@@ -34,15 +34,17 @@ def test_low_rank_rows_are_a_inverse_times_weighted_rows_and_sum_to_the_factor(o
         np.testing.assert_allclose(solved[u].sum(0), solve_factor(v, c, y.T @ y, 2.0), rtol=1e-5, atol=1e-7)
 
 
-def test_light_and_heavy_users_in_one_batch_get_their_factors_and_explanations() -> None:
-    """factors=8: users with at most 4 known videos take the low-rank solve, longer ones the direct one."""
+@pytest.mark.parametrize("lengths", [(1, 3, 4, 5, 9, 40, 2), tuple(np.random.default_rng(2).choice([1, 2, 3, 4, 4, 7], 300))])
+def test_light_and_heavy_users_in_one_batch_get_their_factors_and_explanations(lengths: tuple[int, ...]) -> None:
+    """factors=8: users with at most 4 known videos take the low-rank solve, longer ones the direct one; 300
+    users: the light buckets go through in several blocks (solve.BLOCK), each user's rows where they belong."""
     settings = RecsSettings(factors=8, regularization=0.5, alpha=2.0)
     rng = np.random.default_rng(1)
     als = StreamingALS(settings)
     ids = [f"v{i}" for i in range(300)]
     als.upsert_items(ids, rng.normal(size=(300, 8)).astype(np.float32) / 3)
     histories = [{ids[j]: float(rng.uniform(0.5, 4)) for j in rng.choice(300, size=m, replace=False)}
-                 for m in (1, 3, 4, 5, 9, 40, 2)]  # fmt: skip
+                 for m in lengths]  # fmt: skip
     histories[1][ids[299]] = -1.0  # a skip never explains
     served = als.serve_many(histories, 5, explain=3)
     systems = als._solve_users(histories, keep=True)[1]

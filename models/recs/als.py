@@ -24,9 +24,10 @@ from models.recs.config import RecsSettings
 from models.recs.diversity import rerank
 from models.recs.popularity import PopularityRecommender
 from models.recs.solve import (
+    BLOCK,
     gather,
     gram,
-    low_rank_solve,
+    low_rank_blocks,
     padded,
     regularized,
     scale_confidence,
@@ -215,15 +216,17 @@ class StreamingALS:
             return out, None
         scaled = scale_confidence(conf, self.settings.alpha, self.settings.confidence_offset)
         v = self._items[rows].astype(np.float64)
-        explained = v * np.maximum(scaled, 0.0)[:, None]  # direct users' rows stay v_j max(c_j, 0)
+        # Only with `keep`; float32: shares rank, float32 is enough. Each light block's rows go in while cached.
+        explained = np.empty((len(rows), v.shape[1]), dtype=np.float32) if keep else None
         starts, lengths = np.asarray(bounds[:-1]), np.diff(bounds)
         factors = np.empty((len(placed), v.shape[1]), dtype=np.float32)
         light = lengths <= self.settings.factors // 2
         for at in _buckets(np.flatnonzero(light), lengths[light]):
             flat, valid = padded(starts[at], lengths[at])
-            solved = low_rank_solve(v, scaled, flat, valid, base_inv)
-            factors[at] = solved.sum(axis=1)
-            explained[flat[valid]] = solved[valid]
+            for part, solved in low_rank_blocks(v, scaled, flat, valid, base_inv):
+                factors[at[part]] = solved.sum(axis=1)
+                if explained is not None:
+                    explained[flat[part][valid[part]]] = solved[valid[part]]
         direct: dict[int, np.ndarray] = {}
         if not light.all():
             heavy = np.flatnonzero(~light)
@@ -232,12 +235,13 @@ class StreamingALS:
             a, b = stacked_systems(v[own], scaled[own], [0, *np.cumsum(lengths[heavy]).tolist()], base)
             factors[heavy] = solve_many(a, b)
             direct = dict(zip(heavy.tolist(), a))
+            if explained is not None:  # direct users' rows are v_j max(c_j, 0)
+                explained[own] = v[own] * np.maximum(scaled[own], 0.0)[:, None]
         for n, x in zip(placed, factors):
             out[n] = x
-        if not keep:
+        if explained is None:
             return out, None
         at = {n: i for i, n in enumerate(placed)}
-        explained = explained.astype(np.float32)  # shares rank; float32 is enough
         return out, _Systems(explained, direct, np.asarray(rows), bounds, at, v, scaled, base)
 
     def recommend(self, history: Mapping[str, float], k: int, exclude: Collection[str] = ()) -> list[Scored]:
@@ -392,10 +396,13 @@ class StreamingALS:
         names: list = [None] * len(users)
         kept: list = [None] * len(users)
         ids = self._id_array()
-        for at in _buckets(np.arange(len(users)), lengths):
-            rows, positive = self._top_shares(systems, z[at], starts[at], lengths[at], top)
-            for i, v, p in zip(at.tolist(), ids[rows].tolist(), positive.tolist()):
-                names[i], kept[i] = v, p
+        for bucket in _buckets(np.arange(len(users)), lengths):
+            flat, valid = padded(starts[bucket], lengths[bucket])
+            for block in range(0, len(bucket), BLOCK):  # each block's operands stay in the cache
+                at, part = bucket[block : block + BLOCK], slice(block, block + BLOCK)
+                rows, positive = self._top_shares(systems, z[at], flat[part], valid[part], top)
+                for i, v, p in zip(at.tolist(), ids[rows].tolist(), positive.tolist()):
+                    names[i], kept[i] = v, p
         out: dict[int, list[list[str]]] = {n: [] for n in found}
         for u, n in enumerate(users):
             out[n] = [vs[:p] for vs, p in zip(names[u], kept[u][: counts[u]])]
@@ -410,12 +417,11 @@ class StreamingALS:
 
     @staticmethod
     def _top_shares(
-        systems: _Systems, z: np.ndarray, starts: np.ndarray, lengths: np.ndarray, top: int
+        systems: _Systems, z: np.ndarray, flat: np.ndarray, valid: np.ndarray, top: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per user and recommended item: the item rows of the (at most `top`) history videos with the largest
         shares of its score, largest first ((users, k, top)), and how many of them have a positive share
-        ((users, k): they come first)."""
-        flat, valid = padded(starts, lengths)  # (users, m)
+        ((users, k): they come first). `flat`, `valid`: the users' history rows, from `padded`."""
         explained = systems.explained[flat] * valid[..., None]  # (users, m, f), padded with 0
         shares = explained @ z  # each history video's share in each item's score: (users, m, k)
         if flat.shape[1] > top:  # the `top` largest (a partition, O(m)), then in order
