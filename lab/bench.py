@@ -120,7 +120,7 @@ def bench_pipeline(
     """The bench's JSON result; with `series`, also "series" {throughput, latency} over time (for --plot).
     `env`: REELSTREAM_* settings of its worker beyond this process's (`bench state` runs it on its own model)."""
     from lab.generator import GeneratorConfig, generate
-    from lab.local import LocalStack, offset_gaps, total
+    from lab.local import LocalStack, offset_gaps, recommendations, total
     from lab.recording import read_records
     from monitoring.sampling import RateSampler
 
@@ -142,11 +142,13 @@ def bench_pipeline(
         # The sampler scrapes /metrics twice a second: only when a plot asks for the series.
         sampler = RateSampler(consumed) if series else contextlib.nullcontext()
         start, cpu_start, main_start = time.time(), worker.cpu_seconds(), worker.cpu_seconds(main_thread=True)
+        served_start = recommendations(worker.metrics())
         with sampler:
             _produce(stack.bootstrap, phase1, linger_ms=backlog_linger_ms)
             stack.wait_consumed(n1, timeout=600, settle=0.0, interval=0.5)
         polled_end, worker_cpu = time.time(), worker.cpu_seconds() - cpu_start
         main_cpu = worker.cpu_seconds(main_thread=True) - main_start
+        served = recommendations(worker.metrics()) - served_start
         t = settings.topics
         end = _last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled_end
         seconds = min(end, polled_end) - start
@@ -175,6 +177,8 @@ def bench_pipeline(
         # CPU time per event is what capacity planning needs; wall time depends on what else runs.
         "worker_cpu_ms_per_1k_events": round(worker_cpu / n1 * 1e6, 1),
         "worker_main_thread_cpu_ms_per_1k_events": round(main_cpu / n1 * 1e6, 1),  # the event loop's share
+        # Users served per 1,000 events (one list per user per micro-batch): what the CPU above is spent on.
+        "recommendations_per_1k_events": round(served / n1 * 1000, 1),
         # Records the broker deleted before the worker read them (dead-lettered as offset gaps, on any topic it
         # reads): counted as accounted for above, so a run with any is not a clean throughput number.
         "offset_gaps": offset_gaps(final),

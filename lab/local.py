@@ -89,6 +89,12 @@ def consumed(metrics: dict[str, float]) -> float:
         "reelstream_events_total", "reelstream_duplicate_events_total", "reelstream_dlq_messages_total"))  # fmt: skip
 
 
+def recommendations(metrics: dict[str, float]) -> float:
+    """Recommendation lists a worker has produced: one per served user per micro-batch, so per event it says how
+    many users a workload serves (benches with different user mixes are compared per served user with it)."""
+    return metrics.get('reelstream_outputs_total{output="recommendations"}', 0.0)
+
+
 def offset_gaps(metrics: dict[str, float]) -> int:
     """Input records the broker deleted before the worker read them (dead-lettered as offset gaps)."""
     return int(metrics.get('reelstream_dlq_messages_total{reason="offset_gap"}', 0.0))

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from lab.chaos import Feeder, last_values
-from lab.local import LocalStack, Worker, consumed, offset_gaps, total, wait_for
+from lab.local import LocalStack, Worker, consumed, offset_gaps, recommendations, total, wait_for
 from lab.recording import Record, group_lag, read_topic
 from streams.producer import make_producer
 from streams.topics import USERS_TABLE, changelog
@@ -193,8 +193,8 @@ def pipeline_baselines(model_env: dict[str, str], events: int = 50_000, latency_
     from lab.bench import bench_pipeline
     from streams.settings import Settings
 
-    kept = ("events_per_s", "worker_cpu_ms_per_1k_events", "worker_main_thread_cpu_ms_per_1k_events", "offset_gaps",
-            "build")
+    kept = ("events_per_s", "worker_cpu_ms_per_1k_events", "worker_main_thread_cpu_ms_per_1k_events",
+            "recommendations_per_1k_events", "offset_gaps", "build")
     out = {}
     for name, env in (("pipeline", {}), ("pipeline_same_model", model_env)):
         r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)  # the CLI's rate and seed
@@ -258,9 +258,10 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         for n in range(events):
             user = user_id(rng.randrange(users))
             records.append(Record(settings.topics.events, -1, -1, None, user.encode(), _event(user, video_id(rng.randrange(videos)), n + 2, 1.8e9 + n)))
-        def throughput(records: list[Record]) -> tuple[float, float, float]:
-            """Events/s, and the worker's CPU ms per 1,000 events (what does not depend on the machine's load):
-            the whole process's and its main thread's (the event loop: what saturates)."""
+        def throughput(records: list[Record]) -> tuple[float, float, float, float]:
+            """Events/s, the worker's CPU ms per 1,000 events (what does not depend on the machine's load): the
+            whole process's and its main thread's (the event loop: what saturates), and the users served per
+            1,000 events."""
             n, before, cpu, main = len(records), worker.metrics(), worker.cpu_seconds(), worker.cpu_seconds(True)
             accounted, applied = consumed(before) + n, _applied(before) + n  # the counts once all are in
             feeder = Feeder(stack.bootstrap, records, None)
@@ -279,7 +280,9 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                 raise RuntimeError(f"{missing:.0f} of {n} events were dead-lettered unread (the broker's retention"
                                    " dropped them): use fewer --events") from None
             rate = n / (time.time() - t0)
-            return rate, (worker.cpu_seconds() - cpu) / n * 1e6, (worker.cpu_seconds(True) - main) / n * 1e6
+            served = recommendations(worker.metrics()) - recommendations(before)
+            cpu_ms, main_ms = (worker.cpu_seconds() - cpu) / n * 1e6, (worker.cpu_seconds(True) - main) / n * 1e6
+            return rate, cpu_ms, main_ms, served / n * 1e3
 
         def item_side_behind() -> dict[str, float | None]:
             """How far the item side is behind when the events are applied: `interactions-by-video` messages past
@@ -297,11 +300,11 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                 caught_up = None
             return {"messages": behind, "caught_up_s": caught_up}
 
-        rate, cpu_ms, main_ms = throughput(records)
+        rate, cpu_ms, main_ms, served = throughput(records)
         item_lag = item_side_behind()
         # The same users again, now in the worker's caches: what reading them from the store cost above.
         again = [Record(r.topic, -1, -1, None, r.key, r.value.replace(b"-new-", b"-again-")) for r in records]  # type: ignore[union-attr]
-        warm_rate, warm_cpu_ms, warm_main_ms = throughput(again)
+        warm_rate, warm_cpu_ms, warm_main_ms, warm_served = throughput(again)
         warm_item_lag = item_side_behind()
         gaps = offset_gaps(worker.metrics())
         rss, peak = _rss_mib(worker)
@@ -324,6 +327,8 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "worker_cpu_ms_per_1k_events": {"after_recovery": round(cpu_ms, 1), "same_users_again": round(warm_cpu_ms, 1)},
         "worker_main_thread_cpu_ms_per_1k_events": {"after_recovery": round(main_ms, 1),
                                                     "same_users_again": round(warm_main_ms, 1)},
+        # Users served per 1,000 events: here about one per event; `bench pipeline`'s users repeat within a batch.
+        "recommendations_per_1k_events": {"after_recovery": round(served, 1), "same_users_again": round(warm_served, 1)},
         "probe_model_version": rec.get("model_version"),
         "probe_history_rows": rows,  # the stored user's 20 rows and the probe's: their state came from disk
         "store": settings.store,

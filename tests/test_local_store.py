@@ -463,6 +463,8 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
     # The event loop's CPU is part of the process's (1,000 events: some 100 ms, far above the 10 ms tick).
     for run, main_ms in result["worker_main_thread_cpu_ms_per_1k_events"].items():
         assert 0 < main_ms <= result["worker_cpu_ms_per_1k_events"][run], run
+        # Every distinct user served at least once, and a user twice in a micro-batch only once there.
+        assert result["users_served_after_restart"] <= result["recommendations_per_1k_events"][run] <= 1000, run
     held = result["item_side_interactions"]
     assert held["before_kill"] > 1000 and held["after_restart"] == held["before_kill"], held
     usual, same = result["baselines"]["pipeline"], result["baselines"]["pipeline_same_model"]
@@ -470,5 +472,6 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
     for name, base in result["baselines"].items():
         assert base["events_per_s"] > 0 and base["offset_gaps"] == 0, name
         assert 0 < base["worker_main_thread_cpu_ms_per_1k_events"] <= base["worker_cpu_ms_per_1k_events"], name
+        assert 0 < base["recommendations_per_1k_events"] < 1000, name  # its users act many times a batch
         ratio = result["events_per_s_after_recovery"] / base["events_per_s"]
         assert result["events_per_s_ratio"][name] == round(ratio, 3)
