@@ -393,19 +393,16 @@ class StreamingALS:
             z[direct] = np.linalg.solve(a, targets[direct].astype(np.float64).transpose(0, 2, 1))
         starts = np.asarray(systems.bounds)[idx]
         lengths = np.asarray(systems.bounds)[idx + 1] - starts
-        names: list = [None] * len(users)
-        kept: list = [None] * len(users)
+        listed = counts.tolist()
         ids = self._id_array()
+        out: dict[int, list[list[str]]] = {n: [] for n in found}
         for bucket in _buckets(np.arange(len(users)), lengths):
             flat, valid = padded(starts[bucket], lengths[bucket])
             for block in range(0, len(bucket), BLOCK):  # each block's operands stay in the cache
                 at, part = bucket[block : block + BLOCK], slice(block, block + BLOCK)
                 rows, positive = self._top_shares(systems, z[at], flat[part], valid[part], top)
-                for i, v, p in zip(at.tolist(), ids[rows].tolist(), positive.tolist()):
-                    names[i], kept[i] = v, p
-        out: dict[int, list[list[str]]] = {n: [] for n in found}
-        for u, n in enumerate(users):
-            out[n] = [vs[:p] for vs, p in zip(names[u], kept[u][: counts[u]])]
+                for u, names, kept in zip(at.tolist(), ids[rows].tolist(), positive.tolist()):
+                    out[users[u]] = [vs[:p] for vs, p in zip(names, kept[: listed[u]])]
         return out
 
     def _id_array(self) -> np.ndarray:
