@@ -107,6 +107,11 @@ def _last_output_at(bootstrap: str, topics: list[str]) -> float | None:
     return max(stamps) / 1000 if stamps else None
 
 
+def population(events: int) -> tuple[int, int]:
+    """`bench pipeline`'s users and videos for a stream of `events`: ~25 events per user, as sessions."""
+    return max(200, events // 25), max(300, events // 100)
+
+
 def bench_pipeline(
     settings: Settings,
     events: int,
@@ -126,7 +131,7 @@ def bench_pipeline(
 
     with LocalStack(env=dict(env or {})) as stack:
         stack.start_broker()
-        users, videos = max(200, events // 25), max(300, events // 100)
+        users, videos = population(events)
         phase1 = stack.workdir / "throughput.jsonl"
         phase2 = stack.workdir / "latency.jsonl"
         generate(GeneratorConfig(users=users, videos=videos, events=events, seed=seed), phase1)

@@ -13,6 +13,10 @@ The item side holds the interactions of videos no batch fit covers (models/recs/
 interaction is on one of them with probability `new_share` (new videos draw more than their number). Their
 state is built in the item-state table's store the same way, with each user's factor solved by the worker's
 recommender against the saved model and the confidences it would send (`video_confidences`).
+
+Throughput after the restart is measured on two kinds of traffic: `bench pipeline`'s own stream, its users
+and videos mapped onto stored ones (`pipeline_traffic`: the baselines' traffic, so the ratio compares like
+with like), and one event per stored user not yet served (the worst case for reading state).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from lab.bench import bench_pipeline, population
 from lab.chaos import Feeder, last_values
 from lab.local import LocalStack, Worker, consumed, offset_gaps, recommendations, total, wait_for
 from lab.recording import Record, group_lag, read_topic
@@ -36,6 +41,7 @@ INTERACTIONS = 20
 KINDS = ("watch", "watch", "watch", "like", "share", "skip")
 NEW_VIDEOS = 0.02  # of the catalog: uploaded since the last batch fit
 NEW_SHARE = 0.05  # of stored interactions: on those uploads
+PIPELINE_EVENTS, PIPELINE_SEED = 50_000, 11  # `bench pipeline`'s defaults: its stream is replayed on stored users
 
 
 def user_id(n: int) -> str:
@@ -153,6 +159,37 @@ def _event(user: str, video: str, n: int, ts: float) -> bytes:
                          "video_id": video, "ts": ts})  # fmt: skip
 
 
+def pipeline_traffic(
+    workdir: Path, events: int, users: list[str], videos: list[str], start_ts: int, seed: int = PIPELINE_SEED
+) -> list[Record]:
+    """`bench pipeline`'s stream, its shape kept (sessions, event kinds, comments), its user and video ids
+    mapped onto distinct stored ones (`users`, `videos` are drawn from; the first of each are used), and its
+    clock starting at `start_ts`. Video events are left out: the stored catalog stands in for them."""
+    from lab.generator import GeneratorConfig, generate
+    from lab.recording import read_records
+
+    path = workdir / "pipeline-traffic.jsonl"
+    n_users, n_videos = population(events)
+    config = GeneratorConfig(users=n_users, videos=n_videos, events=events, seed=seed, start_ts=start_ts)
+    if config.users > len(users) or config.videos > len(videos):
+        raise ValueError(
+            f"{config.users} users and {config.videos} videos needed, {len(users)} and {len(videos)} given"
+        )
+    generate(config, path)
+    user_of = {f"u{n:06d}": users[n] for n in range(config.users)}
+    video_of = {f"v{n:06d}": videos[n] for n in range(config.videos)}
+    out = []
+    for r in read_records(path):
+        if r.topic != config.events_topic:
+            continue
+        event = orjson.loads(r.value)  # type: ignore[arg-type]
+        event["user_id"] = user_of[event["user_id"]]
+        if "video_id" in event:
+            event["video_id"] = video_of[event["video_id"]]
+        out.append(Record(r.topic, -1, -1, None, event["user_id"].encode(), orjson.dumps(event)))
+    return out
+
+
 def _first_recommendation(bootstrap: str, topic: str, user: str, timeout_s: float) -> tuple[float, dict]:
     """The broker timestamp (s) and value of the first recommendation for `user`."""
     deadline = time.monotonic() + timeout_s
@@ -186,18 +223,19 @@ def _rss_mib(worker: Worker) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def pipeline_baselines(model_env: dict[str, str], events: int = 50_000, latency_events: int = 10_000) -> dict[str, Any]:
+def pipeline_baselines(
+    model_env: dict[str, str], events: int = PIPELINE_EVENTS, latency_events: int = 10_000
+) -> dict[str, Any]:
     """`bench pipeline` as a user runs it, then on this bench's saved model (`model_env`: the worker settings
     that load it, with its index), once each: the baselines of the throughput ratios, from the same run (the
     machine's speed drifts), at the usual model and at equal model size."""
-    from lab.bench import bench_pipeline
     from streams.settings import Settings
 
     kept = ("events_per_s", "worker_cpu_ms_per_1k_events", "worker_main_thread_cpu_ms_per_1k_events",
             "recommendations_per_1k_events", "offset_gaps", "build")
     out = {}
     for name, env in (("pipeline", {}), ("pipeline_same_model", model_env)):
-        r = bench_pipeline(Settings(), events, latency_events, 1_000.0, 11, env=env)  # the CLI's rate and seed
+        r = bench_pipeline(Settings(), events, latency_events, 1_000.0, PIPELINE_SEED, env=env)  # the CLI's rate
         out[name] = {k: r[k] for k in kept}
     return out
 
@@ -300,6 +338,17 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                 caught_up = None
             return {"messages": behind, "caught_up_s": caught_up}
 
+        # First `bench pipeline`'s own stream (the baseline's, at its size), on stored users none of the runs
+        # below touches: its users act in sessions, several times a micro-batch. Then one event per user, each
+        # a user not yet served since the restart (the worst case for reading state).
+        traffic_events = (baseline or {}).get("events", PIPELINE_EVENTS)
+        touched, (n_users, n_videos) = {r.key for r in records}, population(traffic_events)
+        fresh = [u for n in rng.sample(range(users), min(users, n_users + len(touched)))
+                 if (u := user_id(n)).encode() not in touched]  # fmt: skip
+        picked = [video_id(n) for n in rng.sample(range(videos), min(videos, n_videos))]
+        traffic = pipeline_traffic(stack.workdir, traffic_events, fresh, picked, 1_800_000_100)  # after the probes
+        mixed = throughput(traffic)
+        mixed_lag = item_side_behind()
         rate, cpu_ms, main_ms, served = throughput(records)
         item_lag = item_side_behind()
         # The same users again, now in the worker's caches: what reading them from the store cost above.
@@ -323,6 +372,11 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
         "factors_restored_s": round(restored_s, 1),
         "events_per_s_after_recovery": round(rate, 1),  # each event a stored user not served since the restart
         "events_per_s_same_users_again": round(warm_rate, 1),
+        # `bench pipeline`'s stream on stored users: the same traffic as the baselines, after the restart
+        "pipeline_traffic": {"events": len(traffic), "users": len({r.key for r in traffic}),
+                             "events_per_s": round(mixed[0], 1), "worker_cpu_ms_per_1k_events": round(mixed[1], 1),
+                             "worker_main_thread_cpu_ms_per_1k_events": round(mixed[2], 1),
+                             "recommendations_per_1k_events": round(mixed[3], 1), "item_side_lag": mixed_lag},
         "users_served_after_restart": len({r.key for r in records}),  # distinct users among those events
         "worker_cpu_ms_per_1k_events": {"after_recovery": round(cpu_ms, 1), "same_users_again": round(warm_cpu_ms, 1)},
         "worker_main_thread_cpu_ms_per_1k_events": {"after_recovery": round(main_ms, 1),
@@ -344,4 +398,7 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
     if baselines is not None:
         result["baselines"] = baselines
         result["events_per_s_ratio"] = {name: round(rate / b["events_per_s"], 3) for name, b in baselines.items()}
+        result["pipeline_traffic"]["events_per_s_ratio"] = {  # type: ignore[index]
+            name: round(mixed[0] / b["events_per_s"], 3) for name, b in baselines.items()
+        }
     return result

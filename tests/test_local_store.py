@@ -444,6 +444,37 @@ def test_a_recovery_that_starts_beyond_what_a_table_applied_dead_letters_the_ski
     assert {d["partition"]: d["detail"].split(" (")[0] for d in dead} == {0: "offsets 4..9", 1: "offsets 0..9"}
 
 
+def test_bench_state_replays_bench_pipeline_s_stream_on_the_stored_users_and_videos_it_is_given(tmp_path):
+    """The baselines' traffic after the restart: the generated stream's user events, in order and otherwise
+    unchanged, with each generated user and video one of the stored ones given (one to one), from `start_ts`."""
+    from lab.bench import population
+    from lab.generator import GeneratorConfig, generate
+    from lab.recording import read_records
+    from lab.state_bench import pipeline_traffic, user_id, video_id
+
+    users, videos = [user_id(n) for n in range(5000, 5300)], [video_id(n) for n in range(900, 1300)]
+    traffic = pipeline_traffic(tmp_path, 1000, users, videos, 1_800_000_000, seed=3)
+    n_users, n_videos = population(1000)
+    generate(GeneratorConfig(users=n_users, videos=n_videos, events=1000, seed=3, start_ts=1_800_000_000),
+             tmp_path / "plain.jsonl")  # fmt: skip
+    plain = [orjson.loads(r.value) for r in read_records(tmp_path / "plain.jsonl") if r.topic == "events"]
+    mapped = [orjson.loads(r.value) for r in traffic]
+    assert len(mapped) == len(plain) == 1000 and all(r.key == orjson.loads(r.value)["user_id"].encode() for r in traffic)
+    user_of, video_of = {}, {}
+    for p, m in zip(plain, mapped):
+        assert {k: v for k, v in m.items() if k not in ("user_id", "video_id")} == {
+            k: v for k, v in p.items() if k not in ("user_id", "video_id")
+        }
+        assert user_of.setdefault(p["user_id"], m["user_id"]) == m["user_id"]
+        if "video_id" in p:
+            assert video_of.setdefault(p["video_id"], m["video_id"]) == m["video_id"]
+    assert set(user_of.values()) <= set(users) and len(set(user_of.values())) == len(user_of) > 100
+    assert set(video_of.values()) <= set(videos) and len(set(video_of.values())) == len(video_of) > 100
+    assert min(e["ts"] for e in mapped) >= 1_800_000_000
+    with pytest.raises(ValueError, match="users"):
+        pipeline_traffic(tmp_path, 1000, users[:10], videos, 1_800_000_000)
+
+
 @pytest.mark.slow
 def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from_it():
     """`reelstream bench state` at a small size: after the kill -9 the restarted worker serves a user whose
@@ -465,6 +496,12 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
         assert 0 < main_ms <= result["worker_cpu_ms_per_1k_events"][run], run
         # Every distinct user served at least once, and a user twice in a micro-batch only once there.
         assert result["users_served_after_restart"] <= result["recommendations_per_1k_events"][run] <= 1000, run
+    # `bench pipeline`'s stream on stored users no other run touched: its sessions repeat users within a batch.
+    mixed = result["pipeline_traffic"]
+    assert mixed["events"] == 2000 and mixed["users"] <= 200 and mixed["events_per_s"] > 0, mixed
+    assert 0 < mixed["worker_main_thread_cpu_ms_per_1k_events"] <= mixed["worker_cpu_ms_per_1k_events"], mixed
+    assert mixed["users"] <= mixed["recommendations_per_1k_events"] * mixed["events"] / 1000, mixed  # each served
+    assert mixed["recommendations_per_1k_events"] < 1000, mixed
     held = result["item_side_interactions"]
     assert held["before_kill"] > 1000 and held["after_restart"] == held["before_kill"], held
     usual, same = result["baselines"]["pipeline"], result["baselines"]["pipeline_same_model"]
@@ -475,3 +512,4 @@ def test_bench_state_restarts_a_worker_on_its_store_and_serves_stored_users_from
         assert 0 < base["recommendations_per_1k_events"] < 1000, name  # its users act many times a batch
         ratio = result["events_per_s_after_recovery"] / base["events_per_s"]
         assert result["events_per_s_ratio"][name] == round(ratio, 3)
+        assert mixed["events_per_s_ratio"][name] == round(mixed["events_per_s"] / base["events_per_s"], 3), name
