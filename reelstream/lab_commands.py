@@ -142,7 +142,11 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         users: Annotated[int, typer.Option(help="Users in the local store, 20 interactions each.")] = 1_000_000,
         videos: Annotated[int, typer.Option(help="Videos of the saved batch model.")] = 100_000,
         factors: Annotated[int, typer.Option()] = 64,
-        events: Annotated[int, typer.Option(help="Events for stored users after the restart (throughput).")] = 20_000,
+        events: Annotated[
+            int,
+            typer.Option(help="Events of the cold-user run after the restart, one per stored user not yet served "
+                         "(the run on `bench pipeline`'s stream takes its 50,000)."),
+        ] = 20_000,
         baseline: Annotated[
             bool,
             typer.Option(help="Then `bench pipeline` as usual and on this bench's model (~4 min more), and the "
