@@ -165,7 +165,7 @@ def pipeline_traffic(
     """`bench pipeline`'s stream, its shape kept (sessions, event kinds, comments), its user and video ids
     mapped onto distinct stored ones (`users`, `videos` are drawn from; the first of each are used), and its
     clock starting at `start_ts`. Video events are left out: the stored catalog stands in for them."""
-    from lab.generator import GeneratorConfig, generate
+    from lab.generator import GeneratorConfig, StreamGenerator, generate
     from lab.recording import read_records
 
     path = workdir / "pipeline-traffic.jsonl"
@@ -176,8 +176,8 @@ def pipeline_traffic(
             f"{config.users} users and {config.videos} videos needed, {len(users)} and {len(videos)} given"
         )
     generate(config, path)
-    user_of = {f"u{n:06d}": users[n] for n in range(config.users)}
-    video_of = {f"v{n:06d}": videos[n] for n in range(config.videos)}
+    user_of = {StreamGenerator.user_id(n): users[n] for n in range(config.users)}
+    video_of = {StreamGenerator.video_id(n): videos[n] for n in range(config.videos)}
     out = []
     for r in read_records(path):
         if r.topic != config.events_topic:
