@@ -86,7 +86,7 @@ def test_the_item_gram_kept_through_upserts_is_the_full_product() -> None:
     for step in range(60):
         ids = [f"v{i}" for i in rng.integers(0, 110 + step, size=int(rng.integers(1, 8)))]
         als.upsert_items(ids, rng.normal(size=(len(ids), 8)))
-        if step % 10 == 5:  # one held video and one the model never had, twice the same: removed once
+        if step % 10 == 5:  # a held video (listed twice: removed once) and one the model never had
             held = als.item_gram()
             als.remove_videos([ids[0], "never", ids[0]])
             assert ids[0] not in als.item_ids

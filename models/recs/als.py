@@ -147,8 +147,8 @@ class StreamingALS:
     def remove_videos(self, video_ids: Iterable[str]) -> None:
         """Removed/blocked videos leave the model (swap-with-last keeps the matrix dense) and never return."""
         video_ids = list(video_ids)
-        # Their rows' outer products leave the cached item Gram. Dropping it cost a full product per removal on
-        # the event loop: 25 ms at 98k videos and 64 factors, 29 in one `bench pipeline` run on such a model.
+        # Their rows' outer products leave the cached item Gram. Dropping it cost a full product (`item_gram`) per
+        # removal on the event loop: 29 of them in one `bench pipeline` run on a 98k-video model.
         before = self._items[sorted({self._row[vid] for vid in video_ids if vid in self._row})]
         for vid in video_ids:
             self._removed.add(vid)
