@@ -402,12 +402,12 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
     }
     if baselines is not None:
         result["baselines"] = baselines
-        # Ratios of the printed rates (both rounded to 0.1 event/s), so the JSON agrees with itself to the last place.
-        result["events_per_s_ratio"] = {
-            name: round(result["events_per_s_after_recovery"] / b["events_per_s"], 3) for name, b in baselines.items()
-        }
-        result["pipeline_traffic"]["events_per_s_ratio"] = {  # type: ignore[index]
-            name: round(result["pipeline_traffic"]["events_per_s"] / b["events_per_s"], 3)  # type: ignore[index]
-            for name, b in baselines.items()
-        }
+
+        def ratios(printed: float) -> dict[str, float]:
+            """Of a printed rate to each baseline's (both rounded to 0.1 event/s): the JSON agrees with itself."""
+            return {name: round(printed / b["events_per_s"], 3) for name, b in baselines.items()}
+
+        result["events_per_s_ratio"] = ratios(result["events_per_s_after_recovery"])  # type: ignore[arg-type]
+        traffic = result["pipeline_traffic"]
+        traffic["events_per_s_ratio"] = ratios(traffic["events_per_s"])  # type: ignore[index]
     return result

@@ -164,7 +164,7 @@ class StreamingALS:
             self.item_ids.pop()
             self._items[last] = 0.0
         self.popularity.remove_videos(video_ids)
-        self._downdate_gram(before)
+        self._update_gram([], before, self.n_items)
         self._base = self._ids = None
         if self.index is not None:
             self.index.remove(video_ids)
@@ -182,26 +182,17 @@ class StreamingALS:
 
     def _update_gram(self, known: list[int], before: np.ndarray, first_new: int) -> None:
         """The item Gram after `upsert_items` changed rows `known` (from `before`) and appended rows from
-        `first_new` on: their outer products swapped, in float64. Rounding then depends on the order of
+        `first_new` on, or after `remove_videos` took rows `before` out (nothing known, nothing appended): their
+        outer products swapped, in float64. Rounding then depends on the order of
         updates, so once as many rows as the catalog holds were updated, the next Gram is computed in full
         (the full product's own rounding again, at O(f^2) a row amortized)."""
         if self._item_gram is None:
             return
-        self._gram_rows += len(known) + self.n_items - first_new
+        self._gram_rows += len(before) + self.n_items - first_new
         if self._gram_rows > self.n_items:
             self._item_gram = None
             return
         self._item_gram += gram(np.vstack([self._items[known], self._items[first_new : self.n_items]])) - gram(before)
-
-    def _downdate_gram(self, removed: np.ndarray) -> None:
-        """The item Gram without the `removed` rows' outer products, counted like updated rows (`_update_gram`)."""
-        if self._item_gram is None or not len(removed):
-            return
-        self._gram_rows += len(removed)
-        if self._gram_rows > self.n_items:
-            self._item_gram = None
-            return
-        self._item_gram -= gram(removed)
 
     # ---- users -------------------------------------------------------------------------------------------
 
