@@ -99,7 +99,7 @@ def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]
     return result
 
 
-def _last_output_at(bootstrap: str, topics: list[str]) -> float | None:
+def last_output_at(bootstrap: str, topics: list[str]) -> float | None:
     """The latest broker timestamp (seconds) of any message on `topics`: when the worker wrote its last output."""
     from lab.recording import read_topic
 
@@ -155,7 +155,7 @@ def bench_pipeline(
         main_cpu = worker.cpu_seconds(main_thread=True) - main_start
         served = recommendations(worker.metrics()) - served_start
         t = settings.topics
-        end = _last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled_end
+        end = last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled_end
         seconds = min(end, polled_end) - start
         events_per_s = n1 / seconds
 

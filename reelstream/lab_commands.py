@@ -144,8 +144,9 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         factors: Annotated[int, typer.Option()] = 64,
         events: Annotated[
             int,
-            typer.Option(help="Events of the cold-user run after the restart, one per stored user not yet served "
-                         "(the run on `bench pipeline`'s stream takes its 50,000)."),
+            typer.Option(help="Events of the `one_event_per_user` run after the restart, one per stored user not "
+                         "yet served (the worst case; `events_per_s_after_recovery`, on `bench pipeline`'s stream, "
+                         "takes its 50,000)."),
         ] = 20_000,
         baseline: Annotated[
             bool,
