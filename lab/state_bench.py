@@ -340,8 +340,9 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                 missing = applied - _applied(worker.metrics())
                 raise RuntimeError(f"{missing:.0f} of {n} events were dead-lettered unread (the broker's retention"
                                    " dropped them): use fewer --events") from None
-            # Timed as `bench pipeline` times its run: to the worker's last output (broker timestamp), not to when
-            # polling noticed (up to 0.7 s later: 5% of a 50,000-event run), so the ratios compare like with like.
+            # Timed as `bench pipeline` times its run, so both sides of a ratio are timed alike: to the worker's last
+            # output (broker timestamp) where that came before the polls below noticed (0.5 s apart: 2-6% of a
+            # one-event-per-user run; on `bench pipeline`'s stream the last output came after them in 3 runs of 3).
             polled = time.time()
             served = recommendations(worker.metrics()) - recommendations(before)
             cpu_ms, main_ms = (worker.cpu_seconds() - cpu) / n * 1e6, (worker.cpu_seconds(True) - main) / n * 1e6
