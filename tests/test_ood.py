@@ -116,6 +116,26 @@ def test_ood_evaluation_trains_folds_without_their_parts_and_writes_thresholds(t
             assert written[lang][c] == Thresholds(**t)
 
 
+@pytest.mark.slow  # loads every dataset twice per fold: ~9 s
+def test_the_floor_is_fitted_on_the_fold_s_own_rows_of_the_part_s_label_and_language_only() -> None:
+    """`floor_sets`, what the OOD table's floor and `lab.floor_blend_probe` fit: never a left-out row, only the
+    part's language and label, the jigsaw sample out of binary labels; the part's rows in `left_out` order."""
+    from models.text.ood import FOLDS, floor_sets, left_out
+
+    if not DATA.exists():
+        pytest.skip(f"training data not present at {DATA}")
+    for fold in FOLDS:
+        parts, sets = left_out(DATA, fold, 200), floor_sets(DATA, fold, 200)
+        assert set(sets) == set(parts)
+        for sel, labels in sets.items():
+            assert labels and set(labels) <= {k for e in parts[sel] for k in e.labels}
+            for label, (fit_on, part) in labels.items():
+                assert part == [e for e in parts[sel] if label in e.labels]
+                assert fit_on and not any(selected(e, fold) for e in fit_on)
+                assert {e.lang for e in fit_on} == {part[0].lang} and all(label in e.labels for e in fit_on)
+                assert label == "sentiment" or all(e.dataset != "jigsaw_toxic_sample" for e in fit_on)
+
+
 # --- calibration ----------------------------------------------------------------------------------------
 def test_platt_calibration_recovers_the_rate_of_labels_and_keeps_rankings() -> None:
     from scipy.special import expit, logit

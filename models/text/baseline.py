@@ -40,8 +40,19 @@ def baseline_report(
 def fit_and_score(train: list[Example], test: list[Example], label: str, dataset: str) -> dict[str, float] | None:
     """One baseline fitted on `train`'s `label` and scored on `test` (of `dataset`); None if either side
     cannot be scored (one class only, nothing to test)."""
-    y_tr = np.array([e.labels[label] for e in train])
+    proba = fit_predict(train, test, label)
+    if proba is None:
+        return None
     y_te = np.array([e.labels[label] for e in test])
+    if label == "sentiment":
+        return sentiment_report(y_te, proba, dataset in BINARY_SENTIMENT)
+    return binary_report(y_te, proba)
+
+
+def fit_predict(train: list[Example], test: list[Example], label: str) -> np.ndarray | None:
+    """One baseline fitted on `train`'s `label`: `test`'s probabilities (sentiment: (n, 3) over negative, neutral,
+    positive; else (n,) of the label); None if either side cannot be scored (one class only, nothing to test)."""
+    y_tr = np.array([e.labels[label] for e in train])
     if len(set(y_tr.tolist())) < 2 or not test:
         return None
     model = _pipeline(train[0].lang).fit([e.text for e in train], y_tr)
@@ -49,5 +60,5 @@ def fit_and_score(train: list[Example], test: list[Example], label: str, dataset
     if label == "sentiment":
         full = np.zeros((len(test), 3))
         full[:, model.classes_] = proba
-        return sentiment_report(y_te, full, dataset in BINARY_SENTIMENT)
-    return binary_report(y_te, proba[:, list(model.classes_).index(1)])
+        return full
+    return proba[:, list(model.classes_).index(1)]

@@ -134,20 +134,28 @@ def baseline_report(data_dir: Path, fold: Sequence[str], limit: int | None = Non
     the fold's training rows of that label and language (the other sources or groups), scored on the part."""
     from models.text.baseline import fit_and_score
 
+    return {sel: {label: scored for label, (fit_on, part) in labels.items()
+                  if (scored := fit_and_score(fit_on, part, label, sel.partition(":")[0])) is not None}
+            for sel, labels in floor_sets(data_dir, fold, limit).items()}  # fmt: skip
+
+
+def floor_sets(
+    data_dir: Path, fold: Sequence[str], limit: int | None = None
+) -> dict[str, dict[str, tuple[list[Example], list[Example]]]]:
+    """Per left-out part and label: (the rows the floor is fitted on: the fold's training rows of that label and
+    language, the jigsaw sample left out of binary labels; the part's rows with that label, in `left_out` order)."""
     train, val = load_splits(data_dir, limit)
     kept = [e for e in (*train, *val) if not selected(e, tuple(fold))]
-    out: dict[str, dict[str, dict]] = {}
+    out: dict[str, dict[str, tuple[list[Example], list[Example]]]] = {}
     for sel, examples in left_out(data_dir, fold, limit).items():
         out[sel] = {}
         for label in sorted({k for e in examples for k in e.labels}):
             part = [e for e in examples if label in e.labels]
-            lang = part[0].lang
-            fit_on = [e for e in kept if label in e.labels and e.lang == lang]
+            fit_on = [e for e in kept if label in e.labels and e.lang == part[0].lang]
             if label != "sentiment":
                 fit_on = [e for e in fit_on if e.dataset != "jigsaw_toxic_sample"]
-            scored = fit_and_score(fit_on, part, label, sel.partition(":")[0]) if fit_on else None
-            if scored is not None:
-                out[sel][label] = scored
+            if fit_on:
+                out[sel][label] = (fit_on, part)
     return out
 
 
