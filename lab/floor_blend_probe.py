@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.blend_probe import leave_one_fold_out
 from models.text.baseline import fit_predict
 from models.text.comments import CommentModels
 from models.text.config import CATEGORIES, ModerationSettings
@@ -62,19 +63,9 @@ def main() -> None:
                         net = scored[sel]["scores"][rows, CATEGORIES.index(label)]
                         mixed = 1 / (1 + np.exp(-(w * _logit(net) + (1 - w) * _logit(floor))))
                         line[str(w)] = binary_report(y, mixed)[metric]
-                lines.append(line)
+                lines.append({**line, "floor": line["0.0"]})
 
-    def margin(rows: list[dict], s: str) -> float:
-        return sum(r[s] - r["0.0"] for r in rows) / len(rows)
-
-    held = []
-    for n in range(len(FOLDS)):
-        other, mine = [r for r in lines if r["fold"] != n], [r for r in lines if r["fold"] == n]
-        pick = max((str(s) for s in SETTINGS if s > 0), key=lambda s: margin(other, s))
-        held.append({"fold": n, "picked": pick, "margin_picked": round(margin(mine, pick), 4),
-                     "margin_network": round(margin(mine, "1.0"), 4),
-                     "beats_floor_picked": sum(r[pick] > r["0.0"] for r in mine),
-                     "beats_floor_network": sum(r["1.0"] > r["0.0"] for r in mine), "lines": len(mine)})  # fmt: skip
+    held = leave_one_fold_out(lines, [str(s) for s in SETTINGS if s > 0], "1.0", len(FOLDS))
     print(json.dumps({"settings": SETTINGS, "lines": lines, "leave_one_fold_out": held}))
 
 
