@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 
 from streams.producer import make_producer
-from streams.settings import Settings
+from streams.settings import Settings, TopicSettings
 
 
 def _produce(bootstrap: str, path: Path, rate: float | None = None, linger_ms: int = 5) -> dict[str, float]:
@@ -99,12 +99,20 @@ def _latencies(bootstrap: str, topic: str, path: Path, sent_at: dict[str, float]
     return result
 
 
-def last_output_at(bootstrap: str, topics: list[str]) -> float | None:
+def _last_output_at(bootstrap: str, topics: list[str]) -> float | None:
     """The latest broker timestamp (seconds) of any message on `topics`: when the worker wrote its last output."""
     from lab.recording import read_topic
 
     stamps = [r.timestamp_ms for t in topics for r in read_topic(bootstrap, t) if r.timestamp_ms is not None]
     return max(stamps) / 1000 if stamps else None
+
+
+def run_ended_at(bootstrap: str, topics: TopicSettings, polled: float) -> float:
+    """When a throughput run ended: the worker's last output (recommendations, flags, dead letters) where that
+    came before `polled`, when the bench's polling noticed every event accounted for (the benches' ratios time
+    both sides this one way)."""
+    return min(_last_output_at(bootstrap, [topics.recommendations, topics.moderation_flags, topics.dlq]) or polled,
+               polled)  # fmt: skip
 
 
 def population(events: int) -> tuple[int, int]:
@@ -154,9 +162,7 @@ def bench_pipeline(
         polled_end, worker_cpu = time.time(), worker.cpu_seconds() - cpu_start
         main_cpu = worker.cpu_seconds(main_thread=True) - main_start
         served = recommendations(worker.metrics()) - served_start
-        t = settings.topics
-        end = last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled_end
-        seconds = min(end, polled_end) - start
+        seconds = run_ended_at(stack.bootstrap, settings.topics, polled_end) - start
         events_per_s = n1 / seconds
 
         sent_at = _produce(stack.bootstrap, phase2, rate=latency_rate)

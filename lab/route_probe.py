@@ -53,10 +53,10 @@ def main() -> None:
     lines: list[dict] = []  # one per left-out part and label: fold, floor, the metric per temperature
     for n, fold in enumerate(FOLDS):
         parts, floors = left_out(args.data, fold), baseline_report(args.data, fold)
+        models = CommentModels.load(ModerationSettings(model_dir=str(args.folds_dir / f"fold-{n}"), device="cpu"))
         per_t = {}
         for t in TEMPERATURES:
-            models = CommentModels.load(ModerationSettings(model_dir=str(args.folds_dir / f"fold-{n}"), device="cpu"))
-            flatten_routing(models.net, t)
+            flatten_routing(models.net, t)  # from the class's weights each time: the settings do not compound
             per_t[t] = report(score_parts(models, parts))
         for sel, labels in per_t["1"].items():
             for label in labels:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from lab.bench import bench_pipeline, last_output_at, population
+from lab.bench import bench_pipeline, population, run_ended_at
 from lab.chaos import Feeder, last_values
 from lab.local import LocalStack, Worker, consumed, offset_gaps, recommendations, total, wait_for
 from lab.recording import Record, group_lag, read_topic
@@ -340,15 +340,13 @@ def bench_state(users: int, videos: int = 100_000, factors: int = 64, events: in
                 missing = applied - _applied(worker.metrics())
                 raise RuntimeError(f"{missing:.0f} of {n} events were dead-lettered unread (the broker's retention"
                                    " dropped them): use fewer --events") from None
-            # Timed as `bench pipeline` times its run, so both sides of a ratio are timed alike: to the worker's last
-            # output (broker timestamp) where that came before the polls below noticed (0.5 s apart: 2-6% of a
-            # one-event-per-user run; on `bench pipeline`'s stream the last output came after them in 3 runs of 3).
+            # Ended as `bench pipeline`'s run ends (`run_ended_at`), so both sides of a ratio are timed alike: the last
+            # output came before the polls above noticed by 2-6% of a one-event-per-user run, and after them in 3
+            # runs of 3 on `bench pipeline`'s stream.
             polled = time.time()
             served = recommendations(worker.metrics()) - recommendations(before)
             cpu_ms, main_ms = (worker.cpu_seconds() - cpu) / n * 1e6, (worker.cpu_seconds(True) - main) / n * 1e6
-            t = settings.topics
-            rate = n / (min(last_output_at(stack.bootstrap, [t.recommendations, t.moderation_flags, t.dlq]) or polled,
-                            polled) - t0)  # fmt: skip
+            rate = n / (run_ended_at(stack.bootstrap, settings.topics, polled) - t0)
             return {"events_per_s": round(rate, 1), "worker_cpu_ms_per_1k_events": round(cpu_ms, 1),
                     "worker_main_thread_cpu_ms_per_1k_events": round(main_ms, 1),
                     "recommendations_per_1k_events": round(served / n * 1e3, 1), "item_side_lag": item_side_behind()}
