@@ -277,6 +277,34 @@ def test_nb_scaled_regression_folds_into_weights() -> None:
     assert nb_ratio(x, LinearTask("m", np.arange(200), [0, 1, 2], rng.integers(0, 3, 200), multiclass=True)) is None
 
 
+def test_plain_columns_skip_the_validation_choice_and_are_fitted_at_the_default_c() -> None:
+    """`hate` experts are fitted plain at C 4 whatever the validation split prefers (issue #17: that choice
+    lost on both hate sources left out); the other heads still take C from the grid."""
+    from models.text.linear import L2_C, LinearTask, Store, fit_linear_heads, fit_task, tfidf_matrix
+
+    rng = np.random.default_rng(3)
+
+    def store(n: int) -> tuple[Store, np.ndarray]:
+        counts = rng.integers(3, 8, n)
+        indices = rng.integers(0, 40, counts.sum())
+        y = (np.bincount(np.repeat(np.arange(n), counts), weights=indices < 8, minlength=n) > 0).astype(np.float32)
+        return Store(indices, None, counts, np.concatenate(([0], np.cumsum(counts)[:-1]))), y
+
+    (train_store, y), (val_store, yv) = store(300), store(100)
+
+    def tasks(y: np.ndarray) -> list[LinearTask]:
+        return [LinearTask("d", np.arange(len(y)), [c], y[:, None], multiclass=False) for c in (0, 1)]
+
+    weight, bias, idf = torch.zeros(40, 2), torch.zeros(2), np.ones(40, dtype=np.float32)
+    chosen = fit_linear_heads(weight, bias, tasks(y), train_store, idf, tasks(yv), val_store, grid=(32.0,),
+                              nb_grid=(), plain_columns=[0])  # fmt: skip
+    assert chosen == {"d 0": f"{L2_C:g}", "d 1": "32"}
+    x, used = tfidf_matrix(train_store, np.arange(300), idf)
+    for col, c in ((0, L2_C), (1, 32.0)):
+        w, b = fit_task(x, tasks(y)[col], c)
+        assert np.allclose(weight[used, col].numpy(), w[:, 0], atol=1e-5) and abs(bias[col].item() - b[0]) < 1e-5
+
+
 def test_static_tokenizer_matches_minilm_tokenizer(shipped: CommentModels) -> None:
     from tokenizers import Tokenizer
 

@@ -14,6 +14,7 @@ and its C, are chosen on the validation split.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,13 +169,16 @@ def fit_linear_heads(
     grid: tuple[float, ...] = C_GRID,
     dense_weight: torch.Tensor | None = None,
     nb_grid: tuple[float, ...] = NB_C_GRID,
+    plain_columns: Collection[int] = (),
 ) -> dict[str, str]:
     """Fit every task and write its weights into the [buckets, n_linear] table and bias, in place.
 
     With validation tasks (same names and columns), each task is fitted for every C of `grid` on plain
     features and, for two-class tasks, for every C of `nb_grid` on NB-scaled features (see nb_ratio); the
     fit with the best validation score is kept. Returns the choice per task ("C" or "C NB"). Weights of the
-    store's dense columns go to `dense_weight` [d, n_linear]."""
+    store's dense columns go to `dense_weight` [d, n_linear]. Columns in `plain_columns` skip that choice and
+    are fitted on plain features at L2_C (chosen for them on out-of-distribution folds instead: a choice that
+    wins on the validation split can lose on sources the head never saw)."""
     tasks = [part for t in tasks for part in _split_columns(t)]
     val_parts = [part for t in (val_tasks or []) for part in _split_columns(t)]
     by_key = {(t.name, tuple(t.columns)): t for t in val_parts}
@@ -185,7 +189,7 @@ def fit_linear_heads(
         x, used = tfidf_matrix(store, task.rows, idf)
         vt = by_key.get((task.name, tuple(task.columns))) if val_store is not None else None
         r = None
-        if vt is None or len(vt.rows) == 0:
+        if vt is None or len(vt.rows) == 0 or task.columns[0] in plain_columns:
             w, b = fit_task(x, task)
             label = f"{L2_C:g}"
         else:

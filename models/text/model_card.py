@@ -118,6 +118,13 @@ def render(result: TrainResult, opts: TrainOptions, baseline: dict | None, speed
         return f"{lay.binary[c][0]}/{lay.binary[c][1]}" if c < len(lay.binary) else name
 
     cs = ", ".join(f"{_head(k)} {v}" for k, v in result.linear_c.items()) or "n/a"
+    plain = (
+        f"; {' and '.join(f'`{c}`' for c in opts.plain_linear)} experts skip that choice and are fitted plain at C "
+        f"{L2_C:g}, chosen on the out-of-distribution folds (lab/linear_probe.py: the validation split's choice lost "
+        f"on every source of that category left out)"
+        if opts.plain_linear
+        else ""
+    )
     if f.vocabulary:
         space = (
             f"into a vocabulary of {f.buckets:,} n-grams (exact 64-bit n-gram hashes kept at training time: per "
@@ -149,7 +156,7 @@ Blend weights per head (linear share): {blend}.
   L-BFGS with an L2 penalty on that head's dataset only; per expert head, C from {C_GRID}, and for
   two-class heads also NB-LR (features scaled by their naive Bayes log-count ratio, folded into the
   weights; Wang & Manning 2012) with C from {NB_C_GRID}, chosen by the validation split (warm-started
-  along each grid; toxic and routers: C {L2_C:g}, plain). Chosen: {cs}.
+  along each grid; toxic and routers: C {L2_C:g}, plain){plain}. Chosen: {cs}.
 - Heads: one expert per (dataset, label), a shared `toxic` head, one 3-way sentiment expert per sentiment
   dataset, and a domain head (deep view) that predicts which dataset a text resembles. Each head's logit
   is `blend * linear + (1 - blend) * deep`, blend in {{0, .1, ..., 1}} chosen per head on the

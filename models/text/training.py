@@ -60,6 +60,9 @@ class TrainOptions:
     # Datasets or groups ("dataset:key=value", data.selected) left out of training and validation: the
     # out-of-distribution folds of models/text/ood.py.
     exclude: tuple[str, ...] = ()
+    # Categories whose experts' linear heads are fitted plain at C 4 instead of the C / NB-LR that wins on the
+    # validation split: for `hate` that choice lost on both sources left out (lab/linear_probe.py, issue #17).
+    plain_linear: tuple[str, ...] = ("hate",)
 
 
 @dataclass
@@ -420,6 +423,7 @@ def train(
     linear_c = fit_linear_heads(
         net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout), store.store(), idf,
         val_tasks, val_store.store(), dense_weight=net.static_linear if pieces is not None else None,
+        plain_columns=[j for j, (_, label) in enumerate(net.layout.binary) if label in opts.plain_linear],
     )
     # A head without training rows (its dataset left out) gets an even prior, not the NaN of an empty mean.
     rates = [

@@ -1,0 +1,156 @@
+"""Would the experts' linear heads fitted like the floor (plain L2, fixed C) hold up better out of distribution?
+(issue #17)
+
+Each expert's logistic regression (models/text/linear.py) takes its C, and NB scaling or not, from the
+in-distribution validation split; the floor fits plain C = 4 and beats the network on some unseen Chinese
+parts (models/text/weights/MODEL_CARD.md). This refits every expert's linear head of an OOD fold model
+(models/text/ood.py `FOLDS`, fold models from `reelstream eval models --ood --folds-dir DIR`) on that fold's
+training rows with each policy of POLICIES, keeps the deep view and routers as trained, chooses the blends
+again on the fold's validation split as training does, re-scores the fold's left-out parts, and picks a policy leaving one fold out (lab/blend_probe.py). Prints JSON.
+
+    python -m lab.linear_probe --folds-dir .ood-folds --ood-json ood.json --fold 0 > f0.json   # one per fold
+    python -m lab.linear_probe --combine f0.json f1.json f2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lab.blend_probe import leave_one_fold_out
+from models.text.comments import CommentModels
+from models.text.config import ModerationSettings
+from models.text.data import DATASETS, Example, default_data_dir, load_splits, selected
+from models.text.evaluation import primary_metric
+from models.text.linear import LinearTask, fit_linear_heads
+from models.text.network import TaskLayout
+from models.text.ood import FOLDS, left_out, report, score_parts
+from models.text.training import _counts, _FeatureStore, _linear_tasks, _Targets, choose_blend
+
+# name -> (plain C grid, NB C grid, pooled); "trained" keeps the heads as the fold model has them. Pooled:
+# every sentiment expert is fitted on the sentiment rows of all sources of its language, as the floor is.
+POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool]] = {
+    "plain C4": ((4.0,), (), False),
+    "C4, NB by validation": ((4.0,), (4.0,), False),
+    "pooled sentiment, plain C4": ((4.0,), (), True),
+}
+
+
+def _pooled(tasks: list[LinearTask], examples: list[Example], layout: TaskLayout) -> list[LinearTask]:
+    """Each sentiment expert's task on the sentiment rows of every source of its language."""
+    lang = {d: lang for d, lang in zip(layout.domains, layout.domain_langs)}
+    rows = {ln: np.flatnonzero([e.dataset in layout.sentiment and lang[e.dataset] == ln for e in examples]) for ln in ("en", "zh")}
+    targets = np.array([e.labels.get("sentiment", -1) for e in examples], dtype=np.int64)
+    return [
+        dataclasses.replace(t, rows=rows[lang[t.name]], targets=targets[rows[lang[t.name]]])
+        if t.multiclass and t.name in layout.sentiment else t
+        for t in tasks
+    ]  # fmt: skip
+
+
+def refit(models: CommentModels, data: Path, fold: tuple[str, ...], grid: tuple[float, ...], nb_grid: tuple[float, ...],
+          pooled: bool) -> None:  # fmt: skip
+    """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
+    the grids on the fold's validation rows, as training chooses it; one value: that value)."""
+    net = models.net
+    train_ex, val_ex = load_splits(data)
+    train_ex = [e for e in train_ex if not selected(e, fold)]
+    val_ex = [e for e in val_ex if not selected(e, fold)]
+    pieces = None if models.pieces is None else (models.pieces, net.static.weight.detach().cpu())
+    store = _FeatureStore(models.featurizer, train_ex, models.max_text_chars, pieces=pieces)
+    val_store = _FeatureStore(models.featurizer, val_ex, models.max_text_chars, pieces=pieces)
+    mean, std = net.static_mean.cpu().numpy(), net.static_std.cpu().numpy()
+    store.standardize(mean, std, net.config.static_scale)
+    val_store.standardize(mean, std, net.config.static_scale)
+    experts = set(net.layout.domains)
+    tasks = [t for t in _linear_tasks(train_ex, _Targets(train_ex, net.layout), net.layout) if t.name in experts]
+    val_tasks = [t for t in _linear_tasks(val_ex, _Targets(val_ex, net.layout), net.layout) if t.name in experts]
+    if pooled:
+        tasks, val_tasks = _pooled(tasks, train_ex, net.layout), _pooled(val_tasks, val_ex, net.layout)
+    cols = sorted({c for t in tasks for c in t.columns})
+    with torch.no_grad():
+        net.linear.weight[:, cols] = 0.0
+        net.static_linear[:, cols] = 0.0
+    fit_linear_heads(
+        net.linear.weight.data, net.linear_bias, tasks, store.store(), net.idf.cpu().numpy(), val_tasks,
+        val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
+    )  # fmt: skip
+    choose_blend(net, val_ex, models, _counts(train_ex))  # as training does after fitting the heads
+
+
+def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int) -> list[dict]:
+    """The fold's lines: floor, and the metric as trained and with each policy."""
+    fold = FOLDS[n]
+    parts = left_out(data, fold)
+    per_policy = {}
+    for name in ("trained", *POLICIES):
+        models = CommentModels.load(ModerationSettings(model_dir=str(folds_dir / f"fold-{n}"), device="cpu"))
+        if name != "trained":
+            refit(models, data, fold, *POLICIES[name])
+        per_policy[name] = report(score_parts(models, parts))
+    lines = []
+    for sel, labels in per_policy["trained"].items():
+        for label in labels:
+            key = primary_metric(label)
+            lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][key],
+                          **{p: per_policy[p][sel][label][key] for p in per_policy}})  # fmt: skip
+    return lines
+
+
+def per_category(lines: list[dict], policies: list[str]) -> dict:
+    """Per line, the policy with the largest summed margin over the floor on the other folds' lines of the same
+    category and language, judged on this line; and per category, the policy all its lines pick."""
+    lang = {d.name: d.lang for d in DATASETS}
+
+    def category(line: dict) -> str:
+        part, label = line["line"].rsplit("/", 1)
+        return f"{label}/{lang[part.partition(':')[0]]}"
+
+    def margin(rows: list[dict], p: str) -> float:
+        return sum(r[p] - r["floor"] for r in rows)
+
+    judged = []
+    for line in lines:
+        other = [r for r in lines if category(r) == category(line) and r["fold"] != line["fold"]]
+        pick = max(policies, key=lambda p: margin(other, p))
+        judged.append({"line": line["line"], "category": category(line), "picked": pick,
+                       "margin_picked": round(line[pick] - line["floor"], 4),
+                       "margin_trained": round(line["trained"] - line["floor"], 4)})  # fmt: skip
+    chosen = {c: max(policies, key=lambda p: margin([r for r in lines if category(r) == c], p))
+              for c in dict.fromkeys(map(category, lines))}  # fmt: skip
+    return {"lines": judged, "beats_floor_picked": sum(j["margin_picked"] > 0 for j in judged),
+            "beats_floor_trained": sum(j["margin_trained"] > 0 for j in judged),
+            "mean_margin_picked": round(sum(j["margin_picked"] for j in judged) / len(judged), 4),
+            "mean_margin_trained": round(sum(j["margin_trained"] for j in judged) / len(judged), 4),
+            "chosen_on_all_lines": chosen}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds-dir", type=Path)
+    ap.add_argument("--ood-json", type=Path, help="`reelstream eval models --ood --json` output (the floors).")
+    ap.add_argument("--fold", type=int, help="Score this fold only (its lines as JSON).")
+    ap.add_argument("--combine", type=Path, nargs="+", help="Per-fold outputs: pick a policy leaving one fold out.")
+    ap.add_argument("--data", type=Path, default=default_data_dir())
+    args = ap.parse_args()
+    if args.combine:
+        lines = [line for f in args.combine for line in json.loads(f.read_text())["lines"]]
+        policies = ["trained", *POLICIES]
+        held = leave_one_fold_out(lines, policies, "trained", len(FOLDS))
+        print(json.dumps({"lines": lines, "leave_one_fold_out": held, "per_category": per_category(lines, policies)}))
+        return
+    if args.folds_dir is None or args.ood_json is None:
+        ap.error("--folds-dir and --ood-json are needed unless --combine")
+    floors = json.loads(args.ood_json.read_text())["ood"]["lines"]
+    folds = range(len(FOLDS)) if args.fold is None else [args.fold]
+    lines = [line for n in folds for line in fold_lines(args.folds_dir, args.data, floors, n)]
+    print(json.dumps({"lines": lines}))
+
+
+if __name__ == "__main__":
+    main()
