@@ -6,7 +6,10 @@ in-distribution validation split; the floor fits plain C = 4 and beats the netwo
 parts (models/text/weights/MODEL_CARD.md). This refits every expert's linear head of an OOD fold model
 (models/text/ood.py `FOLDS`, fold models from `reelstream eval models --ood --folds-dir DIR`) on that fold's
 training rows with each policy of POLICIES, keeps the deep view and routers as trained, chooses the blends
-again on the fold's validation split as training does, re-scores the fold's left-out parts, and picks a policy leaving one fold out (lab/blend_probe.py). Prints JSON.
+again on the fold's validation split as training does, and re-scores the fold's left-out parts. `--combine`
+picks one policy leaving one fold out (lab/blend_probe.py), and per category and language judges each line
+with the policy picked on the other folds' lines of its category (`per_category`). Prints JSON. "trained" is
+the fold model as trained: since `TrainOptions.plain_linear` its `hate` experts are plain already.
 
     python -m lab.linear_probe --folds-dir .ood-folds --ood-json ood.json --fold 0 > f0.json   # one per fold
     python -m lab.linear_probe --combine f0.json f1.json f2.json
