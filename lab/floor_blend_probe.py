@@ -9,6 +9,10 @@ OOD fold's left-out parts (models/text/ood.py `FOLDS`, fold models from `reelstr
 margins over the floor, judged on the left-out fold's), as lab/blend_probe.py does. Prints JSON.
 
     python -m lab.floor_blend_probe --folds-dir .ood-folds
+
+`--partner pooled` blends with a logistic regression on the fold model's own TF-IDF features instead (plain
+C 4 on the floor's rows: every source of the label and language pooled, as the floor is): a head the
+network could carry in its linear view at no featurizing cost. The margins are still over the floor.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, softmax
 
 from lab.blend_probe import leave_one_fold_out
 from models.text.baseline import fit_predict
 from models.text.comments import CommentModels
 from models.text.config import CATEGORIES, ModerationSettings
-from models.text.data import BINARY_SENTIMENT, default_data_dir
+from models.text.data import BINARY_SENTIMENT, Example, default_data_dir
 from models.text.evaluation import primary_metric
+from models.text.linear import LinearTask, fit_task, tfidf_matrix
 from models.text.metrics import binary_report, sentiment_report
 from models.text.ood import FOLDS, floor_sets, left_out, score_parts
+from models.text.training import _FeatureStore
 
 SETTINGS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2, 0.0)  # the network's weight: 1.0 is the network alone, 0.0 the floor
 
@@ -36,10 +43,33 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _judged(sel: str, label: str, y: np.ndarray, p: np.ndarray) -> float:
+    """The OOD table's metric of a left-out part's label for probabilities p."""
+    if label == "sentiment":
+        return sentiment_report(y, p, sel.partition(":")[0] in BINARY_SENTIMENT)[primary_metric(label)]
+    return binary_report(y, p)[primary_metric(label)]
+
+
+def pooled_predict(models: CommentModels, fit_on: list[Example], part: list[Example], label: str) -> np.ndarray:
+    """A plain C 4 logistic regression on the model's TF-IDF features (its featurizer and idf), fitted on
+    `fit_on`'s `label`: `part`'s probabilities (sentiment: (n, 3); else (n,))."""
+    store = _FeatureStore(models.featurizer, fit_on + part, models.max_text_chars).store()
+    idf = models.net.idf.cpu().numpy()
+    x, used = tfidf_matrix(store, np.arange(len(fit_on)), idf)
+    x_part, _ = tfidf_matrix(store, np.arange(len(fit_on), len(fit_on) + len(part)), idf, used)
+    y = np.array([e.labels[label] for e in fit_on])
+    if label == "sentiment":
+        w, b = fit_task(x, LinearTask(label, np.arange(len(y)), [0, 1, 2], y.astype(np.int64), multiclass=True))
+        return softmax(x_part @ w + b, axis=1)
+    w, b = fit_task(x, LinearTask(label, np.arange(len(y)), [0], y[:, None].astype(np.float64), multiclass=False))
+    return expit(x_part @ w + b)[:, 0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds-dir", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=default_data_dir())
+    ap.add_argument("--partner", choices=("floor", "pooled"), default="floor", help="What the network is blended with.")
     args = ap.parse_args()
     lines: list[dict] = []  # one per left-out part and label: fold, and the metric per setting
     for n, fold in enumerate(FOLDS):
@@ -51,19 +81,19 @@ def main() -> None:
                 floor = fit_predict(fit_on, part, label)
                 if floor is None:
                     continue
+                partner = floor if args.partner == "floor" else pooled_predict(models, fit_on, part, label)
                 rows = [i for i, e in enumerate(examples) if label in e.labels]
                 y = np.array([e.labels[label] for e in part])
-                metric = primary_metric(label)
-                line = {"fold": n, "line": f"{sel}/{label}", "metric": metric}
+                line = {"fold": n, "line": f"{sel}/{label}", "metric": primary_metric(label)}
+                sentiment = label == "sentiment"
+                net = scored[sel]["sentiment"][rows] if sentiment else scored[sel]["scores"][rows, CATEGORIES.index(label)]
                 for w in SETTINGS:
-                    if label == "sentiment":
-                        mixed = w * scored[sel]["sentiment"][rows] + (1 - w) * floor
-                        line[str(w)] = sentiment_report(y, mixed, sel.partition(":")[0] in BINARY_SENTIMENT)[metric]
+                    if sentiment:
+                        mixed = w * net + (1 - w) * partner
                     else:
-                        net = scored[sel]["scores"][rows, CATEGORIES.index(label)]
-                        mixed = 1 / (1 + np.exp(-(w * _logit(net) + (1 - w) * _logit(floor))))
-                        line[str(w)] = binary_report(y, mixed)[metric]
-                lines.append({**line, "floor": line["0.0"]})
+                        mixed = 1 / (1 + np.exp(-(w * _logit(net) + (1 - w) * _logit(partner))))
+                    line[str(w)] = _judged(sel, label, y, mixed)
+                lines.append({**line, "floor": _judged(sel, label, y, floor)})
 
     held = leave_one_fold_out(lines, [str(s) for s in SETTINGS if s > 0], "1.0", len(FOLDS))
     print(json.dumps({"settings": SETTINGS, "lines": lines, "leave_one_fold_out": held}))
