@@ -28,10 +28,10 @@ from lab.blend_probe import leave_one_fold_out
 from models.text.baseline import fit_predict
 from models.text.comments import CommentModels
 from models.text.config import CATEGORIES, ModerationSettings
-from models.text.data import BINARY_SENTIMENT, Example, default_data_dir
+from models.text.data import Example, default_data_dir
 from models.text.evaluation import primary_metric
 from models.text.linear import LinearTask, fit_task, tfidf_matrix
-from models.text.metrics import binary_report, sentiment_report
+from models.text.metrics import label_report
 from models.text.ood import FOLDS, floor_sets, left_out, score_parts
 from models.text.training import _FeatureStore
 
@@ -41,13 +41,6 @@ SETTINGS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2, 0.0)  # the network's weight: 1.0 is
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
-
-
-def _judged(sel: str, label: str, y: np.ndarray, p: np.ndarray) -> float:
-    """The OOD table's metric of a left-out part's label for probabilities p."""
-    if label == "sentiment":
-        return sentiment_report(y, p, sel.partition(":")[0] in BINARY_SENTIMENT)[primary_metric(label)]
-    return binary_report(y, p)[primary_metric(label)]
 
 
 def pooled_predict(models: CommentModels, fit_on: list[Example], part: list[Example], label: str) -> np.ndarray:
@@ -85,6 +78,7 @@ def main() -> None:
                 rows = [i for i, e in enumerate(examples) if label in e.labels]
                 y = np.array([e.labels[label] for e in part])
                 line = {"fold": n, "line": f"{sel}/{label}", "metric": primary_metric(label)}
+                dataset = sel.partition(":")[0]
                 sentiment = label == "sentiment"
                 net = scored[sel]["sentiment"][rows] if sentiment else scored[sel]["scores"][rows, CATEGORIES.index(label)]
                 for w in SETTINGS:
@@ -92,8 +86,8 @@ def main() -> None:
                         mixed = w * net + (1 - w) * partner
                     else:
                         mixed = 1 / (1 + np.exp(-(w * _logit(net) + (1 - w) * _logit(partner))))
-                    line[str(w)] = _judged(sel, label, y, mixed)
-                lines.append({**line, "floor": _judged(sel, label, y, floor)})
+                    line[str(w)] = label_report(label, dataset, y, mixed)[line["metric"]]
+                lines.append({**line, "floor": label_report(label, dataset, y, floor)[line["metric"]]})
 
     held = leave_one_fold_out(lines, [str(s) for s in SETTINGS if s > 0], "1.0", len(FOLDS))
     print(json.dumps({"settings": SETTINGS, "lines": lines, "leave_one_fold_out": held}))

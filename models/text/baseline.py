@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.text.data import BINARY_SENTIMENT, Example
-from models.text.metrics import binary_report, sentiment_report
+from models.text.data import Example
+from models.text.metrics import label_report
 
 
 def _pipeline(lang: str):
@@ -43,10 +43,7 @@ def fit_and_score(train: list[Example], test: list[Example], label: str, dataset
     proba = fit_predict(train, test, label)
     if proba is None:
         return None
-    y_te = np.array([e.labels[label] for e in test])
-    if label == "sentiment":
-        return sentiment_report(y_te, proba, dataset in BINARY_SENTIMENT)
-    return binary_report(y_te, proba)
+    return label_report(label, dataset, np.array([e.labels[label] for e in test]), proba)
 
 
 def fit_predict(train: list[Example], test: list[Example], label: str) -> np.ndarray | None:

@@ -60,3 +60,13 @@ def sentiment_report(y: np.ndarray, probs: np.ndarray, binary: bool) -> dict[str
         "accuracy": float(np.mean(pred == y)),
         "n": int(len(y)),
     }
+
+
+def label_report(label: str, dataset: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Metrics of one dataset's `label`: sentiment_report of probabilities (n, 3) for sentiment (positive vs
+    negative on the binary sentiment sets), else binary_report of the label's scores (n,)."""
+    from models.text.data import BINARY_SENTIMENT
+
+    if label == "sentiment":
+        return sentiment_report(y, p, dataset in BINARY_SENTIMENT)
+    return binary_report(y, p)

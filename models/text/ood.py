@@ -111,8 +111,7 @@ def score_parts(models: CommentModels, parts: Mapping[str, Sequence[Example]]) -
 
 def report(scored: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float]]]:
     """Per left-out part and label, the metrics `reelstream eval models` reports for the validation split."""
-    from models.text.data import BINARY_SENTIMENT
-    from models.text.metrics import binary_report, sentiment_report
+    from models.text.metrics import label_report
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for sel, part in scored.items():
@@ -122,10 +121,8 @@ def report(scored: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float
         for label in sorted({k for e in examples for k in e.labels}):
             rows = [i for i, e in enumerate(examples) if label in e.labels]
             y = np.array([examples[i].labels[label] for i in rows])
-            if label == "sentiment":
-                out[sel][label] = sentiment_report(y, part["sentiment"][rows], dataset in BINARY_SENTIMENT)
-            else:
-                out[sel][label] = binary_report(y, part["scores"][rows, CATEGORIES.index(label)])
+            p = part["sentiment"][rows] if label == "sentiment" else part["scores"][rows, CATEGORIES.index(label)]
+            out[sel][label] = label_report(label, dataset, y, p)
     return out
 
 

@@ -30,7 +30,7 @@ from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
 from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads
-from models.text.metrics import binary_report, sentiment_report
+from models.text.metrics import binary_report, label_report, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
@@ -339,10 +339,8 @@ def validation_report(models: CommentModels, examples: list[Example]) -> dict[st
         for label in sorted(labels):
             rows = [i for i in idx if label in examples[i].labels]
             y = np.array([examples[i].labels[label] for i in rows])
-            if label == "sentiment":
-                report[ds][label] = sentiment_report(y, sentiment[rows], ds in BINARY_SENTIMENT)
-            else:
-                report[ds][label] = binary_report(y, scores[rows, CATEGORIES.index(label)])
+            p = sentiment[rows] if label == "sentiment" else scores[rows, CATEGORIES.index(label)]
+            report[ds][label] = label_report(label, ds, y, p)
     return report
 
 
