@@ -56,10 +56,18 @@ def _pooled(tasks: list[LinearTask], examples: list[Example], layout: TaskLayout
     ]  # fmt: skip
 
 
-def refit(models: CommentModels, data: Path, fold: tuple[str, ...], grid: tuple[float, ...], nb_grid: tuple[float, ...],
-          pooled: bool) -> None:  # fmt: skip
-    """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
-    the grids on the fold's validation rows, as training chooses it; one value: that value)."""
+@dataclasses.dataclass(frozen=True)
+class FoldRows:
+    """A fold's training and validation rows, featurized once by the fold model (every policy refits on them)."""
+
+    train: list[Example]
+    val: list[Example]
+    store: _FeatureStore
+    val_store: _FeatureStore
+
+
+def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldRows:
+    """The rows the fold model was trained and validated on, featurized as training featurizes them."""
     net = models.net
     train_ex, val_ex = load_splits(data)
     train_ex = [e for e in train_ex if not selected(e, fold)]
@@ -70,31 +78,39 @@ def refit(models: CommentModels, data: Path, fold: tuple[str, ...], grid: tuple[
     mean, std = net.static_mean.cpu().numpy(), net.static_std.cpu().numpy()
     store.standardize(mean, std, net.config.static_scale)
     val_store.standardize(mean, std, net.config.static_scale)
+    return FoldRows(train_ex, val_ex, store, val_store)
+
+
+def refit(models: CommentModels, rows: FoldRows, grid: tuple[float, ...], nb_grid: tuple[float, ...], pooled: bool) -> None:
+    """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
+    the grids on the fold's validation rows, as training chooses it; one value: that value)."""
+    net = models.net
     experts = set(net.layout.domains)
-    tasks = [t for t in _linear_tasks(train_ex, _Targets(train_ex, net.layout), net.layout) if t.name in experts]
-    val_tasks = [t for t in _linear_tasks(val_ex, _Targets(val_ex, net.layout), net.layout) if t.name in experts]
+    tasks = [t for t in _linear_tasks(rows.train, _Targets(rows.train, net.layout), net.layout) if t.name in experts]
+    val_tasks = [t for t in _linear_tasks(rows.val, _Targets(rows.val, net.layout), net.layout) if t.name in experts]
     if pooled:
-        tasks, val_tasks = _pooled(tasks, train_ex, net.layout), _pooled(val_tasks, val_ex, net.layout)
+        tasks, val_tasks = _pooled(tasks, rows.train, net.layout), _pooled(val_tasks, rows.val, net.layout)
     cols = sorted({c for t in tasks for c in t.columns})
     with torch.no_grad():
         net.linear.weight[:, cols] = 0.0
         net.static_linear[:, cols] = 0.0
     fit_linear_heads(
-        net.linear.weight.data, net.linear_bias, tasks, store.store(), net.idf.cpu().numpy(), val_tasks,
-        val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
+        net.linear.weight.data, net.linear_bias, tasks, rows.store.store(), net.idf.cpu().numpy(), val_tasks,
+        rows.val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
     )  # fmt: skip
-    choose_blend(net, val_ex, models, _counts(train_ex))  # as training does after fitting the heads
+    choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads
 
 
 def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int) -> list[dict]:
     """The fold's lines: floor, and the metric as trained and with each policy."""
     fold = FOLDS[n]
     parts = left_out(data, fold)
-    per_policy = {}
+    per_policy, rows = {}, None
     for name in ("trained", *POLICIES):
         models = CommentModels.load(ModerationSettings(model_dir=str(folds_dir / f"fold-{n}"), device="cpu"))
         if name != "trained":
-            refit(models, data, fold, *POLICIES[name])
+            rows = rows or fold_rows(models, data, fold)
+            refit(models, rows, *POLICIES[name])
         per_policy[name] = report(score_parts(models, parts))
     lines = []
     for sel, labels in per_policy["trained"].items():
