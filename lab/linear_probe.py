@@ -9,7 +9,9 @@ training rows with each policy of POLICIES, keeps the deep view and routers as t
 again on the fold's validation split as training does, and re-scores the fold's left-out parts. `--combine`
 picks one policy leaving one fold out (lab/blend_probe.py), and per category and language judges each line
 with the policy picked on the other folds' lines of its category (`per_category`). Prints JSON. "trained" is
-the fold model as trained: since `TrainOptions.plain_linear` its `hate` experts are plain already.
+the fold model as trained: since `TrainOptions.plain_linear` its `hate` experts are plain already, and every
+refit keeps them so, as training does (before 2026-12-07's task idf run, refits chose them by validation
+too). `--policy` refits with some policies only; `--combine` compares the policies every fold has.
 
     python -m lab.linear_probe --folds-dir .ood-folds --ood-json ood.json --fold 0 > f0.json   # one per fold
     python -m lab.linear_probe --combine f0.json f1.json f2.json
@@ -30,17 +32,20 @@ from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import DATASETS, Example, default_data_dir, load_splits, selected
 from models.text.evaluation import primary_metric
-from models.text.linear import LinearTask, fit_linear_heads
+from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
-from models.text.training import _counts, _FeatureStore, _linear_tasks, _Targets, choose_blend
+from models.text.training import TrainOptions, _counts, _FeatureStore, _linear_tasks, _Targets, choose_blend
 
-# name -> (plain C grid, NB C grid, pooled); "trained" keeps the heads as the fold model has them. Pooled:
-# every sentiment expert is fitted on the sentiment rows of all sources of its language, as the floor is.
-POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool]] = {
-    "plain C4": ((4.0,), (), False),
-    "C4, NB by validation": ((4.0,), (4.0,), False),
-    "pooled sentiment, plain C4": ((4.0,), (), True),
+# name -> (plain C grid, NB C grid, pooled, task idf); "trained" keeps the heads as the fold model has them.
+# Pooled: every sentiment expert is fitted on the sentiment rows of all sources of its language, as the floor
+# is. Task idf: each head's features weighted by the idf of its own rows, as the floor's (linear.task_idf_ratio).
+POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool, bool]] = {
+    "plain C4": ((4.0,), (), False, False),
+    "C4, NB by validation": ((4.0,), (4.0,), False, False),
+    "pooled sentiment, plain C4": ((4.0,), (), True, False),
+    "task idf": (C_GRID, NB_C_GRID, False, True),
+    "task idf, plain C4": ((4.0,), (), False, True),
 }
 
 
@@ -81,7 +86,14 @@ def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldR
     return FoldRows(train_ex, val_ex, store, val_store)
 
 
-def refit(models: CommentModels, rows: FoldRows, grid: tuple[float, ...], nb_grid: tuple[float, ...], pooled: bool) -> None:
+def refit(
+    models: CommentModels,
+    rows: FoldRows,
+    grid: tuple[float, ...],
+    nb_grid: tuple[float, ...],
+    pooled: bool,
+    task_idf: bool = False,
+) -> None:
     """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
     the grids on the fold's validation rows, as training chooses it; one value: that value)."""
     net = models.net
@@ -97,16 +109,18 @@ def refit(models: CommentModels, rows: FoldRows, grid: tuple[float, ...], nb_gri
     fit_linear_heads(
         net.linear.weight.data, net.linear_bias, tasks, rows.store.store(), net.idf.cpu().numpy(), val_tasks,
         rows.val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
+        plain_columns=[j for j, (_, label) in enumerate(net.layout.binary) if label in TrainOptions.plain_linear],
+        task_idf=task_idf,
     )  # fmt: skip
     choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads
 
 
-def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int) -> list[dict]:
-    """The fold's lines: floor, and the metric as trained and with each policy."""
+def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int, policies: list[str]) -> list[dict]:
+    """The fold's lines: floor, and the metric as trained and with each of `policies`."""
     fold = FOLDS[n]
     parts = left_out(data, fold)
     per_policy, rows = {}, None
-    for name in ("trained", *POLICIES):
+    for name in ("trained", *policies):
         models = CommentModels.load(ModerationSettings(model_dir=str(folds_dir / f"fold-{n}"), device="cpu"))
         if name != "trained":
             rows = rows or fold_rows(models, data, fold)
@@ -155,11 +169,12 @@ def main() -> None:
     ap.add_argument("--ood-json", type=Path, help="`reelstream eval models --ood --json` output (the floors).")
     ap.add_argument("--fold", type=int, help="Score this fold only (its lines as JSON).")
     ap.add_argument("--combine", type=Path, nargs="+", help="Per-fold outputs: pick a policy leaving one fold out.")
+    ap.add_argument("--policy", action="append", choices=list(POLICIES), help="Refit with these only (default: all).")
     ap.add_argument("--data", type=Path, default=default_data_dir())
     args = ap.parse_args()
     if args.combine:
         lines = [line for f in args.combine for line in json.loads(f.read_text())["lines"]]
-        policies = ["trained", *POLICIES]
+        policies = ["trained", *[p for p in POLICIES if all(p in line for line in lines)]]
         held = leave_one_fold_out(lines, policies, "trained", len(FOLDS))
         print(json.dumps({"lines": lines, "leave_one_fold_out": held, "per_category": per_category(lines, policies)}))
         return
@@ -167,7 +182,8 @@ def main() -> None:
         ap.error("--folds-dir and --ood-json are needed unless --combine")
     floors = json.loads(args.ood_json.read_text())["ood"]["lines"]
     folds = range(len(FOLDS)) if args.fold is None else [args.fold]
-    lines = [line for n in folds for line in fold_lines(args.folds_dir, args.data, floors, n)]
+    policies = args.policy or list(POLICIES)
+    lines = [line for n in folds for line in fold_lines(args.folds_dir, args.data, floors, n, policies)]
     print(json.dumps({"lines": lines}))
 
 

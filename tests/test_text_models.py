@@ -305,6 +305,40 @@ def test_plain_columns_skip_the_validation_choice_and_are_fitted_at_the_default_
         assert np.allclose(weight[used, col].numpy(), w[:, 0], atol=1e-5) and abs(bias[col].item() - b[0]) < 1e-5
 
 
+def test_task_idf_weights_a_head_by_its_own_rows_and_folds_into_its_weights() -> None:
+    """With task_idf a head is fitted on its rows' TF-IDF with the idf of those rows (the floor's idf, lab probe
+    of issue #17) and the ratio is folded into its weights: the served linear view gives the scaled fit's logits."""
+    from models.text.linear import LinearTask, Store, _scale, fit_linear_heads, fit_task, task_idf_ratio, tfidf_matrix
+
+    rng = np.random.default_rng(5)
+    counts = rng.integers(3, 8, 400)
+    indices = rng.integers(0, 40, counts.sum())
+    indices[: counts[:200].sum()] %= 20  # the task's rows use half the buckets: their idf differs from the whole set's
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    store = Store(indices, None, counts, starts)
+    row_of = np.repeat(np.arange(400), counts)
+    df_all = np.bincount(np.unique(row_of * 40 + indices) % 40, minlength=40)
+    idf = (np.log(401 / (1 + df_all)) + 1).astype(np.float32)
+    rows = np.arange(200)
+    y = (np.bincount(row_of[row_of < 200], weights=indices[row_of < 200] < 4, minlength=200) > 0).astype(np.float32)
+    task = LinearTask("d", rows, [0], y[:, None], multiclass=False)
+
+    x, used = tfidf_matrix(store, rows, idf)
+    ratio = task_idf_ratio(x, len(used), idf[used])
+    df_task = np.bincount(np.unique(row_of[row_of < 200] * 40 + indices[row_of < 200]) % 40, minlength=40)[used]
+    assert np.allclose(ratio * idf[used], np.log(201 / (1 + df_task)) + 1, rtol=1e-6)
+    assert not np.allclose(ratio, 1.0)
+
+    weight, bias = torch.zeros(40, 1), torch.zeros(1)
+    fit_linear_heads(weight, bias, [task], store, idf, task_idf=True)
+    w, b = fit_task(_scale(x, ratio), task)
+    served = x @ weight[used].numpy().astype(np.float64) + bias.numpy()
+    assert np.allclose(served, _scale(x, ratio) @ w + b, atol=1e-4)
+    plain_w, bias0 = torch.zeros(40, 1), torch.zeros(1)
+    fit_linear_heads(plain_w, bias0, [task], store, idf)
+    assert not torch.allclose(plain_w, weight, atol=1e-3)
+
+
 def test_static_tokenizer_matches_minilm_tokenizer(shipped: CommentModels) -> None:
     from tokenizers import Tokenizer
 

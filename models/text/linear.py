@@ -170,6 +170,7 @@ def fit_linear_heads(
     dense_weight: torch.Tensor | None = None,
     nb_grid: tuple[float, ...] = NB_C_GRID,
     plain_columns: Collection[int] = (),
+    task_idf: bool = False,
 ) -> dict[str, str]:
     """Fit every task and write its weights into the [buckets, n_linear] table and bias, in place.
 
@@ -178,7 +179,8 @@ def fit_linear_heads(
     fit with the best validation score is kept. Returns the choice per task ("C" or "C NB"). Weights of the
     store's dense columns go to `dense_weight` [d, n_linear]. Columns in `plain_columns` skip that choice and
     are fitted on plain features at L2_C (chosen for them on out-of-distribution folds instead: a choice that
-    wins on the validation split can lose on sources the head never saw)."""
+    wins on the validation split can lose on sources the head never saw). With `task_idf`, each task's
+    features are weighted by the idf of its own rows (task_idf_ratio) instead of the whole training set's."""
     tasks = [part for t in tasks for part in _split_columns(t)]
     val_parts = [part for t in (val_tasks or []) for part in _split_columns(t)]
     by_key = {(t.name, tuple(t.columns)): t for t in val_parts}
@@ -189,11 +191,16 @@ def fit_linear_heads(
         x, used = tfidf_matrix(store, task.rows, idf)
         vt = by_key.get((task.name, tuple(task.columns))) if val_store is not None else None
         r = None
+        t = task_idf_ratio(x, len(used), idf[used]) if task_idf else None
+        if t is not None:
+            x = _scale(x, t)
         if vt is None or len(vt.rows) == 0 or task.columns[0] in plain_columns:
             w, b = fit_task(x, task)
             label = f"{L2_C:g}"
         else:
             xv, _ = tfidf_matrix(val_store, vt.rows, idf, used)
+            if t is not None:
+                xv = _scale(xv, t)
             ratio = nb_ratio(x[:, : len(used)], task)
             families: list[tuple[np.ndarray | None, tuple[float, ...]]] = [(None, grid)]
             if ratio is not None and nb_grid:
@@ -216,9 +223,19 @@ def fit_linear_heads(
             w = w[: len(used)]
         if r is not None:  # fold the NB scaling into the weights: (x * r) @ w == x @ (r * w)
             w = w * r[:, None]
+        if t is not None:  # and the task's idf the same way
+            w = w * t[:, None]
         weight[torch.from_numpy(used).unsqueeze(1), cols.unsqueeze(0)] = torch.from_numpy(w).float()
         bias[cols] = torch.from_numpy(b).float()
     return chosen
+
+
+def task_idf_ratio(x: sparse.csr_matrix, n_buckets: int, idf: np.ndarray) -> np.ndarray:
+    """Per bucket column of x, the smoothed idf over x's own rows divided by `idf` (the whole training set's):
+    scaling the columns by it weights a task's n-grams by how rare they are in its own data, as a TF-IDF
+    fitted on that data alone does (rows keep their whole-set norm, so serving needs no second idf)."""
+    df = np.asarray((x[:, :n_buckets] > 0).sum(0)).ravel()
+    return (np.log((1 + x.shape[0]) / (1 + df)) + 1) / idf
 
 
 def _scale(x: sparse.csr_matrix, ratio: np.ndarray) -> sparse.csr_matrix:
