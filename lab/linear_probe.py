@@ -35,7 +35,7 @@ from models.text.evaluation import primary_metric
 from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
-from models.text.training import TrainOptions, _counts, _FeatureStore, _linear_tasks, _Targets, choose_blend
+from models.text.training import TrainOptions, _counts, _FeatureStore, choose_blend, expert_tasks, plain_columns
 
 # name -> (plain C grid, NB C grid, pooled, task idf); "trained" keeps the heads as the fold model has them.
 # Pooled: every sentiment expert is fitted on the sentiment rows of all sources of its language, as the floor
@@ -97,9 +97,7 @@ def refit(
     """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
     the grids on the fold's validation rows, as training chooses it; one value: that value)."""
     net = models.net
-    experts = set(net.layout.domains)
-    tasks = [t for t in _linear_tasks(rows.train, _Targets(rows.train, net.layout), net.layout) if t.name in experts]
-    val_tasks = [t for t in _linear_tasks(rows.val, _Targets(rows.val, net.layout), net.layout) if t.name in experts]
+    tasks, val_tasks = expert_tasks(rows.train, net.layout), expert_tasks(rows.val, net.layout)
     if pooled:
         tasks, val_tasks = _pooled(tasks, rows.train, net.layout), _pooled(val_tasks, rows.val, net.layout)
     cols = sorted({c for t in tasks for c in t.columns})
@@ -109,7 +107,7 @@ def refit(
     fit_linear_heads(
         net.linear.weight.data, net.linear_bias, tasks, rows.store.store(), net.idf.cpu().numpy(), val_tasks,
         rows.val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
-        plain_columns=[j for j, (_, label) in enumerate(net.layout.binary) if label in TrainOptions.plain_linear],
+        plain_columns=plain_columns(net.layout, TrainOptions.plain_linear),
         task_idf=task_idf,
     )  # fmt: skip
     choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads

@@ -15,6 +15,7 @@ import hashlib
 import shutil
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,18 @@ def _linear_tasks(examples: list[Example], t: _Targets, layout: TaskLayout) -> l
         tasks.append(LinearTask(f"router {cat}/{lang}", rows, cols, which, multiclass=True))
         start += len(names)
     return tasks
+
+
+def expert_tasks(examples: list[Example], layout: TaskLayout) -> list[LinearTask]:
+    """The dataset experts' regressions of `examples` (their C is chosen per expert; toxic and routers keep the
+    default)."""
+    experts = set(layout.domains)
+    return [t for t in _linear_tasks(examples, _Targets(examples, layout), layout) if t.name in experts]
+
+
+def plain_columns(layout: TaskLayout, labels: Collection[str]) -> list[int]:
+    """Binary head columns of `labels` (TrainOptions.plain_linear): fitted plain, with no validation choice."""
+    return [j for j, (_, label) in enumerate(layout.binary) if label in labels]
 
 
 def choose_blend(
@@ -416,12 +429,11 @@ def train(
     targets = _Targets(train_ex, net.layout)
     idf = store.idf(opts.net.features.buckets)
     net.idf.copy_(torch.from_numpy(idf))
-    expert_names = set(net.layout.domains)  # C is chosen per dataset expert; toxic and routers keep the default
-    val_tasks = [t for t in _linear_tasks(val_ex, _Targets(val_ex, net.layout), net.layout) if t.name in expert_names]
     linear_c = fit_linear_heads(
         net.linear.weight.data, net.linear_bias, _linear_tasks(train_ex, targets, net.layout), store.store(), idf,
-        val_tasks, val_store.store(), dense_weight=net.static_linear if pieces is not None else None,
-        plain_columns=[j for j, (_, label) in enumerate(net.layout.binary) if label in opts.plain_linear],
+        expert_tasks(val_ex, net.layout), val_store.store(),
+        dense_weight=net.static_linear if pieces is not None else None,
+        plain_columns=plain_columns(net.layout, opts.plain_linear),
     )
     # A head without training rows (its dataset left out) gets an even prior, not the NaN of an empty mean.
     rates = [
