@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from models.text.baseline import fit_and_score
+from models.text.baseline import baseline_report
 from models.text.data import default_data_dir, load_splits
 from models.text.evaluation import primary_metric
 
@@ -29,23 +29,23 @@ SKIPPED = ("jigsaw_toxic_sample",)  # a smoke-test sample, not one of the judged
 def curve(seeds: int = SEEDS, fraction: float = FRACTION) -> dict[str, dict]:
     """Per `dataset/label` of the validation split: {"full", "subsets", "gain"} of the primary metric."""
     train, val = load_splits(default_data_dir())
+    train, val = [e for e in train if e.dataset not in SKIPPED], [e for e in val if e.dataset not in SKIPPED]
+    full = baseline_report(train, val)
+    subsets = []
+    for seed in range(seeds):  # the same share of every dataset's rows
+        kept = []
+        for ds in full:
+            rows = [e for e in train if e.dataset == ds]
+            keep = np.random.default_rng(seed).permutation(len(rows))[: int(fraction * len(rows))]
+            kept += [rows[i] for i in np.sort(keep)]
+        subsets.append(baseline_report(kept, val))
     out: dict[str, dict] = {}
-    for ds in dict.fromkeys(e.dataset for e in val):
-        if ds in SKIPPED:
-            continue
-        tr, va = [e for e in train if e.dataset == ds], [e for e in val if e.dataset == ds]
-        for label in sorted({k for e in tr for k in e.labels if k != "class"}):
-            fit_on, scored_on = [e for e in tr if label in e.labels], [e for e in va if label in e.labels]
+    for ds, labels in full.items():
+        for label, report in labels.items():
             key = primary_metric(label)
-            full = fit_and_score(fit_on, scored_on, label, ds)
-            if full is None:
-                continue
-            subsets = []
-            for seed in range(seeds):
-                keep = np.random.default_rng(seed).permutation(len(fit_on))[: int(fraction * len(fit_on))]
-                subsets.append(fit_and_score([fit_on[i] for i in keep], scored_on, label, ds)[key])
-            out[f"{ds}/{label}"] = {"full": round(full[key], 4), "subsets": [round(s, 4) for s in subsets],
-                                    "gain": round(full[key] - float(np.mean(subsets)), 4)}  # fmt: skip
+            subs = [s[ds][label][key] for s in subsets]
+            out[f"{ds}/{label}"] = {"full": round(report[key], 4), "subsets": [round(s, 4) for s in subs],
+                                    "gain": round(report[key] - float(np.mean(subs)), 4)}  # fmt: skip
     return out
 
 

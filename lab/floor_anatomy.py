@@ -20,7 +20,6 @@ Prints JSON: the line's metric per variant.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import numpy as np
@@ -28,6 +27,7 @@ from scipy import sparse
 
 from models.text.data import Example, default_data_dir, load_splits, selected
 from models.text.evaluation import primary_metric
+from models.text.linear import smoothed_idf
 from models.text.metrics import label_report
 from models.text.ood import FOLDS, floor_sets
 
@@ -46,8 +46,7 @@ def _vectorizer(lang: str, **changes):
 
 def _idf(counts: sparse.csr_matrix) -> np.ndarray:
     """Smoothed idf over the rows of a count matrix, as TfidfVectorizer computes it."""
-    df = np.asarray((counts > 0).sum(0)).ravel()
-    return np.log((1 + counts.shape[0]) / (1 + df)) + 1
+    return smoothed_idf(np.asarray((counts > 0).sum(0)).ravel(), counts.shape[0])
 
 
 def _tfidf(counts: sparse.csr_matrix, idf: np.ndarray, norm_idf: np.ndarray | None = None) -> sparse.csr_matrix:
@@ -60,25 +59,20 @@ def _tfidf(counts: sparse.csr_matrix, idf: np.ndarray, norm_idf: np.ndarray | No
 
 
 def _our_counts(fit_on: list[Example], part: list[Example], size: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
-    """Count matrices over the network's n-gram hashes: the `size` most frequent (min_df 2) of the fit rows."""
-    from models.text.features import FeatureConfig, Featurizer
+    """Count matrices over the network's n-gram hashes: the `size` most frequent (min_df 2) of the fit rows, kept
+    as training keeps its vocabulary (features.build_vocabulary, the fit rows as one group)."""
+    from models.text.features import FeatureConfig, Featurizer, build_vocabulary
 
-    featurizer = Featurizer(dataclasses.replace(FeatureConfig(), vocabulary=False))
-    ids, rows = featurizer.hashes([e.text for e in fit_on], [e.lang for e in fit_on])
-    order = np.lexsort((ids, rows))
-    i, r = ids[order], rows[order]
-    first = np.ones(len(i), dtype=bool)
-    first[1:] = (i[1:] != i[:-1]) | (r[1:] != r[:-1])
-    keys, df = np.unique(i[first], return_counts=True)  # document frequency per n-gram hash
-    ok = np.flatnonzero(df >= 2)
-    vocab = np.sort(keys[ok[np.argsort(-df[ok], kind="stable")][:size]])
+    texts, langs = [e.text for e in fit_on], [e.lang for e in fit_on]
+    vocab = build_vocabulary(Featurizer(FeatureConfig()), [(texts, langs)], size)
+    counting = Featurizer(FeatureConfig(buckets=len(vocab), vocabulary=True, sublinear_tf=False), vocab)
 
-    def counts(exs: list[Example], ids: np.ndarray, rows: np.ndarray) -> sparse.csr_matrix:
-        pos = np.minimum(np.searchsorted(vocab, ids), len(vocab) - 1)
-        hit = vocab[pos] == ids
-        return sparse.csr_matrix((np.ones(hit.sum()), (rows[hit], pos[hit])), shape=(len(exs), len(vocab)))
+    def counts(exs: list[Example]) -> sparse.csr_matrix:
+        batch = counting([e.text for e in exs], [e.lang for e in exs])
+        rows = np.repeat(np.arange(len(exs)), np.diff(np.append(batch.offsets, len(batch.indices))))
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, batch.indices)), shape=(len(exs), len(vocab)))
 
-    return counts(fit_on, ids, rows), counts(part, *featurizer.hashes([e.text for e in part], [e.lang for e in part]))
+    return counts(fit_on), counts(part)
 
 
 def variant_features(

@@ -234,8 +234,13 @@ def task_idf_ratio(x: sparse.csr_matrix, n_buckets: int, idf: np.ndarray) -> np.
     """Per bucket column of x, the smoothed idf over x's own rows divided by `idf` (the whole training set's):
     scaling the columns by it weights a task's n-grams by how rare they are in its own data, as a TF-IDF
     fitted on that data alone does (rows keep their whole-set norm, so serving needs no second idf)."""
-    df = np.asarray((x[:, :n_buckets] > 0).sum(0)).ravel()
-    return (np.log((1 + x.shape[0]) / (1 + df)) + 1) / idf
+    return smoothed_idf(np.asarray((x[:, :n_buckets] > 0).sum(0)).ravel(), x.shape[0]) / idf
+
+
+def smoothed_idf(df: np.ndarray, n: int) -> np.ndarray:
+    """log((1 + n) / (1 + df)) + 1 per column of document frequency `df` over `n` texts, as scikit-learn's
+    TfidfVectorizer computes idf (smooth_idf)."""
+    return np.log((1 + n) / (1 + df)) + 1
 
 
 def _scale(x: sparse.csr_matrix, ratio: np.ndarray) -> sparse.csr_matrix:

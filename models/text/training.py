@@ -30,7 +30,7 @@ from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
 from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
 from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
-from models.text.linear import LinearTask, Store, fit_linear_heads
+from models.text.linear import LinearTask, Store, fit_linear_heads, smoothed_idf
 from models.text.metrics import binary_report, label_report, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
@@ -154,9 +154,7 @@ class _FeatureStore:
         """Smoothed idf per bucket, as scikit-learn's TfidfVectorizer computes it."""
         rows = np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)
         pairs = np.unique(rows * buckets + self.indices)
-        df = np.bincount(pairs % buckets, minlength=buckets)
-        n = len(self.counts)
-        return (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
+        return smoothed_idf(np.bincount(pairs % buckets, minlength=buckets), len(self.counts)).astype(np.float32)
 
     def batch(
         self, ids: np.ndarray, rng: np.random.Generator, dropout: float = 0.0
