@@ -11,7 +11,11 @@ picks one policy leaving one fold out (lab/blend_probe.py), and per category and
 with the policy picked on the other folds' lines of its category (`per_category`). Prints JSON. "trained" is
 the fold model as trained: since `TrainOptions.plain_linear` its `hate` experts are plain already, and every
 refit keeps them so, as training does (before 2026-12-07's task idf run, refits chose them by validation
-too). `--policy` refits with some policies only; `--combine` compares the policies every fold has.
+too). "as trained" refits with training's own grids (what differs from "trained" is the fp16 rounding the
+fold model's heads went through); "as trained, then on train + validation" then fits every expert again with
+its choice on the fold's training and validation rows (training.refit_experts, TrainOptions.refit_on_validation
+since 2026-12-07; it won on every fold left out). `--policy` refits with some policies only; `--combine`
+compares the policies every fold has.
 
     python -m lab.linear_probe --folds-dir .ood-folds --ood-json ood.json --fold 0 > f0.json   # one per fold
     python -m lab.linear_probe --combine f0.json f1.json f2.json
@@ -35,17 +39,30 @@ from models.text.evaluation import primary_metric
 from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
-from models.text.training import TrainOptions, _counts, _FeatureStore, choose_blend, expert_tasks, plain_columns
+from models.text.training import (
+    TrainOptions,
+    _counts,
+    _FeatureStore,
+    choose_blend,
+    expert_tasks,
+    plain_columns,
+    refit_experts,
+)
 
-# name -> (plain C grid, NB C grid, pooled, task idf); "trained" keeps the heads as the fold model has them.
-# Pooled: every sentiment expert is fitted on the sentiment rows of all sources of its language, as the floor
-# is. Task idf: each head's features weighted by the idf of its own rows, as the floor's (linear.task_idf_ratio).
-POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool, bool]] = {
-    "plain C4": ((4.0,), (), False, False),
-    "C4, NB by validation": ((4.0,), (4.0,), False, False),
-    "pooled sentiment, plain C4": ((4.0,), (), True, False),
-    "task idf": (C_GRID, NB_C_GRID, False, True),
-    "task idf, plain C4": ((4.0,), (), False, True),
+# name -> (plain C grid, NB C grid, pooled, task idf, then on train + validation); "trained" keeps the heads as
+# the fold model has them. Pooled: every sentiment expert is fitted on the sentiment rows of all sources of its
+# language, as the floor is. Task idf: each head's features weighted by the idf of its own rows, as the floor's
+# (linear.task_idf_ratio). Then on train + validation: once C and the blends are chosen on the validation
+# split, every head is fitted again with its choice on the training and validation rows together, as the floor
+# is fitted on both (ood.floor_sets).
+POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool, bool, bool]] = {
+    "plain C4": ((4.0,), (), False, False, False),
+    "C4, NB by validation": ((4.0,), (4.0,), False, False, False),
+    "pooled sentiment, plain C4": ((4.0,), (), True, False, False),
+    "task idf": (C_GRID, NB_C_GRID, False, True, False),
+    "task idf, plain C4": ((4.0,), (), False, True, False),
+    "as trained": (C_GRID, NB_C_GRID, False, False, False),
+    "as trained, then on train + validation": (C_GRID, NB_C_GRID, False, False, True),
 }
 
 
@@ -63,12 +80,14 @@ def _pooled(tasks: list[LinearTask], examples: list[Example], layout: TaskLayout
 
 @dataclasses.dataclass(frozen=True)
 class FoldRows:
-    """A fold's training and validation rows, featurized once by the fold model (every policy refits on them)."""
+    """A fold's training and validation rows, featurized once by the fold model (every policy refits on them),
+    and both together (the refit after the choice)."""
 
     train: list[Example]
     val: list[Example]
     store: _FeatureStore
     val_store: _FeatureStore
+    both_store: _FeatureStore
 
 
 def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldRows:
@@ -80,10 +99,11 @@ def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldR
     pieces = None if models.pieces is None else (models.pieces, net.static.weight.detach().cpu())
     store = _FeatureStore(models.featurizer, train_ex, models.max_text_chars, pieces=pieces)
     val_store = _FeatureStore(models.featurizer, val_ex, models.max_text_chars, pieces=pieces)
+    both_store = _FeatureStore(models.featurizer, train_ex + val_ex, models.max_text_chars, pieces=pieces)
     mean, std = net.static_mean.cpu().numpy(), net.static_std.cpu().numpy()
-    store.standardize(mean, std, net.config.static_scale)
-    val_store.standardize(mean, std, net.config.static_scale)
-    return FoldRows(train_ex, val_ex, store, val_store)
+    for s in (store, val_store, both_store):
+        s.standardize(mean, std, net.config.static_scale)
+    return FoldRows(train_ex, val_ex, store, val_store, both_store)
 
 
 def refit(
@@ -93,9 +113,11 @@ def refit(
     nb_grid: tuple[float, ...],
     pooled: bool,
     task_idf: bool = False,
+    then_both: bool = False,
 ) -> None:
     """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
-    the grids on the fold's validation rows, as training chooses it; one value: that value)."""
+    the grids on the fold's validation rows, as training chooses it; one value: that value); `then_both`: then
+    once more with those choices on the training and validation rows, the blends kept."""
     net = models.net
     tasks, val_tasks = expert_tasks(rows.train, net.layout), expert_tasks(rows.val, net.layout)
     if pooled:
@@ -104,13 +126,20 @@ def refit(
     with torch.no_grad():
         net.linear.weight[:, cols] = 0.0
         net.static_linear[:, cols] = 0.0
-    fit_linear_heads(
+    plain = plain_columns(net.layout, TrainOptions.plain_linear)
+    chosen = fit_linear_heads(
         net.linear.weight.data, net.linear_bias, tasks, rows.store.store(), net.idf.cpu().numpy(), val_tasks,
         rows.val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
-        plain_columns=plain_columns(net.layout, TrainOptions.plain_linear),
-        task_idf=task_idf,
+        plain_columns=plain, task_idf=task_idf,
     )  # fmt: skip
     choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads
+    if then_both:
+        both = rows.train + rows.val
+        both_tasks = expert_tasks(both, net.layout)
+        if pooled:
+            both_tasks = _pooled(both_tasks, both, net.layout)
+        assert not task_idf, "the refit on train + validation fits without task idf, as training does"
+        refit_experts(net, both_tasks, rows.both_store.store(), chosen, TrainOptions.plain_linear)
 
 
 def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int, policies: list[str]) -> list[dict]:

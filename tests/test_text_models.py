@@ -161,6 +161,28 @@ def test_training_learns_on_small_subset(small_run) -> None:
 
 
 @pytest.mark.slow
+def test_training_refits_the_experts_linear_heads_on_train_and_validation_after_choosing(small_run) -> None:
+    """Issue #17: once the validation split made its choices, every dataset expert's linear head is fitted again
+    on the training and validation rows (as the floor is fitted on both); the validation report is the one
+    taken before, the deep view, blends, toxic head and routers are kept, and the checkpoint says so."""
+    refit, out = small_run
+    kept = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, refit_on_validation=False))
+    assert kept.n_refit == {} and kept.models.net.config.linear_fit == "train"
+    assert refit.n_refit == {ds: n + refit.n_val[ds] for ds, n in refit.n_train.items()}
+    assert refit.report == kept.report and refit.linear_c == kept.linear_c
+    a, b = refit.models.net.state_dict(), kept.models.net.state_dict()
+    assert {k for k in a if not torch.equal(a[k], b[k])} == {"linear.weight", "linear_bias", "static_linear"}
+    lay = refit.models.net.layout
+    experts = [c for c in range(lay.domain_start) if c != lay.toxic_col]
+    others = [lay.toxic_col, *range(lay.domain_start, lay.n_linear)]
+    weight = (a["linear.weight"] - b["linear.weight"]).abs().sum(0)
+    assert (weight[experts] > 0).all() and (weight[others] == 0).all()
+    assert refit.models.model_version != kept.models.model_version
+    loaded = CommentModels.load(ModerationSettings(model_dir=str(out), device="cpu"))
+    assert loaded.net.config.linear_fit == "train+validation"
+
+
+@pytest.mark.slow
 def test_score_cli_round_trip(tmp_path: Path, small_run) -> None:
     from reelstream.cli import app
 
@@ -303,6 +325,31 @@ def test_plain_columns_skip_the_validation_choice_and_are_fitted_at_the_default_
     for col, c in ((0, L2_C), (1, 32.0)):
         w, b = fit_task(x, tasks(y)[col], c)
         assert np.allclose(weight[used, col].numpy(), w[:, 0], atol=1e-5) and abs(bias[col].item() - b[0]) < 1e-5
+
+
+def test_a_refit_with_choices_takes_each_heads_c_and_scaling_and_no_validation() -> None:
+    """`choices` (what a validated fit returned) refit each head with its C and NB scaling or not, on other rows
+    and without a validation split (the refit on train + validation once the choice is made): on the same rows
+    it gives the validated fit's weights, where a fit without them takes the default C, plain."""
+    from models.text.linear import LinearTask, Store, fit_linear_heads
+
+    rng = np.random.default_rng(11)
+    counts = rng.integers(3, 8, 400)
+    indices = rng.integers(0, 40, counts.sum())
+    y = (np.bincount(np.repeat(np.arange(400), counts), weights=indices < 8, minlength=400) > 0).astype(np.float32)
+    store = Store(indices, None, counts, np.concatenate(([0], np.cumsum(counts)[:-1])))
+    train, val = LinearTask("d", np.arange(300), [0], y[:300, None], False), LinearTask("d", np.arange(300, 400), [0], y[300:, None], False)
+    idf = np.ones(40, dtype=np.float32)
+    for grid, nb_grid, label in (((), (2.0,), "2 NB"), ((32.0,), (), "32")):
+        chosen_w, chosen_b = torch.zeros(40, 1), torch.zeros(1)
+        chosen = fit_linear_heads(chosen_w, chosen_b, [train], store, idf, [val], store, grid=grid, nb_grid=nb_grid)
+        assert chosen == {"d 0": label}
+        refit_w, refit_b = torch.zeros(40, 1), torch.zeros(1)
+        assert fit_linear_heads(refit_w, refit_b, [train], store, idf, choices=chosen) == chosen
+        assert torch.allclose(refit_w, chosen_w, atol=1e-5) and torch.allclose(refit_b, chosen_b, atol=1e-5)
+        default_w = torch.zeros(40, 1)
+        fit_linear_heads(default_w, torch.zeros(1), [train], store, idf)
+        assert not torch.allclose(default_w, chosen_w, atol=1e-3)
 
 
 def test_task_idf_weights_a_head_by_its_own_rows_and_folds_into_its_weights() -> None:

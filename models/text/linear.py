@@ -14,7 +14,7 @@ and its C, are chosen on the validation split.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +171,7 @@ def fit_linear_heads(
     nb_grid: tuple[float, ...] = NB_C_GRID,
     plain_columns: Collection[int] = (),
     task_idf: bool = False,
+    choices: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Fit every task and write its weights into the [buckets, n_linear] table and bias, in place.
 
@@ -180,7 +181,9 @@ def fit_linear_heads(
     store's dense columns go to `dense_weight` [d, n_linear]. Columns in `plain_columns` skip that choice and
     are fitted on plain features at L2_C (chosen for them on out-of-distribution folds instead: a choice that
     wins on the validation split can lose on sources the head never saw). With `task_idf`, each task's
-    features are weighted by the idf of its own rows (task_idf_ratio) instead of the whole training set's."""
+    features are weighted by the idf of its own rows (task_idf_ratio) instead of the whole training set's.
+    With `choices` (what an earlier call returned), a task found there is fitted with that C and scaling and
+    no validation: the refit on more rows once the choice is made."""
     tasks = [part for t in tasks for part in _split_columns(t)]
     val_parts = [part for t in (val_tasks or []) for part in _split_columns(t)]
     by_key = {(t.name, tuple(t.columns)): t for t in val_parts}
@@ -194,7 +197,13 @@ def fit_linear_heads(
         t = task_idf_ratio(x, len(used), idf[used]) if task_idf else None
         if t is not None:
             x = _scale(x, t)
-        if vt is None or len(vt.rows) == 0 or task.columns[0] in plain_columns:
+        key = f"{task.name} {task.columns[0]}"
+        if choices is not None and key in choices:
+            label = choices[key]
+            c, _, nb = label.partition(" ")
+            r = nb_ratio(x[:, : len(used)], task) if nb else None
+            w, b = fit_task(x if r is None else _scale(x, r), task, float(c))
+        elif vt is None or len(vt.rows) == 0 or task.columns[0] in plain_columns:
             w, b = fit_task(x, task)
             label = f"{L2_C:g}"
         else:
@@ -216,7 +225,7 @@ def fit_linear_heads(
                     if best is None or score > best[0] + 1e-9:
                         best = (score, f"{c:g}" if rr is None else f"{c:g} NB", w, b, rr)
             _, label, w, b, r = best
-        chosen[f"{task.name} {task.columns[0]}"] = label
+        chosen[key] = label
         cols = torch.tensor(task.columns)
         if dense_weight is not None and store.dense is not None:
             dense_weight[:, cols] = torch.from_numpy(w[len(used) :]).float()

@@ -134,6 +134,16 @@ def render(result: TrainResult, opts: TrainOptions, baseline: dict | None, speed
         )
     else:
         space = f"into {f.buckets:,} hash buckets"
+    refit = (
+        f" Once every choice above was made on the validation split (epoch, C and NB scaling, blends, routing), each "
+        f"dataset expert's linear head was fitted again with its choice on the training and validation rows "
+        f"together ({sum(result.n_refit.values()):,} rows), as the TF-IDF floor is fitted on all of them; the deep "
+        f"view, blends, routers and toxic head were kept (lab/linear_probe.py: that refit won on every "
+        f"out-of-distribution fold left out, issue #17)."
+        if result.n_refit
+        else ""
+    )
+    shipped = "fp16 weights, before the linear experts' refit on these rows" if result.n_refit else "fp16 weights as shipped"
     return f"""# Comment moderation + sentiment model (`{result.models.model_version}`)
 
 One network serves both tasks and both languages: `reelstream train moderation` and
@@ -175,14 +185,14 @@ Blend weights per head (linear share): {blend}.
 
 ## Data
 `train.jsonl` of each dataset minus a seeded 10% validation split (models/text/data.py). Held-out test
-splits were never read.
+splits were never read.{refit}
 
 | dataset | train rows | validation rows |
 |---|---:|---:|
 {chr(10).join(data_rows)}
 
 {decisions_section(result)}
-## Validation metrics (fp16 weights as shipped)
+## Validation metrics ({shipped})
 Binary sentiment sets: accuracy of positive-vs-negative (neutral column ignored); tweeteval: 3-class argmax.
 Baseline: per-dataset char n-gram TF-IDF + logistic regression fitted on the same train rows.
 

@@ -108,6 +108,10 @@ class NetConfig:
     static_vocab: int = 0
     static_dims: int = 0
     static_scale: float = 0.05  # weight of the standardized static vector among the linear view's features
+    # Rows the dataset experts' linear heads were last fitted on: "train", or "train+validation" when they
+    # were refit on the validation split too once its choices were made (TrainOptions.refit_on_validation),
+    # so that split no longer validates them (models.text.evaluation says so).
+    linear_fit: str = "train"
 
     def to_dict(self) -> dict:
         return asdict(self)

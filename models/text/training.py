@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,11 @@ class TrainOptions:
     # Categories whose experts' linear heads are fitted plain at C 4 instead of the C / NB-LR that wins on the
     # validation split: for `hate` that choice lost on both sources left out (lab/linear_probe.py, issue #17).
     plain_linear: tuple[str, ...] = ("hate",)
+    # Once C, NB scaling, epoch and blends are chosen on the validation split, fit every dataset expert's
+    # linear head again with its choice on the training and validation rows together, as the floor is fitted
+    # on both (lab/linear_probe.py, issue #17: it won on every OOD fold left out). The validation report is
+    # taken before; the deep view, blends, routers and toxic head are kept.
+    refit_on_validation: bool = True
 
 
 @dataclass
@@ -83,6 +88,9 @@ class TrainResult:
     # used (models/text/decisions.py); empty when training read no decisions.
     n_decisions: dict[str, int] = field(default_factory=dict)
     decisions_skipped: dict[str, int] | None = None
+    # Rows per dataset the experts' linear heads were refit on after the choices (empty: not refit); `report`
+    # is the validation split's before that refit.
+    n_refit: dict[str, int] = field(default_factory=dict)
 
 
 class _Targets:
@@ -482,16 +490,43 @@ def train(
     assert best is not None
     net.load_state_dict(best[2])
     choose_blend(net, val_ex, evaluator, _counts(train_ex))
-    # Round-trip through fp16 so the reported metrics are those of the weights that ship.
-    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    _round_to_fp16(net)  # so the reported metrics are those of the weights that ship
+    report = validation_report(evaluator, val_ex)
+    n_refit: dict[str, int] = {}
+    if opts.refit_on_validation and val_ex:
+        both = train_ex + val_ex
+        both_store = _FeatureStore(Featurizer(opts.net.features, vocab), both, max_text_chars, pieces=pieces)
+        if pieces is not None:
+            both_store.standardize(net.static_mean.numpy(), net.static_std.numpy(), opts.net.static_scale)
+        refit_experts(net, expert_tasks(both, net.layout), both_store.store(), linear_c, opts.plain_linear)
+        _round_to_fp16(net)
+        n_refit = _counts(both)
     net.eval()
     models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars, static_tokenizer=tokenizer_path)
-    report = validation_report(models, val_ex)
     used = [e for e in train_ex if e.tags.get("origin") == DECISION_SOURCE]
     return TrainResult(
         models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0, linear_c,
-        source, _counts(used), None if decisions is None else decisions.skipped,
+        source, _counts(used), None if decisions is None else decisions.skipped, n_refit,
     )
+
+
+def refit_experts(
+    net: CommentNet, tasks: list[LinearTask], store: Store, choices: Mapping[str, str], plain: Collection[str]
+) -> None:
+    """Fit the dataset experts' linear heads of `net` again on `tasks`' rows (training and validation), each with
+    the C and scaling `choices` holds for it (what fit_linear_heads chose on the validation split), in place;
+    marks the net's config so evaluation knows the validation split is no longer unseen by them."""
+    fit_linear_heads(
+        net.linear.weight.data, net.linear_bias, tasks, store, net.idf.cpu().numpy(),
+        dense_weight=net.static_linear if store.dense is not None else None,
+        plain_columns=plain_columns(net.layout, plain), choices=choices,
+    )  # fmt: skip
+    net.config = dataclasses.replace(net.config, linear_fit="train+validation")
+
+
+def _round_to_fp16(net: CommentNet) -> None:
+    """Weights as the fp16 checkpoint will hold them."""
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
 
 
 def _static_source(dims: int) -> tuple[np.ndarray, Path, str] | None:
