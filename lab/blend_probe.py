@@ -21,7 +21,7 @@ import torch
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import default_data_dir
-from models.text.evaluation import primary_metric
+from models.text.metrics import primary_metric
 from models.text.ood import FOLDS, left_out, report, score_parts
 
 SETTINGS = ("chosen", 0.0, 0.3, 0.5, 0.7, 1.0)

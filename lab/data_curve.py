@@ -19,7 +19,7 @@ import numpy as np
 
 from models.text.baseline import baseline_report
 from models.text.data import default_data_dir, load_splits
-from models.text.evaluation import primary_metric
+from models.text.metrics import primary_metric
 
 SEEDS = 3
 FRACTION = 0.9

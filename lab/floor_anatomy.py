@@ -26,9 +26,8 @@ import numpy as np
 from scipy import sparse
 
 from models.text.data import Example, default_data_dir, load_splits, selected
-from models.text.evaluation import primary_metric
 from models.text.linear import smoothed_idf
-from models.text.metrics import label_report
+from models.text.metrics import label_report, primary_metric
 from models.text.ood import FOLDS, floor_sets
 
 VARIANTS = ("floor", "idf", "idf-folded", "vocab-100000", "vocab-50000", "char", "char-padded", "ours-300000",

@@ -29,9 +29,8 @@ from models.text.baseline import fit_predict
 from models.text.comments import CommentModels
 from models.text.config import CATEGORIES, ModerationSettings
 from models.text.data import Example, default_data_dir
-from models.text.evaluation import primary_metric
 from models.text.linear import LinearTask, fit_task, tfidf_matrix
-from models.text.metrics import label_report
+from models.text.metrics import label_report, primary_metric
 from models.text.ood import FOLDS, floor_sets, left_out, score_parts
 from models.text.training import _FeatureStore
 

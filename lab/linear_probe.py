@@ -35,14 +35,16 @@ from lab.blend_probe import leave_one_fold_out
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import DATASETS, Example, default_data_dir, load_splits, selected
-from models.text.evaluation import primary_metric
 from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads
+from models.text.metrics import primary_metric
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
 from models.text.training import (
     TrainOptions,
     _counts,
     _FeatureStore,
+    _linear_tasks,
+    _Targets,
     choose_blend,
     expert_tasks,
     plain_columns,
@@ -53,16 +55,18 @@ from models.text.training import (
 # the fold model has them. Pooled: every sentiment expert is fitted on the sentiment rows of all sources of its
 # language, as the floor is. Task idf: each head's features weighted by the idf of its own rows, as the floor's
 # (linear.task_idf_ratio). Then on train + validation: once C and the blends are chosen on the validation
-# split, every head is fitted again with its choice on the training and validation rows together, as the floor
-# is fitted on both (ood.floor_sets).
-POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool, bool, bool]] = {
-    "plain C4": ((4.0,), (), False, False, False),
-    "C4, NB by validation": ((4.0,), (4.0,), False, False, False),
-    "pooled sentiment, plain C4": ((4.0,), (), True, False, False),
-    "task idf": (C_GRID, NB_C_GRID, False, True, False),
-    "task idf, plain C4": ((4.0,), (), False, True, False),
-    "as trained": (C_GRID, NB_C_GRID, False, False, False),
-    "as trained, then on train + validation": (C_GRID, NB_C_GRID, False, False, True),
+# split, every expert ("experts": as training does) or every linear head, routers and toxic too ("all"), is
+# fitted again with its choice on the training and validation rows together, as the floor is fitted on both
+# (ood.floor_sets).
+POLICIES: dict[str, tuple[tuple[float, ...], tuple[float, ...], bool, bool, str]] = {
+    "plain C4": ((4.0,), (), False, False, ""),
+    "C4, NB by validation": ((4.0,), (4.0,), False, False, ""),
+    "pooled sentiment, plain C4": ((4.0,), (), True, False, ""),
+    "task idf": (C_GRID, NB_C_GRID, False, True, ""),
+    "task idf, plain C4": ((4.0,), (), False, True, ""),
+    "as trained": (C_GRID, NB_C_GRID, False, False, ""),
+    "as trained, then on train + validation": (C_GRID, NB_C_GRID, False, False, "experts"),
+    "as trained, then every linear head on train + validation": (C_GRID, NB_C_GRID, False, False, "all"),
 }
 
 
@@ -113,11 +117,12 @@ def refit(
     nb_grid: tuple[float, ...],
     pooled: bool,
     task_idf: bool = False,
-    then_both: bool = False,
+    then_both: str = "",
 ) -> None:
     """Refit every dataset expert's linear head of `models.net` on the fold's training rows, in place (C from
     the grids on the fold's validation rows, as training chooses it; one value: that value); `then_both`: then
-    once more with those choices on the training and validation rows, the blends kept."""
+    once more with those choices on the training and validation rows, the blends kept ("experts": the experts,
+    "all": routers and toxic head too, at the default C as training fits them)."""
     net = models.net
     tasks, val_tasks = expert_tasks(rows.train, net.layout), expert_tasks(rows.val, net.layout)
     if pooled:
@@ -135,7 +140,8 @@ def refit(
     choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads
     if then_both:
         both = rows.train + rows.val
-        both_tasks = expert_tasks(both, net.layout)
+        both_tasks = (expert_tasks(both, net.layout) if then_both == "experts"
+                      else _linear_tasks(both, _Targets(both, net.layout), net.layout))  # fmt: skip
         if pooled:
             both_tasks = _pooled(both_tasks, both, net.layout)
         assert not task_idf, "the refit on train + validation fits without task idf, as training does"

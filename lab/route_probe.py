@@ -24,7 +24,7 @@ from lab.blend_probe import leave_one_fold_out
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import default_data_dir
-from models.text.evaluation import primary_metric
+from models.text.metrics import primary_metric
 from models.text.ood import FOLDS, baseline_report, left_out, report, score_parts
 
 TEMPERATURES = ("0.5", "1", "2", "4", "inf")

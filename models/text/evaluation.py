@@ -10,14 +10,10 @@ import numpy as np
 
 from models.text.comments import CommentModels
 from models.text.data import SPLIT_SEED, VALIDATION_FRACTION, Example, load_splits
+from models.text.metrics import primary_metric
 from models.text.training import validation_report
 
 Report = dict[str, dict[str, dict[str, float]]]
-
-
-def primary_metric(label: str) -> str:
-    """The number each line is judged by: accuracy for sentiment, ROC AUC for moderation labels."""
-    return "accuracy" if label == "sentiment" else "auc"
 
 
 def compare(model: Report, baseline: Report | None) -> dict:

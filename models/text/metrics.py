@@ -6,6 +6,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 
+def primary_metric(label: str) -> str:
+    """The number each line is judged by: accuracy for sentiment, ROC AUC for moderation labels."""
+    return "accuracy" if label == "sentiment" else "auc"
+
+
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     """Mann-Whitney form with tie-averaged ranks; NaN when only one class is present."""
     y = np.asarray(y).astype(bool)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from models.text.evaluation import compare, primary_metric
+from models.text.evaluation import compare
 from models.text.features import FeatureConfig
 from models.text.linear import C_GRID, L2_C, NB_C_GRID
+from models.text.metrics import primary_metric
 from models.text.training import TrainOptions, TrainResult
 
 LIMITATIONS = """\

@@ -31,7 +31,7 @@ from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
 from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads, smoothed_idf
-from models.text.metrics import binary_report, label_report, sentiment_report
+from models.text.metrics import binary_report, label_report, primary_metric, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
@@ -250,8 +250,8 @@ def choose_blend(
         rows = [i for i in np.flatnonzero(datasets == ds) if label in val[i].labels]
         y = np.array([val[i].labels[label] for i in rows])
         if label == "sentiment":
-            return sentiment_report(y, sent[rows].numpy(), ds in BINARY_SENTIMENT)["accuracy"]
-        return binary_report(y, cats[rows, CATEGORIES.index(label)].numpy())["auc"]
+            return sentiment_report(y, sent[rows].numpy(), ds in BINARY_SENTIMENT)[primary_metric(label)]
+        return binary_report(y, cats[rows, CATEGORIES.index(label)].numpy())[primary_metric(label)]
 
     net.blend.fill_(0.5)
     groups = [([i], ds, label) for i, (ds, label) in enumerate(lay.binary)]
@@ -291,8 +291,8 @@ def choose_blend(
         if label == "sentiment":
             k = lay.sentiment_start + 3 * lay.sentiment.index(ds)
             probs = torch.softmax(blended[rows, k : k + 3], dim=1).numpy()
-            return sentiment_report(y, probs, ds in BINARY_SENTIMENT)["accuracy"]
-        return binary_report(y, blended[rows, lay.binary.index((ds, label))].numpy())["auc"]
+            return sentiment_report(y, probs, ds in BINARY_SENTIMENT)[primary_metric(label)]
+        return binary_report(y, blended[rows, lay.binary.index((ds, label))].numpy())[primary_metric(label)]
 
     net.route_bias.zero_()
     start = 0
