@@ -35,7 +35,7 @@ from lab.blend_probe import leave_one_fold_out
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import DATASETS, Example, default_data_dir, load_splits, selected
-from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads
+from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads, joined
 from models.text.metrics import primary_metric
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
@@ -84,14 +84,12 @@ def _pooled(tasks: list[LinearTask], examples: list[Example], layout: TaskLayout
 
 @dataclasses.dataclass(frozen=True)
 class FoldRows:
-    """A fold's training and validation rows, featurized once by the fold model (every policy refits on them),
-    and both together (the refit after the choice)."""
+    """A fold's training and validation rows, featurized once by the fold model (every policy refits on them)."""
 
     train: list[Example]
     val: list[Example]
     store: _FeatureStore
     val_store: _FeatureStore
-    both_store: _FeatureStore
 
 
 def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldRows:
@@ -103,11 +101,10 @@ def fold_rows(models: CommentModels, data: Path, fold: tuple[str, ...]) -> FoldR
     pieces = None if models.pieces is None else (models.pieces, net.static.weight.detach().cpu())
     store = _FeatureStore(models.featurizer, train_ex, models.max_text_chars, pieces=pieces)
     val_store = _FeatureStore(models.featurizer, val_ex, models.max_text_chars, pieces=pieces)
-    both_store = _FeatureStore(models.featurizer, train_ex + val_ex, models.max_text_chars, pieces=pieces)
     mean, std = net.static_mean.cpu().numpy(), net.static_std.cpu().numpy()
-    for s in (store, val_store, both_store):
-        s.standardize(mean, std, net.config.static_scale)
-    return FoldRows(train_ex, val_ex, store, val_store, both_store)
+    store.standardize(mean, std, net.config.static_scale)
+    val_store.standardize(mean, std, net.config.static_scale)
+    return FoldRows(train_ex, val_ex, store, val_store)
 
 
 def refit(
@@ -145,7 +142,8 @@ def refit(
         if pooled:
             both_tasks = _pooled(both_tasks, both, net.layout)
         assert not task_idf, "the refit on train + validation fits without task idf, as training does"
-        refit_experts(net, both_tasks, rows.both_store.store(), chosen, TrainOptions.plain_linear)
+        both_store = joined(rows.store.store(), rows.val_store.store())
+        refit_experts(net, both_tasks, both_store, chosen, TrainOptions.plain_linear)
 
 
 def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int, policies: list[str]) -> list[dict]:

@@ -327,6 +327,27 @@ def test_plain_columns_skip_the_validation_choice_and_are_fitted_at_the_default_
         assert np.allclose(weight[used, col].numpy(), w[:, 0], atol=1e-5) and abs(bias[col].item() - b[0]) < 1e-5
 
 
+def test_joined_stores_hold_the_first_stores_rows_then_the_seconds() -> None:
+    """The refit on training + validation rows joins their two featurized stores instead of featurizing again:
+    every row of the joined store gives the TF-IDF (and dense columns) of its row in the store it came from."""
+    from scipy import sparse
+
+    from models.text.linear import Store, joined, tfidf_matrix
+
+    rng = np.random.default_rng(7)
+
+    def store(n: int) -> Store:
+        counts = rng.integers(1, 6, n)
+        return Store(rng.integers(0, 30, counts.sum()), rng.random(counts.sum()).astype(np.float32), counts,
+                     np.concatenate(([0], np.cumsum(counts)[:-1])), rng.random((n, 3)).astype(np.float32))  # fmt: skip
+
+    a, b, idf = store(50), store(20), rng.random(30).astype(np.float32) + 1
+    used = np.arange(30)
+    both = tfidf_matrix(joined(a, b), np.arange(70), idf, used)[0]
+    apart = sparse.vstack([tfidf_matrix(a, np.arange(50), idf, used)[0], tfidf_matrix(b, np.arange(20), idf, used)[0]])
+    assert np.allclose(both.toarray(), apart.toarray())
+
+
 def test_a_refit_with_choices_takes_each_heads_c_and_scaling_and_no_validation() -> None:
     """`choices` (what a validated fit returned) refit each head with its C and NB scaling or not, on other rows
     and without a validation split (the refit on train + validation once the choice is made): on the same rows

@@ -55,6 +55,17 @@ class Store:
     dense: np.ndarray | None = None  # [n_texts, d] extra dense features (the scaled static vectors)
 
 
+def joined(a: Store, b: Store) -> Store:
+    """The texts of `a`, then those of `b`, as one store (b's row i becomes row len(a.counts) + i): the refit on
+    training and validation rows reuses both featurized stores instead of featurizing the texts again."""
+
+    def cat(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None and y is None else np.concatenate([x, y])
+
+    return Store(np.concatenate([a.indices, b.indices]), cat(a.tf, b.tf), np.concatenate([a.counts, b.counts]),
+                 np.concatenate([a.starts, b.starts + len(a.indices)]), cat(a.dense, b.dense))  # fmt: skip
+
+
 def tfidf_matrix(
     store: Store, rows: np.ndarray, idf: np.ndarray, used: np.ndarray | None = None
 ) -> tuple[sparse.csr_matrix, np.ndarray]:

@@ -30,7 +30,7 @@ from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
 from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
 from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
-from models.text.linear import LinearTask, Store, fit_linear_heads, smoothed_idf
+from models.text.linear import LinearTask, Store, fit_linear_heads, joined, smoothed_idf
 from models.text.metrics import binary_report, label_report, primary_metric, sentiment_report
 from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
@@ -495,10 +495,8 @@ def train(
     n_refit: dict[str, int] = {}
     if opts.refit_on_validation and val_ex:
         both = train_ex + val_ex
-        both_store = _FeatureStore(Featurizer(opts.net.features, vocab), both, max_text_chars, pieces=pieces)
-        if pieces is not None:
-            both_store.standardize(net.static_mean.numpy(), net.static_std.numpy(), opts.net.static_scale)
-        refit_experts(net, expert_tasks(both, net.layout), both_store.store(), linear_c, opts.plain_linear)
+        both_store = joined(store.store(), val_store.store())
+        refit_experts(net, expert_tasks(both, net.layout), both_store, linear_c, opts.plain_linear)
         _round_to_fp16(net)
         n_refit = _counts(both)
     net.eval()
@@ -513,9 +511,10 @@ def train(
 def refit_experts(
     net: CommentNet, tasks: list[LinearTask], store: Store, choices: Mapping[str, str], plain: Collection[str]
 ) -> None:
-    """Fit the dataset experts' linear heads of `net` again on `tasks`' rows (training and validation), each with
-    the C and scaling `choices` holds for it (what fit_linear_heads chose on the validation split), in place;
-    marks the net's config so evaluation knows the validation split is no longer unseen by them."""
+    """Fit the linear heads of `tasks` (training: the dataset experts) again on their rows (training and
+    validation), each with the C and scaling `choices` holds for it (what fit_linear_heads chose on the
+    validation split; a head not there at the default C, plain), in place; marks the net's config so
+    evaluation knows the validation split is no longer unseen by them."""
     fit_linear_heads(
         net.linear.weight.data, net.linear_bias, tasks, store, net.idf.cpu().numpy(),
         dense_weight=net.static_linear if store.dense is not None else None,
