@@ -75,6 +75,7 @@ def _train(
         "decision_rows": result.n_decisions,
         "decisions_not_used": result.decisions_skipped,
         "linear_experts_refit_on": result.n_refit,  # train + validation rows, after the choices (empty: not refit)
+        "deep_view_refit": result.models.net.config.deep_fit != "train",  # trained again on those rows too
         "validation_headline": headline(result.report),
         "validation": result.report,
     }
@@ -173,8 +174,10 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
         views = [("in distribution (validation split)", result)] + ([("out of distribution", result["ood"])] if ood else [])
         for title, view in views:
             typer.echo(f"-- {title}")
-            if view.get("validation_in_linear_fit"):
-                typer.echo("   (the linear experts were refit on these rows after the choices: a fit, not a validation)")
+            refit = [name for key, name in (("validation_in_linear_fit", "the linear experts"),
+                                            ("validation_in_deep_fit", "the deep view")) if view.get(key)]  # fmt: skip
+            if refit:
+                typer.echo(f"   ({' and '.join(refit)} were refit on these rows after the choices: a fit, not a validation)")
             for ds, labels in view["lines"].items():
                 for label, e in labels.items():
                     key = e["primary"]

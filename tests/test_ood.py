@@ -270,3 +270,16 @@ def test_a_reason_states_its_threshold_without_rounding_it_up() -> None:
 
     th = {c: Thresholds(review=0.5, block=0.9) for c in CATEGORIES} | {"spam": Thresholds(review=0.999, block=0.9999)}
     assert decide(dict.fromkeys(CATEGORIES, 0.0) | {"spam": 0.99995, "hate": 0.95}, th) == ("block", ["hate>=0.90", "spam>=0.9999"])
+
+
+def test_the_recipe_probe_reads_set_pairs_as_training_options_and_refuses_unknown_fields() -> None:
+    """lab/recipe_probe: `--set` values are JSON where they parse (true, numbers), text otherwise, and only
+    TrainOptions fields are accepted, so a typo cannot train three folds of the unchanged recipe."""
+    from lab.recipe_probe import overrides
+
+    assert overrides(["refit_deep_on_validation=true", "seed=7", "ngram_dropout=0.25"]) == {
+        "refit_deep_on_validation": True, "seed": 7, "ngram_dropout": 0.25}  # fmt: skip
+    assert overrides(["plain_linear=[\"hate\", \"spam\"]"]) == {"plain_linear": ("hate", "spam")}
+    for bad in (["refit_deep=true"], ["seed"]):
+        with pytest.raises(SystemExit, match="FIELD=VALUE"):
+            overrides(bad)

@@ -183,6 +183,63 @@ def test_training_refits_the_experts_linear_heads_on_train_and_validation_after_
 
 
 @pytest.mark.slow
+def test_training_can_train_the_deep_view_again_on_train_and_validation_and_says_so(tmp_path: Path, small_run) -> None:
+    """TrainOptions.refit_deep_on_validation (probed, not shipped: README): the same choices and validation
+    report, only the deep view's weights differ from the linear-only refit, and the checkpoint, the model card
+    and `eval models` say the validation rows were in its fit."""
+    from models.text import model_card
+    from models.text.training import DEEP_MODULES
+
+    linear_only, _ = small_run
+    deep = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, refit_deep_on_validation=True))
+    assert deep.report == linear_only.report and deep.linear_c == linear_only.linear_c
+    a, b = deep.models.net.state_dict(), linear_only.models.net.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and {k.split(".")[0] for k in changed} <= set(DEEP_MODULES)
+    save(deep, tmp_path)
+    loaded = CommentModels.load(ModerationSettings(model_dir=str(tmp_path), device="cpu"))
+    assert loaded.net.config.deep_fit == "train+validation" and linear_only.models.net.config.deep_fit == "train"
+    card = model_card.render(deep, TrainOptions(epochs=1), None, {"threads": 1, "batch_256_per_s": 1.0, "batch_1_per_s": 1.0})
+    assert "the deep view was trained again from its initial weights" in card
+    assert "before the refit of the linear experts and the deep view on these rows" in card
+    from models.text.evaluation import evaluate
+
+    flags = evaluate(loaded, DATA, with_baseline=False)
+    assert flags["validation_in_deep_fit"] and flags["validation_in_linear_fit"]
+
+
+def test_training_the_deep_view_again_from_its_start_repeats_the_same_epochs() -> None:
+    """Issue #17: the deep view's refit on train + validation restarts from the weights and random state it
+    had before its first epoch; on the same rows and epochs it reproduces those epochs exactly (so the refit
+    differs from the chosen epoch only by the rows it is given), and it marks the net's config."""
+    from models.text.data import load_splits
+    from models.text.features import Featurizer
+    from models.text.network import CommentNet, NetConfig
+    from models.text.training import DeepStart, _deep_epochs, _FeatureStore, _Targets, refit_deep
+
+    if not DATA.exists():
+        pytest.skip(f"training data not present at {DATA}")
+    examples = load_splits(DATA, 40)[0]
+    opts = TrainOptions(batch_size=32)
+    torch.manual_seed(opts.seed)
+    net = CommentNet(NetConfig())
+    store = _FeatureStore(Featurizer(net.config.features), examples, 5000)
+    targets = _Targets(examples, net.layout)
+    start = DeepStart.of(net)
+    states = []
+    for _ in _deep_epochs(net, store, targets, examples, opts, np.random.default_rng(opts.seed), 2):
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+    assert any(not torch.equal(states[0][k], w) for k, w in start.weights.items())
+    for epochs in (1, 2):
+        refit_deep(net, start, store, targets, examples, opts, epochs)
+        again = net.state_dict()
+        assert all(torch.equal(again[k], v) for k, v in states[epochs - 1].items()), epochs
+    assert net.config.deep_fit == "train+validation"
+    refit_deep(net, start, store, targets, examples[: len(examples) // 2], opts, 2)
+    assert not torch.equal(net.state_dict()["heads.weight"], states[1]["heads.weight"])
+
+
+@pytest.mark.slow
 def test_score_cli_round_trip(tmp_path: Path, small_run) -> None:
     from reelstream.cli import app
 

@@ -68,10 +68,11 @@ def evaluate(models: CommentModels, data_dir: Path, with_baseline: bool = True) 
     return {
         "model_version": models.model_version,
         "split": {"seed": SPLIT_SEED, "validation_fraction": VALIDATION_FRACTION, "data_dir": str(data_dir)},
-        # True when the experts' linear heads were refit on the validation rows after the choices (training's
-        # refit_on_validation): these lines then measure a fit, not unseen data; the card's validation table
-        # holds the lines taken before the refit.
+        # True when the experts' linear heads (the deep view) were refit on the validation rows after the choices
+        # (training's refit_on_validation, refit_deep_on_validation): these lines then measure a fit, not unseen
+        # data; the card's validation table holds the lines taken before the refit.
         "validation_in_linear_fit": models.net.config.linear_fit != "train",
+        "validation_in_deep_fit": models.net.config.deep_fit != "train",
         "baseline": "per-dataset char n-gram TF-IDF (en 2-5, zh 1-4, char_wb, sublinear) + LogisticRegression(C=4)",
         **compare(model_report, baseline),
         "actions": actions_report(models, val),

@@ -112,6 +112,9 @@ class NetConfig:
     # were refit on the validation split too once its choices were made (TrainOptions.refit_on_validation),
     # so that split no longer validates them (models.text.evaluation says so).
     linear_fit: str = "train"
+    # Rows the deep view was last trained on: "train", or "train+validation" when it was trained again on both
+    # for the chosen epochs (TrainOptions.refit_deep_on_validation).
+    deep_fit: str = "train"
 
     def to_dict(self) -> dict:
         return asdict(self)

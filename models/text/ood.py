@@ -46,11 +46,13 @@ def left_out(data_dir: Path, selectors: Sequence[str], limit: int | None = None)
 
 
 def train_fold(data_dir: Path, out_dir: Path, fold: Sequence[str], epochs: int, threads: int,
-               limit: int | None = None) -> Path:  # fmt: skip
-    """A model trained by the shipped recipe without the fold's parts, saved (with its card) to out_dir."""
+               limit: int | None = None, overrides: Mapping[str, object] | None = None) -> Path:  # fmt: skip
+    """A model trained by the shipped recipe without the fold's parts, saved (with its card) to out_dir;
+    `overrides` (TrainOptions fields) change the recipe (lab/recipe_probe.py)."""
     from models.text.training import TrainOptions, save, train
 
-    opts = dataclasses.replace(TrainOptions(epochs=epochs, threads=threads, limit_per_dataset=limit), exclude=tuple(fold))
+    opts = TrainOptions(epochs=epochs, threads=threads, limit_per_dataset=limit)
+    opts = dataclasses.replace(opts, **(overrides or {}), exclude=tuple(fold))
     return save(train(data_dir, opts), out_dir)
 
 
@@ -342,7 +344,7 @@ CARD_START, CARD_END = "<!-- ood:start -->", "<!-- ood:end -->"
 def card_section(ood: Mapping, in_distribution: Mapping) -> str:
     """The model card's out-of-distribution section: each left-out part next to the in-distribution line of
     its dataset, the TF-IDF floor in the same setting, and the thresholds with the figures they rest on."""
-    fitted = in_distribution.get("validation_in_linear_fit")
+    fitted = in_distribution.get("validation_in_linear_fit") or in_distribution.get("validation_in_deep_fit")
     ind_title = "shipped model on its validation rows (a fit: refit on them)" if fitted else "in-distribution model"
     rows = [f"| left out (never trained on) | label | metric | OOD model | OOD TF-IDF floor | {ind_title} |",
             "|---|---|---|---:|---:|---:|"]  # fmt: skip

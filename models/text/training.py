@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,9 @@ class TrainOptions:
     # on both (lab/linear_probe.py, issue #17: it won on every OOD fold left out). The validation report is
     # taken before; the deep view, blends, routers and toxic head are kept.
     refit_on_validation: bool = True
+    # With refit_on_validation: train the deep view again from its initial weights, for the chosen number of
+    # epochs, on the training and validation rows together (the blends and routing chosen for it are kept).
+    refit_deep_on_validation: bool = False
 
 
 @dataclass
@@ -149,6 +152,17 @@ class _FeatureStore:
         self.tf = np.concatenate(tfs)
         self.counts = np.concatenate(counts)
         self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+
+    @classmethod
+    def joined(cls, a: _FeatureStore, b: _FeatureStore) -> _FeatureStore:
+        """The texts of `a`, then those of `b` (standardized alike), without featurizing them again."""
+        out = cls.__new__(cls)
+        j = joined(a.store(), b.store())
+        out.indices, out.tf, out.counts, out.starts, out.dense = j.indices, j.tf, j.counts, j.starts, j.dense
+        out.static = None if a.static is None else np.concatenate([a.static, b.static])
+        if a.dense is not None:
+            out.z = np.concatenate([a.z, b.z])
+        return out
 
     def store(self) -> Store:
         return Store(self.indices, self.tf, self.counts, self.starts, self.dense)
@@ -326,6 +340,75 @@ def _epoch_order(examples: list[Example], rng: np.random.Generator) -> np.ndarra
     return rng.permutation(np.array(ids, dtype=np.int64))
 
 
+DEEP_MODULES = ("embedding", "encoder", "heads")  # what the epochs train; the linear view is fitted apart
+
+
+@dataclass(frozen=True)
+class DeepStart:
+    """The deep view's weights and torch's random state before the first epoch: training it again from here
+    on the same rows repeats the same epochs (the same dropout draws too)."""
+
+    weights: dict[str, torch.Tensor]
+    rng_state: torch.Tensor
+
+    @classmethod
+    def of(cls, net: CommentNet) -> DeepStart:
+        weights = {k: v.detach().clone() for k, v in net.state_dict().items() if k.split(".")[0] in DEEP_MODULES}
+        return cls(weights, torch.get_rng_state())
+
+
+def _deep_epochs(
+    net: CommentNet, store: _FeatureStore, targets: _Targets, examples: list[Example], opts: TrainOptions,
+    rng: np.random.Generator, epochs: int,
+) -> Iterator[tuple[int, float]]:
+    """Train the deep view epoch by epoch on `examples` (rows of `store` and `targets`); after each epoch the
+    net is in eval mode and (epoch, mean training loss) is yielded."""
+    opt_sparse = torch.optim.SparseAdam([net.embedding.weight], lr=opts.lr_embedding)
+    opt_dense = torch.optim.AdamW([*net.encoder.parameters(), *net.heads.parameters()], lr=opts.lr_dense, weight_decay=1e-4)
+    for epoch in range(1, epochs + 1):
+        net.train()
+        order = _epoch_order(examples, rng)
+        total, steps = 0.0, 0
+        bar = tqdm(range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch")
+        for s in bar:
+            ids = order[s : s + opts.batch_size]
+            indices, offsets, tf = store.batch(ids, rng, opts.ngram_dropout)
+            t = {
+                "binary": torch.from_numpy(targets.binary[ids]),
+                "toxic": torch.from_numpy(targets.toxic[ids]),
+                "sentiment": torch.from_numpy(targets.sentiment[ids]),
+                "sentiment_expert": torch.from_numpy(targets.sentiment_expert[ids]),
+                "domain": torch.from_numpy(targets.domain[ids]),
+            }
+            z = None if store.dense is None else torch.from_numpy(store.z[ids])
+            loss = _loss(net, net.deep_logits(indices, offsets, tf, z), t)
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            total += loss.item()
+            steps += 1
+            if steps % 50 == 0:
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+        net.eval()
+        yield epoch, total / max(steps, 1)
+
+
+def refit_deep(
+    net: CommentNet, start: DeepStart, store: _FeatureStore, targets: _Targets, examples: list[Example],
+    opts: TrainOptions, epochs: int,
+) -> None:
+    """Train the deep view again from `start`, with the run's seed, for the `epochs` the validation split chose,
+    on `examples` (training: the training and validation rows), in place; marks the net's config so evaluation
+    knows the validation split is no longer unseen by it."""
+    net.load_state_dict(start.weights, strict=False)
+    torch.set_rng_state(start.rng_state)
+    for _ in _deep_epochs(net, store, targets, examples, opts, np.random.default_rng(opts.seed), epochs):
+        pass
+    net.config = dataclasses.replace(net.config, deep_fit="train+validation")
+
+
 def _loss(net: CommentNet, logits: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of per-example losses over the labels each example has, divided by the batch size."""
     lay = net.layout
@@ -447,44 +530,17 @@ def train(
         for j in range(len(net.layout.binary))
     ]
     net.prior_logit.copy_(torch.tensor([np.log(r / (1 - r)) for r in np.clip(rates, 1e-3, 1 - 1e-3)]))
-    opt_sparse = torch.optim.SparseAdam([net.embedding.weight], lr=opts.lr_embedding)
-    opt_dense = torch.optim.AdamW([*net.encoder.parameters(), *net.heads.parameters()], lr=opts.lr_dense, weight_decay=1e-4)
     evaluator = CommentModels(
         net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path
     )
+    start = DeepStart.of(net)
 
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for epoch in range(1, opts.epochs + 1):
-        net.train()
-        order = _epoch_order(train_ex, rng)
-        total, steps = 0.0, 0
-        bar = tqdm(range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{opts.epochs}", unit="batch")
-        for s in bar:
-            ids = order[s : s + opts.batch_size]
-            indices, offsets, tf = store.batch(ids, rng, opts.ngram_dropout)
-            t = {
-                "binary": torch.from_numpy(targets.binary[ids]),
-                "toxic": torch.from_numpy(targets.toxic[ids]),
-                "sentiment": torch.from_numpy(targets.sentiment[ids]),
-                "sentiment_expert": torch.from_numpy(targets.sentiment_expert[ids]),
-                "domain": torch.from_numpy(targets.domain[ids]),
-            }
-            z = None if store.dense is None else torch.from_numpy(store.z[ids])
-            loss = _loss(net, net.deep_logits(indices, offsets, tf, z), t)
-            opt_sparse.zero_grad()
-            opt_dense.zero_grad()
-            loss.backward()
-            opt_sparse.step()
-            opt_dense.step()
-            total += loss.item()
-            steps += 1
-            if steps % 50 == 0:
-                bar.set_postfix(loss=f"{total / steps:.4f}")
-        net.eval()
+    for epoch, loss in _deep_epochs(net, store, targets, train_ex, opts, rng, opts.epochs):
         score = headline(validation_report(evaluator, val_ex))  # blend is 0 here: the deep view alone
-        history.append({"epoch": epoch, "train_loss": total / max(steps, 1), "val_headline": score})
-        tqdm.write(f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, validation headline {score:.4f}", file=sys.stderr)
+        history.append({"epoch": epoch, "train_loss": loss, "val_headline": score})
+        tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, validation headline {score:.4f}", file=sys.stderr)
         if best is None or score > best[0]:
             best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
     assert best is not None
@@ -495,8 +551,10 @@ def train(
     n_refit: dict[str, int] = {}
     if opts.refit_on_validation and val_ex:
         both = train_ex + val_ex
-        both_store = joined(store.store(), val_store.store())
-        refit_experts(net, expert_tasks(both, net.layout), both_store, linear_c, opts.plain_linear)
+        both_store = _FeatureStore.joined(store, val_store)
+        refit_experts(net, expert_tasks(both, net.layout), both_store.store(), linear_c, opts.plain_linear)
+        if opts.refit_deep_on_validation:
+            refit_deep(net, start, both_store, _Targets(both, net.layout), both, opts, best[1])
         _round_to_fp16(net)
         n_refit = _counts(both)
     net.eval()
