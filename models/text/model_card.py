@@ -19,9 +19,10 @@ LIMITATIONS = """\
   file scores are the network's own and thresholds the configuration's untuned defaults (0.5 review, 0.9
   block).
 - The out-of-distribution lines below are one training seed's. The same recipe trained with two other seeds
-  put 7 and 11 of the 15 lines above the floor, against 12 with the shipped seed, and moved single lines by up
-  to 0.013 (HatEval, ChnSentiCorp and the YouTube videos change side; README, "How far the OOD lines move with
-  the training seed alone"). A difference of a few thousandths between two recipes on one seed is noise.
+  (measured 2026-12-07, lab/recipe_probe.py) put 7 and 11 of the 15 lines above the floor, against 12 with
+  the shipped seed, and moved single lines by up to 0.013 (HatEval, ChnSentiCorp and the YouTube videos
+  change side; README, "How far the OOD lines move with the training seed alone"). A difference of a few
+  thousandths between two recipes on one seed is noise.
 - Scores of one category come from experts trained on different label definitions (Davidson "offensive"
   includes any profanity, OLID only targeted offense); they are mixed by how much a text resembles each
   source (a router or the domain head), so a raw score means different things in different domains, and
@@ -140,7 +141,7 @@ def render(result: TrainResult, opts: TrainOptions, baseline: dict | None, speed
     else:
         space = f"into {f.buckets:,} hash buckets"
     deep_refit = result.models.net.config.deep_fit != "train"
-    kept = "the blends, routers and toxic head were kept" if deep_refit else "the deep view, blends, routers and toxic head were kept"
+    kept = f"the {'' if deep_refit else 'deep view, '}blends, routers and toxic head were kept"
     refit = (
         f" Once every choice above was made on the validation split (epoch, C and NB scaling, blends, routing), each "
         f"dataset expert's linear head was fitted again with its choice on the training and validation rows "
