@@ -7,7 +7,9 @@ them and with the shipped recipe's fold models (--reference-dir: the folds of `r
 --folds-dir DIR`), next to the floors of --ood-json (that run's `--json` output). `--combine` picks the recipe
 leaving one fold out and per category (lab/blend_probe.py, lab/linear_probe.py). A run with only `--set
 seed=...` measures how far the shipped recipe's lines move with its random seed alone: the noise any other
-change must beat. Prints JSON.
+change must beat. `--ensemble-with DIR` (repeatable: fold models of further seeds) adds an "ensemble" line:
+the mean of the scores (category scores, sentiment probabilities) of the reference, the changed and those
+fold models, as averaging them at serving time would score. Prints JSON.
 
     python -m lab.recipe_probe --folds-dir .deep --reference-dir .ood-folds --ood-json ood.json \\
         --set refit_deep_on_validation=true --fold 0 > f0.json   # one per fold (~7-14 minutes each here)
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from lab.blend_probe import leave_one_fold_out
 from lab.linear_probe import per_category
@@ -47,15 +52,22 @@ def overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def fold_lines(folds_dir: Path, reference_dir: Path, data: Path, floors: dict, n: int, changed: dict) -> list[dict]:
-    """The fold's lines: floor, the shipped recipe's fold model ("trained") and the changed recipe's ("changed")."""
+def fold_lines(folds_dir: Path, reference_dir: Path, data: Path, floors: dict, n: int, changed: dict,
+               ensemble_with: Sequence[Path] = ()) -> list[dict]:  # fmt: skip
+    """The fold's lines: floor, the shipped recipe's fold model ("trained"), the changed recipe's ("changed") and,
+    given `ensemble_with`, the mean of all their scores ("ensemble")."""
     if not (folds_dir / f"fold-{n}" / WEIGHTS_FILE).exists():
         train_fold(data, folds_dir / f"fold-{n}", FOLDS[n], epochs=TrainOptions.epochs, threads=1, overrides=changed)
     parts = left_out(data, FOLDS[n])
-    per_recipe = {}
-    for name, d in (("trained", reference_dir), ("changed", folds_dir)):
+    scored = {}
+    for name, d in (("trained", reference_dir), ("changed", folds_dir), *((str(d), d) for d in ensemble_with)):
         models = CommentModels.load(ModerationSettings(model_dir=str(d / f"fold-{n}"), device="cpu"))
-        per_recipe[name] = report(score_parts(models, parts))
+        scored[name] = score_parts(models, parts)
+    per_recipe = {name: report(scored[name]) for name in ("trained", "changed")}
+    if ensemble_with:
+        per_recipe["ensemble"] = report({sel: {**scored["trained"][sel], **{
+            key: np.mean([s[sel][key] for s in scored.values()], axis=0) for key in ("scores", "sentiment")}}
+            for sel in parts})  # fmt: skip
     return [{"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][primary_metric(label)],
              **{name: r[sel][label][primary_metric(label)] for name, r in per_recipe.items()}}
             for sel, labels in per_recipe["trained"].items() for label in labels]  # fmt: skip
@@ -69,12 +81,14 @@ def main() -> None:
     ap.add_argument("--set", dest="pairs", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--fold", type=int, help="Train and score this fold only (its lines as JSON).")
     ap.add_argument("--combine", type=Path, nargs="+", help="Per-fold outputs: pick a recipe leaving one fold out.")
+    ap.add_argument("--ensemble-with", type=Path, action="append", default=[], metavar="DIR",
+                    help="Fold models to average with the reference and the changed ones.")  # fmt: skip
     ap.add_argument("--data", type=Path, default=default_data_dir())
     args = ap.parse_args()
     if args.combine:
         runs = [json.loads(f.read_text()) for f in args.combine]
         lines = [line for run in runs for line in run["lines"]]
-        recipes = ["trained", "changed"]
+        recipes = ["trained", "changed", *(["ensemble"] if all("ensemble" in line for line in lines) else [])]
         print(json.dumps({"set": runs[0]["set"], "lines": lines,
                           "leave_one_fold_out": leave_one_fold_out(lines, recipes, "trained", len(FOLDS)),
                           "per_category": per_category(lines, recipes)}))  # fmt: skip
@@ -85,7 +99,8 @@ def main() -> None:
     floors = json.loads(args.ood_json.read_text())["ood"]["lines"]
     folds = range(len(FOLDS)) if args.fold is None else [args.fold]
     lines = [line for n in folds
-             for line in fold_lines(args.folds_dir, args.reference_dir, args.data, floors, n, changed)]  # fmt: skip
+             for line in fold_lines(args.folds_dir, args.reference_dir, args.data, floors, n, changed,
+                                    args.ensemble_with)]  # fmt: skip
     print(json.dumps({"set": changed, "lines": lines}))
 
 
