@@ -237,6 +237,8 @@ def test_training_the_deep_view_again_from_its_start_repeats_the_same_epochs() -
     assert net.config.deep_fit == "train+validation"
     refit_deep(net, start, store, targets, examples[: len(examples) // 2], opts, 2)
     assert not torch.equal(net.state_dict()["heads.weight"], states[1]["heads.weight"])
+    with pytest.raises(ValueError, match="needs refit_on_validation"):
+        train(DATA, TrainOptions(refit_on_validation=False, refit_deep_on_validation=True))
 
 
 @pytest.mark.slow

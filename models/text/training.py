@@ -474,6 +474,8 @@ def train(
 
     `decisions`' rows join the training rows of their datasets after the split, so the validation split is
     the same with and without them and the two trainings are judged on the same rows."""
+    if opts.refit_deep_on_validation and not opts.refit_on_validation:
+        raise ValueError("refit_deep_on_validation needs refit_on_validation (the deep view is refit after the experts)")
     t0 = time.perf_counter()
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
