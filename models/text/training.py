@@ -155,13 +155,12 @@ class _FeatureStore:
 
     @classmethod
     def joined(cls, a: _FeatureStore, b: _FeatureStore) -> _FeatureStore:
-        """The texts of `a`, then those of `b` (standardized alike), without featurizing them again."""
+        """The texts of `a`, then those of `b`, without featurizing them again; like a new store, its static
+        vectors are not standardized yet (`standardize`)."""
         out = cls.__new__(cls)
         j = joined(a.store(), b.store())
-        out.indices, out.tf, out.counts, out.starts, out.dense = j.indices, j.tf, j.counts, j.starts, j.dense
+        out.indices, out.tf, out.counts, out.starts, out.dense = j.indices, j.tf, j.counts, j.starts, None
         out.static = None if a.static is None else np.concatenate([a.static, b.static])
-        if a.dense is not None:
-            out.z = np.concatenate([a.z, b.z])
         return out
 
     def store(self) -> Store:
@@ -554,6 +553,8 @@ def train(
     if opts.refit_on_validation and val_ex:
         both = train_ex + val_ex
         both_store = _FeatureStore.joined(store, val_store)
+        if pieces is not None:  # with the fp16-rounded mean and std the weights ship with, as serving does
+            both_store.standardize(net.static_mean.numpy(), net.static_std.numpy(), opts.net.static_scale)
         refit_experts(net, expert_tasks(both, net.layout), both_store.store(), linear_c, opts.plain_linear)
         if opts.refit_deep_on_validation:
             refit_deep(net, start, both_store, _Targets(both, net.layout), both, opts, best[1])
