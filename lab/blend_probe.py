@@ -37,12 +37,13 @@ def main() -> None:
     lines: list[dict] = []  # one per left-out part and label: fold, floor, metric per setting
     for n, fold in enumerate(FOLDS):
         models = CommentModels.load(ModerationSettings(model_dir=str(args.folds_dir / f"fold-{n}"), device="cpu"))
-        chosen = models.net.blend.clone()
+        chosen = [m.blend.clone() for m in models.members]  # each member's own blends
         parts = left_out(args.data, fold)
         per_setting = {}
         for s in SETTINGS:
             with torch.no_grad():
-                models.net.blend.copy_(chosen if s == "chosen" else torch.full_like(chosen, s))
+                for m, blend in zip(models.members, chosen):
+                    m.blend.copy_(blend if s == "chosen" else torch.full_like(blend, s))
             per_setting[str(s)] = report(score_parts(models, parts))
         for sel, labels in per_setting["chosen"].items():
             for label in labels:

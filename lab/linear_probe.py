@@ -134,7 +134,8 @@ def refit(
         rows.val_store.store(), grid=grid, dense_weight=net.static_linear, nb_grid=nb_grid,
         plain_columns=plain, task_idf=task_idf,
     )  # fmt: skip
-    choose_blend(net, rows.val, models, _counts(rows.train))  # as training does after fitting the heads
+    for member in models.members:  # as training does after fitting the heads (they share the linear view)
+        choose_blend(member, rows.val, models, _counts(rows.train))
     if then_both:
         both = rows.train + rows.val
         both_tasks = (expert_tasks(both, net.layout) if then_both == "experts"

@@ -56,7 +56,8 @@ def main() -> None:
         models = CommentModels.load(ModerationSettings(model_dir=str(args.folds_dir / f"fold-{n}"), device="cpu"))
         per_t = {}
         for t in TEMPERATURES:
-            flatten_routing(models.net, t)  # from the class's weights each time: the settings do not compound
+            for member in models.members:  # from the class's weights each time: the settings do not compound
+                flatten_routing(member, t)
             per_t[t] = report(score_parts(models, parts))
         for sel, labels in per_t["1"].items():
             for label in labels:

@@ -33,7 +33,7 @@ def _decisions(files: list[Path]):  # -> models.text.decisions.DecisionRows
 
 def _train(
     data: Path, out: Path, epochs: int, threads: int, seed: int, limit: int | None, baseline: bool,
-    decisions: list[Path] | None = None,
+    decisions: list[Path] | None = None, members: int | None = None,
 ) -> None:  # fmt: skip
     """Train the combined comment model, write weights + MODEL_CARD.md, print the validation summary."""
     import orjson
@@ -44,6 +44,8 @@ def _train(
     from models.text.training import TrainOptions, headline, save, train
 
     opts = TrainOptions(epochs=epochs, threads=threads, seed=seed, limit_per_dataset=limit)
+    if members is not None:
+        opts.members = members
     rows = _decisions(decisions) if decisions else None
     if rows is not None:
         typer.echo(f"reviewer decisions: {rows.decisions} read, {len(rows.examples)} training rows "
@@ -71,6 +73,7 @@ def _train(
         "model_version": result.models.model_version,
         "weights": str(weights),
         "best_epoch": result.best_epoch,
+        "members": result.members,  # several deep views: each one's seed, epoch kept and headline (else empty)
         "n_train": result.n_train,
         "decision_rows": result.n_decisions,
         "decisions_not_used": result.decisions_skipped,
@@ -100,7 +103,11 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     out_opt = typer.Option(DEFAULT_OUT, "--out", help="Where weights and MODEL_CARD.md go.")
     epochs_opt = typer.Option(8, help="Maximum epochs; the best validation epoch is kept.")
     threads_opt = typer.Option(1, help="torch threads for training.")
-    seed_opt = typer.Option(20240607, help="Seed of initialization and batch order.")
+    seed_opt = typer.Option(20240607, help="Seed of initialization and batch order (member k: seed + k).")
+    members_opt = typer.Option(
+        None, min=1, help="Deep views trained from seeds seed, seed + 1, ... over one linear view; scores are their "
+        "mean (each adds its epochs to training and a forward pass to serving). Default: the shipped recipe's (3).",
+    )  # fmt: skip
     limit_opt = typer.Option(None, "--limit-per-dataset", help="Use only the first N rows of each dataset.")
     baseline_opt = typer.Option(True, help="Also fit the TF-IDF+LR baseline for the model card (sklearn).")
     decisions_opt = typer.Option(
@@ -112,10 +119,10 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     def train_comment_model(
         data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
         seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
-        decisions: list[Path] | None = decisions_opt,
+        decisions: list[Path] | None = decisions_opt, members: int = members_opt,
     ) -> None:
         """Train the comment model: moderation and sentiment share one network, so either command trains both."""
-        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline, decisions)
+        _train(data, out, epochs, threads, seed, limit_per_dataset, baseline, decisions, members)
 
     train.command("moderation")(train_comment_model)
     train.command("sentiment")(train_comment_model)

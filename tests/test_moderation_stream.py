@@ -21,7 +21,7 @@ def _comment(event_id: str, text: str) -> bytes:
 
 def test_new_comment_weights_are_served_without_a_restart_and_stamp_the_flags(tmp_path):
     from models.text.base import load_comment_models
-    from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, save_checkpoint
+    from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE
     from models.text.config import ModerationSettings
     from models.text.static_embeddings import TOKENIZER_FILE
     from streams.producer import make_producer
@@ -53,7 +53,7 @@ def test_new_comment_weights_are_served_without_a_restart_and_stamp_the_flags(tm
         before = flag("c1", "垃圾视频，滚")
         assert before["model_version"] == first.model_version
         assert {"spam", "hate"} <= set(before["abstained"]) and not any(r.startswith("spam") for r in before["reasons"])
-        save_checkpoint(first.net, model_dir / WEIGHTS_FILE, "comment-net-hot-swap")
+        first.save(model_dir / WEIGHTS_FILE, "comment-net-hot-swap")
         wait_for(lambda: 'moderation="comment-net-hot-swap"' in "".join(worker.metrics()), 60, "the new weights served",
                  [worker.log], worker.proc)  # fmt: skip
         after = flag("c2", "垃圾视频，滚")

@@ -183,15 +183,15 @@ def test_training_refits_the_experts_linear_heads_on_train_and_validation_after_
 
 
 @pytest.mark.slow
-def test_training_can_train_the_deep_view_again_on_train_and_validation_and_says_so(tmp_path: Path, small_run) -> None:
-    """TrainOptions.refit_deep_on_validation (probed, not shipped: README): the same choices and validation
-    report, only the deep view's weights differ from the linear-only refit, and the checkpoint, the model card
-    and `eval models` say the validation rows were in its fit."""
+def test_training_can_train_the_deep_view_again_on_train_and_validation_and_says_so(tmp_path: Path) -> None:
+    """TrainOptions.refit_deep_on_validation (probed, not shipped: README; one deep view only): the same choices
+    and validation report, only the deep view's weights differ from the linear-only refit, and the checkpoint,
+    the model card and `eval models` say the validation rows were in its fit."""
     from models.text import model_card
     from models.text.training import DEEP_MODULES
 
-    linear_only, _ = small_run
-    deep = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, refit_deep_on_validation=True))
+    linear_only = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, members=1))
+    deep = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, members=1, refit_deep_on_validation=True))
     assert deep.report == linear_only.report and deep.linear_c == linear_only.linear_c
     a, b = deep.models.net.state_dict(), linear_only.models.net.state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
@@ -205,7 +205,7 @@ def test_training_can_train_the_deep_view_again_on_train_and_validation_and_says
     from models.text.evaluation import evaluate
 
     flags = evaluate(loaded, DATA, with_baseline=False)
-    assert flags["validation_in_deep_fit"] and flags["validation_in_linear_fit"]
+    assert flags["validation_in_deep_fit"] and flags["validation_in_linear_fit"] and flags["members"] == 1
 
 
 def test_training_the_deep_view_again_from_its_start_repeats_the_same_epochs() -> None:
@@ -239,6 +239,91 @@ def test_training_the_deep_view_again_from_its_start_repeats_the_same_epochs() -
     assert not torch.equal(net.state_dict()["heads.weight"], states[1]["heads.weight"])
     with pytest.raises(ValueError, match="needs refit_on_validation"):
         train(DATA, TrainOptions(refit_on_validation=False, refit_deep_on_validation=True))
+    for refused in (TrainOptions(members=0), TrainOptions(members=2, refit_deep_on_validation=True)):
+        with pytest.raises(ValueError, match="one deep view only"):
+            train(DATA, refused)
+
+
+def _random_member(seed: int, base=None):
+    """A CommentNet with random deep weights, blends and routing (over `base`'s linear view when given), fp16-
+    rounded as a checkpoint holds it."""
+    from models.text.network import CommentNet, NetConfig, share_views
+    from models.text.training import _round_to_fp16
+
+    torch.manual_seed(seed)
+    net = CommentNet(NetConfig())
+    if base is None:
+        net.linear.weight.data.normal_(0, 0.5)
+        net.prior_logit.normal_()
+    else:
+        share_views(net, base)
+    net.blend.uniform_()
+    net.route_mix.uniform_()
+    net.route_bias.normal_()
+    _round_to_fp16(net)
+    return net
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_and_its_checkpoint_keeps_them(tmp_path: Path) -> None:
+    """Issue #17: members share one featurization and linear view and differ in the deep view, blends and
+    routing; the ensemble's scores are the mean of what each member alone scores, one member scores exactly as
+    the network alone, and a checkpoint stores the further members as what they own and loads them sharing
+    the linear view again, with a model version of its own."""
+    from models.text.comments import WEIGHTS_FILE, save_checkpoint
+    from models.text.network import MEMBER_MODULES, ensemble_outputs, member_state
+    from models.text.training import model_version_of
+
+    base = _random_member(1)
+    others = [_random_member(2, base), _random_member(3, base)]
+    assert all(m.linear is base.linear and m.idf is base.idf and m.prior_logit is base.prior_logit for m in others)
+    texts = ["you are an idiot", "great video!", "垃圾视频，滚", "I love this song", "这个视频太好看了", ""]
+    ensemble = CommentModels(base, "v", members=others)
+    alone = [CommentModels(m, "v") for m in (base, *others)]
+    scores, sentiment, _ = ensemble.predict(texts)
+    each = [m.predict(texts) for m in alone]
+    assert np.allclose(scores, np.mean([e[0] for e in each], 0), atol=1e-6)
+    assert np.allclose(sentiment, np.mean([e[1] for e in each], 0), atol=1e-6)
+    assert np.allclose(sentiment.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(each[0][0], each[1][0])  # the members differ, so the mean is not one of them
+    inputs = alone[0].inputs(texts, ["en", "en", "zh", "en", "zh", "en"])
+    is_zh = torch.tensor([False, False, True, False, True, False])
+    with torch.inference_mode():
+        one = ensemble_outputs([base], is_zh, *inputs)
+        direct = base.combine(base(*inputs), is_zh)
+    assert all(torch.equal(a, b) for a, b in zip(one, direct))
+
+    assert set(member_state(others[0])) == {k for k in base.state_dict() if k.split(".")[0] in MEMBER_MODULES}
+    save_checkpoint(base, tmp_path / WEIGHTS_FILE, model_version_of(base, others), others)
+    loaded = CommentModels.load(ModerationSettings(model_dir=str(tmp_path), device="cpu"))
+    assert len(loaded.members) == 3 and all(m.linear is loaded.net.linear for m in loaded.members)
+    again = loaded.predict(texts)
+    assert np.array_equal(again[0], scores) and np.array_equal(again[1], sentiment)
+    assert len({model_version_of(base), model_version_of(base, others[:1]), model_version_of(base, others)}) == 3
+    save_checkpoint(base, tmp_path / WEIGHTS_FILE, "one")
+    assert "members" not in torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
+    assert len(CommentModels.load(ModerationSettings(model_dir=str(tmp_path), device="cpu")).members) == 1
+
+
+@pytest.mark.slow
+def test_each_member_is_the_deep_view_a_training_with_its_seed_gives(small_run) -> None:
+    """The shipped recipe trains TrainOptions.members deep views from seeds seed, seed + 1, ...: member k is
+    exactly what a one-member training with seed + k gives (so the ensemble is the mean of those trainings,
+    as the out-of-distribution probe averaged them), and the model card says how they were chosen."""
+    from models.text import model_card
+    from models.text.network import member_state
+
+    result, _ = small_run
+    opts = TrainOptions(epochs=1, limit_per_dataset=300, threads=1)
+    assert [m["seed"] for m in result.members] == [opts.seed + k for k in range(opts.members)]
+    assert len(result.models.members) == opts.members == 3
+    third = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, members=1, seed=opts.seed + 2))
+    assert third.members == [] and len(third.models.members) == 1
+    a, b = member_state(third.models.net), member_state(result.models.members[2])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert result.members[2]["best_epoch"] == third.best_epoch
+    assert torch.equal(third.models.net.linear.weight, result.models.net.linear.weight)
+    card = model_card.render(result, opts, None, {"threads": 1, "batch_256_per_s": 1.0, "batch_1_per_s": 1.0})
+    assert f"3 such deep views (members) share the features and the linear view, trained from seeds {opts.seed}, " in card
 
 
 @pytest.mark.slow
@@ -486,16 +571,16 @@ def test_newer_weights_saved_where_the_model_was_loaded_from_are_picked_up_once(
     unchanged, the new version once another is saved (atomically) there, and nothing again after."""
     import shutil
 
-    from models.text.comments import WEIGHTS_FILE, save_checkpoint
+    from models.text.comments import WEIGHTS_FILE
     from models.text.static_embeddings import TOKENIZER_FILE
 
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         shutil.copyfile(SHIPPED_DIR / name, tmp_path / name)
     first = load_comment_models(ModerationSettings(model_dir=str(tmp_path), device="cpu"))
     assert first.model_version == shipped.model_version and first.newer() is None
-    save_checkpoint(first.net, tmp_path / WEIGHTS_FILE, first.model_version)  # rewritten, same version
+    first.save(tmp_path / WEIGHTS_FILE)  # rewritten, same version
     assert first.newer() is None and first.newer() is None
-    save_checkpoint(first.net, tmp_path / WEIGHTS_FILE, "comment-net-v2")
+    first.save(tmp_path / WEIGHTS_FILE, "comment-net-v2")
     assert not list(tmp_path.glob(".*.tmp"))  # written beside, renamed into place
     second = first.newer()
     assert second is not None and second.model_version == "comment-net-v2"

@@ -76,8 +76,8 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
     for dev in devices:
         m = models.variant(torch.device(dev), batch_size=256)
         rates[dev] = {f"batch_{b}": round(rate(m, texts, langs, b, min_seconds), 1) for b in (1, 32, 256)}
-        m.net.to("cpu")
-    models.net.to("cpu")
+        for net in (*m.members, *models.members):
+            net.to("cpu")
 
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"

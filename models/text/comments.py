@@ -18,7 +18,7 @@ from models.text.base import SENTIMENT_KEYS, CommentScore, decide, resolve_langs
 from models.text.calibration import Calibration
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 from models.text.features import Featurizer
-from models.text.network import CommentNet, NetConfig
+from models.text.network import CommentNet, NetConfig, ensemble_outputs, member_state, share_views
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 WEIGHTS_FILE = "comment_net.pt"
@@ -34,12 +34,20 @@ def select_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def save_checkpoint(net: CommentNet, path: Path, model_version: str) -> None:
-    """fp16 weights plus the config needed to rebuild; loadable with weights_only=True. Written beside and
-    renamed into place: a worker polling the directory (`CommentModels.newer`) never reads half a file."""
-    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in net.state_dict().items()}
+def _fp16(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state.items()}
+
+
+def save_checkpoint(net: CommentNet, path: Path, model_version: str, members: Sequence[CommentNet] = ()) -> None:
+    """fp16 weights plus the config needed to rebuild; loadable with weights_only=True. `members`: the
+    ensemble's other deep views over `net`'s linear view, each stored as what it owns (network.member_state).
+    Written beside and renamed into place: a worker polling the directory (`CommentModels.newer`) never reads
+    half a file."""
+    ckpt: dict = {"model_version": model_version, "config": net.config.to_dict(), "state": _fp16(net.state_dict())}
+    if members:
+        ckpt["members"] = [_fp16(member_state(m)) for m in members]
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model_version": model_version, "config": net.config.to_dict(), "state": state}, tmp)
+    torch.save(ckpt, tmp)
     os.replace(tmp, path)
 
 
@@ -77,7 +85,10 @@ def calibration_for(weights_dir: Path) -> Calibration | None:
 
 
 class CommentModels:
-    """Shared featurizer + network; `score` gives both heads' outputs and the moderation decision."""
+    """Shared featurizer + network; `score` gives both heads' outputs and the moderation decision.
+
+    `members`: further deep views over `net`'s featurization and linear view (network.share_views); scores
+    are the mean over `net` and them (network.ensemble_outputs)."""
 
     def __init__(
         self,
@@ -90,9 +101,11 @@ class CommentModels:
         batch_size: int = 256,
         static_tokenizer: Path | None = None,
         calibration: Calibration | None = None,
+        members: Sequence[CommentNet] = (),
     ) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
+        self.members = (self.net, *(m.to(self.device).eval() for m in members))
         self.model_version = model_version
         self.featurizer = Featurizer(net.config.features, net.vocabulary())
         self.max_text_chars = max_text_chars
@@ -115,8 +128,8 @@ class CommentModels:
         return CommentModels(
             self.net, self.model_version, max_text_chars=self.max_text_chars, thresholds=self.thresholds,
             device=device, batch_size=batch_size, static_tokenizer=self.static_tokenizer_path,
-            calibration=self.calibration,
-        )
+            calibration=self.calibration, members=self.members[1:],
+        )  # fmt: skip
 
     @classmethod
     def load(cls, settings: ModerationSettings) -> CommentModels:
@@ -127,11 +140,17 @@ class CommentModels:
             raise FileNotFoundError(f"no comment model weights at {path}; run `reelstream train moderation`")
         signature = _signature(path)  # before reading: a file replaced meanwhile is read again at the next poll
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        net = CommentNet(NetConfig.from_dict(ckpt["config"]))
+        config = NetConfig.from_dict(ckpt["config"])
+        net = CommentNet(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()}
         state.setdefault("route_mix", net.route_mix)  # checkpoints from before routers mixed in the domain head
         state.setdefault("route_bias", net.route_bias)  # ... and before routers had a source prior
         net.load_state_dict(state)
+        members = []
+        for own in ckpt.get("members", []):
+            member = share_views(CommentNet(config), net)
+            member.load_state_dict({**state, **{k: v.float() if v.is_floating_point() else v for k, v in own.items()}})
+            members.append(member)
         models = cls(
             net,
             ckpt["model_version"],
@@ -141,9 +160,15 @@ class CommentModels:
             batch_size=max(settings.batch_size, 1),
             static_tokenizer=path.parent / TOKENIZER_FILE,
             calibration=calibration_for(path.parent),
+            members=members,
         )
         models.source = (settings, signature)
         return models
+
+    def save(self, path: Path, model_version: str | None = None) -> None:
+        """Write these weights, every member included, as a checkpoint (save_checkpoint), under their own
+        model version unless another is given."""
+        save_checkpoint(self.net, path, model_version or self.model_version, self.members[1:])
 
     def newer(self) -> CommentModels | None:
         """The weights now in the directory this model was loaded from, when they changed and carry another
@@ -175,9 +200,8 @@ class CommentModels:
         sentiment = np.zeros((len(capped), len(SENTIMENT_KEYS)), dtype=np.float32)
         for start in range(0, len(capped), self.batch_size):
             stop = start + self.batch_size
-            logits = self.net(*self.inputs(capped[start:stop], resolved[start:stop]))
             is_zh = torch.tensor([lang == "zh" for lang in resolved[start:stop]], device=self.device)
-            cat, sent = self.net.combine(logits, is_zh)
+            cat, sent = ensemble_outputs(self.members, is_zh, *self.inputs(capped[start:stop], resolved[start:stop]))
             scores[start:stop] = cat.cpu().numpy()
             sentiment[start:stop] = sent.cpu().numpy()
         if self.calibration is not None:

@@ -73,6 +73,7 @@ def evaluate(models: CommentModels, data_dir: Path, with_baseline: bool = True) 
         # data; the card's validation table holds the lines taken before the refit.
         "validation_in_linear_fit": models.net.config.linear_fit != "train",
         "validation_in_deep_fit": models.net.config.deep_fit != "train",
+        "members": len(models.members),  # deep views whose scores are averaged (TrainOptions.members)
         "baseline": "per-dataset char n-gram TF-IDF (en 2-5, zh 1-4, char_wb, sublinear) + LogisticRegression(C=4)",
         **compare(model_report, baseline),
         "actions": actions_report(models, val),

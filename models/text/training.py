@@ -1,6 +1,8 @@
 """Training of CommentNet: convex linear heads first, then the multi-task deep view, then the per-head blend.
 
 The deep view trains on every dataset at once; its epoch and the blend are chosen on the validation split.
+The shipped recipe trains three deep views (members) from consecutive seeds over the one linear view and
+serves the mean of their scores: the linear fits do not depend on the seed, the deep view does.
 
 Each example comes from one dataset and so carries only that dataset's labels; losses of absent labels
 are masked out. Binary sentiment sets are trained as 3-class data that never contains "neutral" (their
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, save_checkpoint
+from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels
 from models.text.config import CATEGORIES
 from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
 from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
@@ -32,7 +34,7 @@ from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads, joined, smoothed_idf
 from models.text.metrics import binary_report, label_report, primary_metric, sentiment_report
-from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout
+from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout, member_state, share_views
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 # Datasets smaller than this are repeated (up to MAX_REPEAT times) within an epoch so they are not drowned.
@@ -72,6 +74,10 @@ class TrainOptions:
     # With refit_on_validation: train the deep view again from its initial weights, for the chosen number of
     # epochs, on the training and validation rows together (the blends and routing chosen for it are kept).
     refit_deep_on_validation: bool = False
+    # Deep views trained over the one featurization and linear view, from seeds seed, seed + 1, ...; served
+    # as the mean of their scores (network.ensemble_outputs). The linear fits do not depend on the seed, the
+    # deep view does: one seed moved out-of-distribution lines by up to 0.013 (issue #17).
+    members: int = 3
 
 
 @dataclass
@@ -94,6 +100,9 @@ class TrainResult:
     # Rows per dataset the experts' linear heads were refit on after the choices (empty: not refit); `report`
     # is the validation split's before that refit.
     n_refit: dict[str, int] = field(default_factory=dict)
+    # With several members: each one's seed, chosen epoch and validation headline there (its deep view alone,
+    # as `history` has it for the first); `report` is the ensemble's.
+    members: list[dict[str, float]] = field(default_factory=list)
 
 
 class _Targets:
@@ -457,13 +466,35 @@ def headline(report: dict[str, dict[str, dict[str, float]]]) -> float:
     return float(np.nanmean(vals))
 
 
-def model_version_of(net: CommentNet) -> str:
-    """Content hash of the fp16 weights, so two different trainings never share a version."""
+def model_version_of(net: CommentNet, members: Collection[CommentNet] = ()) -> str:
+    """Content hash of the fp16 weights (the further members' own too), so two different trainings never share
+    a version."""
     h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().half().numpy().tobytes() if v.is_floating_point() else v.cpu().numpy().tobytes())
+    for state in (net.state_dict(), *(member_state(m) for m in members)):
+        for k, v in sorted(state.items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().half().numpy().tobytes() if v.is_floating_point() else v.cpu().numpy().tobytes())
     return f"hashngram-mt-{h.hexdigest()[:10]}"
+
+
+def _train_deep_view(
+    net: CommentNet, store: _FeatureStore, targets: _Targets, train_ex: list[Example], val_ex: list[Example],
+    opts: TrainOptions, rng: np.random.Generator, evaluator: CommentModels,
+) -> tuple[list[dict[str, float]], int]:
+    """Train `net`'s deep view, keep its epoch with the best validation headline, choose its blend and routing
+    (in place); returns the per-epoch history and the epoch kept."""
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch, loss in _deep_epochs(net, store, targets, train_ex, opts, rng, opts.epochs):
+        score = headline(validation_report(evaluator, val_ex))  # blend is 0 here: the deep view alone
+        history.append({"epoch": epoch, "train_loss": loss, "val_headline": score})
+        tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, validation headline {score:.4f}", file=sys.stderr)
+        if best is None or score > best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    assert best is not None
+    net.load_state_dict(best[2])
+    choose_blend(net, val_ex, evaluator, _counts(train_ex))
+    return history, best[1]
 
 
 def train(
@@ -475,6 +506,8 @@ def train(
     the same with and without them and the two trainings are judged on the same rows."""
     if opts.refit_deep_on_validation and not opts.refit_on_validation:
         raise ValueError("refit_deep_on_validation needs refit_on_validation (the deep view is refit after the experts)")
+    if opts.members < 1 or (opts.members > 1 and opts.refit_deep_on_validation):
+        raise ValueError("members must be >= 1, and refit_deep_on_validation trains one deep view only")
     t0 = time.perf_counter()
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
@@ -535,19 +568,25 @@ def train(
         net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path
     )
     start = DeepStart.of(net)
-
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for epoch, loss in _deep_epochs(net, store, targets, train_ex, opts, rng, opts.epochs):
-        score = headline(validation_report(evaluator, val_ex))  # blend is 0 here: the deep view alone
-        history.append({"epoch": epoch, "train_loss": loss, "val_headline": score})
-        tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, validation headline {score:.4f}", file=sys.stderr)
-        if best is None or score > best[0]:
-            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
-    assert best is not None
-    net.load_state_dict(best[2])
-    choose_blend(net, val_ex, evaluator, _counts(train_ex))
-    _round_to_fp16(net)  # so the reported metrics are those of the weights that ship
+    history, best_epoch = _train_deep_view(net, store, targets, train_ex, val_ex, opts, rng, evaluator)
+    runs = [(opts.seed, history, best_epoch)]
+    members: list[CommentNet] = []
+    for seed in range(opts.seed + 1, opts.seed + opts.members):
+        torch.manual_seed(seed)  # the deep view's initial weights as a training with this seed draws them
+        member = share_views(CommentNet(opts.net), net)
+        tqdm.write(f"member {len(members) + 2} of {opts.members}: seed {seed}", file=sys.stderr)
+        runs.append((seed, *_train_deep_view(
+            member, store, targets, train_ex, val_ex, opts, np.random.default_rng(seed),
+            CommentModels(member, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path),
+        )))  # fmt: skip
+        members.append(member)
+    for m in (net, *members):
+        _round_to_fp16(m)  # so the reported metrics are those of the weights that ship
+    if members:
+        evaluator = CommentModels(
+            net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path,
+            members=members,
+        )  # fmt: skip
     report = validation_report(evaluator, val_ex)
     n_refit: dict[str, int] = {}
     if opts.refit_on_validation and val_ex:
@@ -557,15 +596,23 @@ def train(
             both_store.standardize(net.static_mean.numpy(), net.static_std.numpy(), opts.net.static_scale)
         refit_experts(net, expert_tasks(both, net.layout), both_store.store(), linear_c, opts.plain_linear)
         if opts.refit_deep_on_validation:
-            refit_deep(net, start, both_store, _Targets(both, net.layout), both, opts, best[1])
-        _round_to_fp16(net)
+            refit_deep(net, start, both_store, _Targets(both, net.layout), both, opts, best_epoch)
+        for m in (net, *members):  # the members share the refit linear view (share_views)
+            _round_to_fp16(m)
         n_refit = _counts(both)
-    net.eval()
-    models = CommentModels(net, model_version_of(net), max_text_chars=max_text_chars, static_tokenizer=tokenizer_path)
+    models = CommentModels(
+        net, model_version_of(net, members), max_text_chars=max_text_chars, static_tokenizer=tokenizer_path,
+        members=members,
+    )  # fmt: skip
     used = [e for e in train_ex if e.tags.get("origin") == DECISION_SOURCE]
+    described = [
+        {"seed": seed, "best_epoch": epoch, "val_headline": hist[epoch - 1]["val_headline"]}
+        for seed, hist, epoch in runs
+    ]
     return TrainResult(
-        models, report, history, best[1], _counts(train_ex), _counts(val_ex), time.perf_counter() - t0, linear_c,
+        models, report, history, best_epoch, _counts(train_ex), _counts(val_ex), time.perf_counter() - t0, linear_c,
         source, _counts(used), None if decisions is None else decisions.skipped, n_refit,
+        described if members else [],
     )
 
 
@@ -620,7 +667,7 @@ def save(result: TrainResult, out_dir: Path) -> Path:
     """Write the fp16 checkpoint; the model card is written by models.text.model_card."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "comment_net.pt"
-    save_checkpoint(result.models.net, path, result.models.model_version)
+    result.models.save(path)
     src = result.models.static_tokenizer_path
     if src is not None and src.resolve() != (out_dir / TOKENIZER_FILE).resolve():
         shutil.copyfile(src, out_dir / TOKENIZER_FILE)
