@@ -119,7 +119,7 @@ def register(*, app: typer.Typer, train: typer.Typer, eval_: typer.Typer, bench:
     def train_comment_model(
         data: Path = data_opt, out: Path = out_opt, epochs: int = epochs_opt, threads: int = threads_opt,
         seed: int = seed_opt, limit_per_dataset: int | None = limit_opt, baseline: bool = baseline_opt,
-        decisions: list[Path] | None = decisions_opt, members: int = members_opt,
+        decisions: list[Path] | None = decisions_opt, members: int | None = members_opt,
     ) -> None:
         """Train the comment model: moderation and sentiment share one network, so either command trains both."""
         _train(data, out, epochs, threads, seed, limit_per_dataset, baseline, decisions, members)

@@ -188,7 +188,7 @@ def test_training_can_train_the_deep_view_again_on_train_and_validation_and_says
     and validation report, only the deep view's weights differ from the linear-only refit, and the checkpoint,
     the model card and `eval models` say the validation rows were in its fit."""
     from models.text import model_card
-    from models.text.training import DEEP_MODULES
+    from models.text.network import DEEP_MODULES
 
     linear_only = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, members=1))
     deep = train(DATA, TrainOptions(epochs=1, limit_per_dataset=300, threads=1, members=1, refit_deep_on_validation=True))

@@ -76,7 +76,7 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
     for dev in devices:
         m = models.variant(torch.device(dev), batch_size=256)
         rates[dev] = {f"batch_{b}": round(rate(m, texts, langs, b, min_seconds), 1) for b in (1, 32, 256)}
-        for net in (*m.members, *models.members):
+        for net in models.members:  # the variant moved these same nets
             net.to("cpu")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,6 +38,10 @@ def _fp16(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state.items()}
 
 
+def _fp32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_checkpoint(net: CommentNet, path: Path, model_version: str, members: Sequence[CommentNet] = ()) -> None:
     """fp16 weights plus the config needed to rebuild; loadable with weights_only=True. `members`: the
     ensemble's other deep views over `net`'s linear view, each stored as what it owns (network.member_state).
@@ -142,14 +146,14 @@ class CommentModels:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = NetConfig.from_dict(ckpt["config"])
         net = CommentNet(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()}
+        state = _fp32(ckpt["state"])
         state.setdefault("route_mix", net.route_mix)  # checkpoints from before routers mixed in the domain head
         state.setdefault("route_bias", net.route_bias)  # ... and before routers had a source prior
         net.load_state_dict(state)
         members = []
         for own in ckpt.get("members", []):
             member = share_views(CommentNet(config), net)
-            member.load_state_dict({**state, **{k: v.float() if v.is_floating_point() else v for k, v in own.items()}})
+            member.load_state_dict({**state, **_fp32(own)})
             members.append(member)
         models = cls(
             net,

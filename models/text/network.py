@@ -334,9 +334,10 @@ class CommentNet(nn.Module):
         return torch.where(is_zh.unsqueeze(1), per_lang[1], per_lang[0])
 
 
+DEEP_MODULES = ("embedding", "encoder", "heads")  # what training's epochs train; the linear view is fitted apart
 # What one member of an ensemble owns (state-dict keys by their first component): its deep view and the blend
 # and routing chosen for it. The featurization, the linear view and the priors are the same for every member.
-MEMBER_MODULES = ("embedding", "encoder", "heads", "blend", "route_mix", "route_bias")
+MEMBER_MODULES = (*DEEP_MODULES, "blend", "route_mix", "route_bias")
 _SHARED_BUFFERS = ("idf", "vocab", "static_mean", "static_std", "static_linear", "linear_bias", "prior_logit")
 
 
@@ -379,6 +380,4 @@ def ensemble_outputs(
     for m in members[1:]:
         c, s = m.combine(m.blended(m._deep(indices, offsets, w, z), lin), is_zh)
         cats, sent = cats + c, sent + s
-    if len(members) == 1:
-        return cats, sent
-    return cats / len(members), sent / len(members)
+    return cats / len(members), sent / len(members)  # x / 1 is x exactly

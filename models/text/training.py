@@ -34,7 +34,15 @@ from models.text.decisions import DecisionRows
 from models.text.features import Featurizer, build_vocabulary
 from models.text.linear import LinearTask, Store, fit_linear_heads, joined, smoothed_idf
 from models.text.metrics import binary_report, label_report, primary_metric, sentiment_report
-from models.text.network import TOXIC_SOURCES, CommentNet, NetConfig, TaskLayout, member_state, share_views
+from models.text.network import (
+    DEEP_MODULES,
+    TOXIC_SOURCES,
+    CommentNet,
+    NetConfig,
+    TaskLayout,
+    member_state,
+    share_views,
+)
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 # Datasets smaller than this are repeated (up to MAX_REPEAT times) within an epoch so they are not drowned.
@@ -348,9 +356,6 @@ def _epoch_order(examples: list[Example], rng: np.random.Generator) -> np.ndarra
     return rng.permutation(np.array(ids, dtype=np.int64))
 
 
-DEEP_MODULES = ("embedding", "encoder", "heads")  # what the epochs train; the linear view is fitted apart
-
-
 @dataclass(frozen=True)
 class DeepStart:
     """The deep view's weights and torch's random state before the first epoch: training it again from here
@@ -564,11 +569,13 @@ def train(
         for j in range(len(net.layout.binary))
     ]
     net.prior_logit.copy_(torch.tensor([np.log(r / (1 - r)) for r in np.clip(rates, 1e-3, 1 - 1e-3)]))
-    evaluator = CommentModels(
-        net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path
-    )
+
+    def evaluator(first: CommentNet, *others: CommentNet) -> CommentModels:
+        return CommentModels(first, "training", max_text_chars=max_text_chars, batch_size=1024,
+                             static_tokenizer=tokenizer_path, members=others)  # fmt: skip
+
     start = DeepStart.of(net)
-    history, best_epoch = _train_deep_view(net, store, targets, train_ex, val_ex, opts, rng, evaluator)
+    history, best_epoch = _train_deep_view(net, store, targets, train_ex, val_ex, opts, rng, evaluator(net))
     runs = [(opts.seed, history, best_epoch)]
     members: list[CommentNet] = []
     for seed in range(opts.seed + 1, opts.seed + opts.members):
@@ -576,18 +583,12 @@ def train(
         member = share_views(CommentNet(opts.net), net)
         tqdm.write(f"member {len(members) + 2} of {opts.members}: seed {seed}", file=sys.stderr)
         runs.append((seed, *_train_deep_view(
-            member, store, targets, train_ex, val_ex, opts, np.random.default_rng(seed),
-            CommentModels(member, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path),
+            member, store, targets, train_ex, val_ex, opts, np.random.default_rng(seed), evaluator(member),
         )))  # fmt: skip
         members.append(member)
     for m in (net, *members):
         _round_to_fp16(m)  # so the reported metrics are those of the weights that ship
-    if members:
-        evaluator = CommentModels(
-            net, "training", max_text_chars=max_text_chars, batch_size=1024, static_tokenizer=tokenizer_path,
-            members=members,
-        )  # fmt: skip
-    report = validation_report(evaluator, val_ex)
+    report = validation_report(evaluator(net, *members), val_ex)
     n_refit: dict[str, int] = {}
     if opts.refit_on_validation and val_ex:
         both = train_ex + val_ex
