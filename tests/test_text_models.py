@@ -392,6 +392,41 @@ def test_featurizer_sublinear_tf_dedupes_per_text() -> None:
         assert sub.tf[bounds[t] : bounds[t + 1]][order] == pytest.approx(1 + np.log(counts))
 
 
+def test_the_vocabulary_lookup_finds_exact_ranks_in_crowded_probe_runs() -> None:
+    """Featurizer looks n-gram hashes up in a linear-probing table (one gather for most): a hash must get its
+    exact vocabulary rank wherever its entry was displaced to, and a hash that is not in the vocabulary -1,
+    including neighbours of kept hashes (same table slot) and the largest uint64 (the empty slots' key)."""
+    from models.text.features import FeatureConfig, Featurizer
+
+    rng = np.random.default_rng(0)
+    base = np.unique(rng.integers(0, 2**62, 900, dtype=np.uint64) * np.uint64(4))
+    crowd = (base[:100, None] + np.arange(1, 3, dtype=np.uint64)).ravel()  # same top bits: one probe run each
+    top = np.iinfo(np.uint64).max
+    for with_top in (False, True):
+        vocab = np.unique(np.concatenate([base, crowd] + ([np.array([top], dtype=np.uint64)] if with_top else [])))
+        feat = Featurizer(FeatureConfig(buckets=len(vocab), vocabulary=True), vocab)
+        absent = np.concatenate([base[:100] + np.uint64(3), base[100:] + np.uint64(1), np.array([0], dtype=np.uint64)])
+        queries = np.concatenate([vocab, absent, np.array([top], dtype=np.uint64)])
+        rank = np.searchsorted(vocab, queries).clip(max=len(vocab) - 1)
+        expected = np.where(vocab[rank] == queries, rank, -1)
+        assert np.array_equal(feat._lookup(queries), expected)
+        assert (expected[len(vocab) : -1] == -1).all() and (expected[-1] >= 0) == with_top
+
+
+def test_a_batch_too_wide_for_32_bit_keys_featurizes_as_its_texts_alone() -> None:
+    """(text, id) pairs are deduplicated on 32-bit keys when the batch's texts x buckets fit, 64-bit ones
+    otherwise: both give each text what it gets alone."""
+    from models.text.features import FeatureConfig, Featurizer
+
+    feat = Featurizer(FeatureConfig(buckets=1 << 30))
+    texts, langs = ["you are an idiot", "", "垃圾视频，滚", "great great video", "好看"], ["en", "en", "zh", "en", "zh"]
+    whole = feat(texts, langs)  # 5 x 2**30 keys: 64-bit
+    alone = [feat([t], [lang]) for t, lang in zip(texts, langs)]  # 2**30 keys: 32-bit
+    assert np.array_equal(whole.indices, np.concatenate([a.indices for a in alone]))
+    assert np.array_equal(whole.tf, np.concatenate([a.tf for a in alone]))
+    assert whole.offsets.tolist() == np.cumsum([0] + [len(a.indices) for a in alone[:-1]]).tolist()
+
+
 def test_vocabulary_keeps_frequent_ngrams_per_dataset_exactly() -> None:
     import dataclasses
 
