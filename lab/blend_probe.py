@@ -45,14 +45,23 @@ def main() -> None:
                 for m, blend in zip(models.members, chosen):
                     m.blend.copy_(blend if s == "chosen" else torch.full_like(blend, s))
             per_setting[str(s)] = report(score_parts(models, parts))
-        for sel, labels in per_setting["chosen"].items():
-            for label in labels:
-                key = primary_metric(label)
-                lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][key],
-                              **{s: per_setting[s][sel][label][key] for s in per_setting}})  # fmt: skip
+        lines += metric_lines(n, floors, per_setting, "chosen")
 
     held = leave_one_fold_out(lines, [str(s) for s in SETTINGS], "chosen", len(FOLDS))
     print(json.dumps({"lines": lines, "leave_one_fold_out": held}))
+
+
+def metric_lines(n: int, floors: dict, per_setting: dict[str, dict], reference: str) -> list[dict]:
+    """One line per left-out part and label of fold `n` (the labels `reference`'s report has): its floor and its
+    primary metric under each setting (per_setting: setting -> models.text.ood.report). `floors[sel][label]`:
+    the baseline's metrics, or an `eval models --ood` line holding them under "baseline"."""
+    lines = []
+    for sel, labels in per_setting[reference].items():
+        for label in labels:
+            key, floor = primary_metric(label), floors[sel][label]
+            lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floor.get("baseline", floor)[key],
+                          **{s: r[sel][label][key] for s, r in per_setting.items()}})  # fmt: skip
+    return lines
 
 
 def leave_one_fold_out(lines: Sequence[dict], settings: Sequence[str], reference: str, folds: int) -> list[dict]:

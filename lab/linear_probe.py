@@ -31,12 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.blend_probe import leave_one_fold_out
+from lab.blend_probe import leave_one_fold_out, metric_lines
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import DATASETS, Example, default_data_dir, load_splits, selected
 from models.text.linear import C_GRID, NB_C_GRID, LinearTask, fit_linear_heads, joined
-from models.text.metrics import primary_metric
 from models.text.network import TaskLayout
 from models.text.ood import FOLDS, left_out, report, score_parts
 from models.text.training import (
@@ -158,13 +157,7 @@ def fold_lines(folds_dir: Path, data: Path, floors: dict, n: int, policies: list
             rows = rows or fold_rows(models, data, fold)
             refit(models, rows, *POLICIES[name])
         per_policy[name] = report(score_parts(models, parts))
-    lines = []
-    for sel, labels in per_policy["trained"].items():
-        for label in labels:
-            key = primary_metric(label)
-            lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][key],
-                          **{p: per_policy[p][sel][label][key] for p in per_policy}})  # fmt: skip
-    return lines
+    return metric_lines(n, floors, per_policy, "trained")
 
 
 def per_category(lines: list[dict], policies: list[str]) -> dict:

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.blend_probe import leave_one_fold_out
+from lab.blend_probe import leave_one_fold_out, metric_lines
 from lab.linear_probe import per_category
 from models.text.comments import WEIGHTS_FILE, CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import default_data_dir
-from models.text.metrics import primary_metric
 from models.text.ood import FOLDS, left_out, report, score_parts, train_fold
 from models.text.training import TrainOptions
 
@@ -68,9 +67,7 @@ def fold_lines(folds_dir: Path, reference_dir: Path, data: Path, floors: dict, n
         per_recipe["ensemble"] = report({sel: {**scored["trained"][sel], **{
             key: np.mean([s[sel][key] for s in scored.values()], axis=0) for key in ("scores", "sentiment")}}
             for sel in parts})  # fmt: skip
-    return [{"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label]["baseline"][primary_metric(label)],
-             **{name: r[sel][label][primary_metric(label)] for name, r in per_recipe.items()}}
-            for sel, labels in per_recipe["trained"].items() for label in labels]  # fmt: skip
+    return metric_lines(n, floors, per_recipe, "trained")
 
 
 def main() -> None:

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from lab.blend_probe import leave_one_fold_out
+from lab.blend_probe import leave_one_fold_out, metric_lines
 from models.text.comments import CommentModels
 from models.text.config import ModerationSettings
 from models.text.data import default_data_dir
-from models.text.metrics import primary_metric
 from models.text.ood import FOLDS, baseline_report, left_out, report, score_parts
 
 TEMPERATURES = ("0.5", "1", "2", "4", "inf")
@@ -36,11 +35,16 @@ def flatten_routing(net: torch.nn.Module, temperature: str) -> None:
     power = 0.0 if temperature == "inf" else 1 / float(temperature)
 
     def weights(
-        self: torch.nn.Module, cat: str, logits: torch.Tensor, p_dom: torch.Tensor, is_zh: torch.Tensor
+        self: torch.nn.Module,
+        cat: str,
+        logits: torch.Tensor,
+        p_dom: torch.Tensor,
+        is_zh: torch.Tensor,
+        routing: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        w = trained(self, cat, logits, p_dom, is_zh)
+        w = trained(self, cat, logits, p_dom, is_zh, routing)
         w = torch.where(w > 0, w.clamp_min(1e-30) ** power, torch.zeros_like(w))  # experts of other languages stay 0
-        return w / w.sum(1, keepdim=True)
+        return w / w.sum(-1, keepdim=True)
 
     net._expert_weights = types.MethodType(weights, net)
 
@@ -59,11 +63,7 @@ def main() -> None:
             for member in models.members:  # from the class's weights each time: the settings do not compound
                 flatten_routing(member, t)
             per_t[t] = report(score_parts(models, parts))
-        for sel, labels in per_t["1"].items():
-            for label in labels:
-                key = primary_metric(label)
-                lines.append({"fold": n, "line": f"{sel}/{label}", "floor": floors[sel][label][key],
-                              **{t: per_t[t][sel][label][key] for t in TEMPERATURES}})  # fmt: skip
+        lines += metric_lines(n, floors, per_t, "1")
     held = leave_one_fold_out(lines, list(TEMPERATURES), "1", len(FOLDS))
     print(json.dumps({"lines": lines, "leave_one_fold_out": held}))
 

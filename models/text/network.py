@@ -221,11 +221,14 @@ class CommentNet(nn.Module):
         """Blended logits of every head, [batch, n_outputs]."""
         return self.blended(*self.views(indices, offsets, tf, pieces))
 
-    def blended(self, deep: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
-        """[heads blended per head | domain head (deep) | routers (linear)]: the input of `combine`."""
-        n = len(self.blend)
-        mixed = self.blend * lin[:, :n] + (1 - self.blend) * deep[:, :n]
-        return torch.cat([mixed, deep[:, n:], lin[:, n:]], dim=1)
+    def blended(self, deep: torch.Tensor, lin: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
+        """[heads blended per head | domain head (deep) | routers (linear)]: the input of `combine`.
+        `deep` may stack several members' deep logits [K, batch, n_outputs] over one `lin`, with their blends
+        stacked as [K, 1, n] (ensemble_outputs); by default this net's own blend."""
+        blend = self.blend if blend is None else blend
+        n = self.blend.shape[-1]
+        mixed = blend * lin[..., :n] + (1 - blend) * deep[..., :n]
+        return torch.cat([mixed, deep[..., n:], lin[..., n:].expand(*deep.shape[:-1], -1)], dim=-1)
 
     def views(
         self,
@@ -290,48 +293,67 @@ class CommentNet(nn.Module):
         norm = torch.zeros(len(offsets), device=w.device, dtype=w.dtype).index_add_(0, rows, w * w).sqrt()
         return w / norm.clamp(min=1e-6)[rows]
 
-    def combine(self, logits: torch.Tensor, is_zh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Category scores [batch, len(CATEGORIES)] and sentiment probabilities [batch, 3]."""
+    def combine(
+        self,
+        logits: torch.Tensor,
+        is_zh: torch.Tensor,
+        route_mix: torch.Tensor | None = None,
+        route_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Category scores [batch, len(CATEGORIES)] and sentiment probabilities [batch, 3].
+        `logits` may stack several members' blended logits [K, batch, n]: the outputs are then [K, batch, ...],
+        and the members' routing settings come stacked as [K, 1, n] (ensemble_outputs). One call for K members
+        costs what one did, where K calls cost K times as many small tensor operations."""
         lay = self.layout
         logits = logits.float()
-        p_dom = torch.softmax(logits[:, lay.domain_start : lay.n_outputs], dim=1)
+        routing = (
+            self.route_mix if route_mix is None else route_mix,
+            self.route_bias if route_bias is None else route_bias,
+        )
+        p_dom = torch.softmax(logits[..., lay.domain_start : lay.n_outputs], dim=-1)
         cat_scores = []
         for cat in CATEGORIES:
             if cat == "toxic":
-                cat_scores.append(torch.sigmoid(logits[:, lay.toxic_col]))
+                cat_scores.append(torch.sigmoid(logits[..., lay.toxic_col]))
                 continue
             cols, _ = self._mixtures[cat]
-            weights = self._expert_weights(cat, logits, p_dom, is_zh)
+            weights = self._expert_weights(cat, logits, p_dom, is_zh, routing)
             prior = self.prior_logit[cols]
             masks = getattr(self, f"mask_{cat}")
             base = (masks * prior).sum(1) / masks.sum(1)  # mean base-rate log-odds per language [en, zh]
-            cat_scores.append(torch.sigmoid(((logits[:, cols] - prior) * weights).sum(1) + base[is_zh.long()]))
-        weights = self._expert_weights("sentiment", logits, p_dom, is_zh)
-        sent = logits[:, lay.sentiment_start : lay.domain_start].view(len(logits), -1, 3)
-        probs = (torch.softmax(sent, dim=2) * weights.unsqueeze(2)).sum(1)
-        return torch.stack(cat_scores, 1).clamp(0.0, 1.0), probs / probs.sum(1, keepdim=True)
+            cat_scores.append(torch.sigmoid(((logits[..., cols] - prior) * weights).sum(-1) + base[is_zh.long()]))
+        weights = self._expert_weights("sentiment", logits, p_dom, is_zh, routing)
+        sent = logits[..., lay.sentiment_start : lay.domain_start].unflatten(-1, (-1, 3))
+        probs = (torch.softmax(sent, dim=-1) * weights.unsqueeze(-1)).sum(-2)
+        return torch.stack(cat_scores, -1).clamp(0.0, 1.0), probs / probs.sum(-1, keepdim=True)
 
     def _expert_weights(
-        self, cat: str, logits: torch.Tensor, p_dom: torch.Tensor, is_zh: torch.Tensor
+        self,
+        cat: str,
+        logits: torch.Tensor,
+        p_dom: torch.Tensor,
+        is_zh: torch.Tensor,
+        routing: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """Per text, how much each expert of `cat` counts: the router of the text's language where one
-        exists, else the domain posterior over the experts of that language (or all, if it has none)."""
+        exists, else the domain posterior over the experts of that language (or all, if it has none).
+        `routing`: (route_mix, route_bias), this net's or members' stacked (see `combine`)."""
         _, doms = self._mixtures[cat]
         per_lang = []
         for li, lang in enumerate(("en", "zh")):
             route = self._routes.get((cat, lang))
             if route is not None:
-                w = torch.zeros(len(logits), len(doms), device=logits.device)
-                mix = self.route_mix[route[3]]
-                bias = self.route_bias[route[4]]
-                route_logits = (1 - mix) * logits[:, route[0]] + mix * logits[:, route[2]] + bias
-                w[:, route[1]] = torch.softmax(route_logits, dim=1)
+                w = torch.zeros(*logits.shape[:-1], len(doms), device=logits.device)
+                mix = routing[0][..., route[3] : route[3] + 1]
+                bias = routing[1][..., route[4]]
+                route_logits = (1 - mix) * logits[..., route[0]] + mix * logits[..., route[2]] + bias
+                w[..., route[1]] = torch.softmax(route_logits, dim=-1)
             else:
                 mask = getattr(self, f"mask_{cat}")[li]
-                w = p_dom[:, doms] * mask + 1e-12 * mask
-                w = w / w.sum(1, keepdim=True)
+                w = p_dom[..., doms] * mask + 1e-12 * mask
+                w = w / w.sum(-1, keepdim=True)
             per_lang.append(w)
-        return torch.where(is_zh.unsqueeze(1), per_lang[1], per_lang[0])
+        return torch.where(is_zh.unsqueeze(-1), per_lang[1], per_lang[0])
 
 
 DEEP_MODULES = ("embedding", "encoder", "heads")  # what training's epochs train; the linear view is fitted apart
@@ -376,8 +398,11 @@ def ensemble_outputs(
     w = first.tfidf_weights(indices, offsets, tf)
     z = first.static_features(pieces, len(offsets))
     lin = first._linear(indices, offsets, w, z)
-    cats, sent = first.combine(first.blended(first._deep(indices, offsets, w, z), lin), is_zh)
-    for m in members[1:]:
-        c, s = m.combine(m.blended(m._deep(indices, offsets, w, z), lin), is_zh)
-        cats, sent = cats + c, sent + s
-    return cats / len(members), sent / len(members)  # x / 1 is x exactly
+    deep = torch.stack([m._deep(indices, offsets, w, z) for m in members])
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([getattr(m, name) for m in members]).unsqueeze(1)  # [K, 1, n]: over the batch
+
+    logits = first.blended(deep, lin, stacked("blend"))
+    cats, sent = first.combine(logits, is_zh, stacked("route_mix"), stacked("route_bias"))
+    return cats.sum(0) / len(members), sent.sum(0) / len(members)  # x / 1 is x exactly
