@@ -296,6 +296,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_its_checkpoint_keeps_the
     save_checkpoint(base, tmp_path / WEIGHTS_FILE, model_version_of(base, others), others)
     loaded = CommentModels.load(ModerationSettings(model_dir=str(tmp_path), device="cpu"))
     assert len(loaded.members) == 3 and all(m.linear is loaded.net.linear for m in loaded.members)
+    assert all(set(m.state_dict()) == set(loaded.net.state_dict()) for m in loaded.members)  # buffers registered
     again = loaded.predict(texts)
     assert np.array_equal(again[0], scores) and np.array_equal(again[1], sentiment)
     assert len({model_version_of(base), model_version_of(base, others[:1]), model_version_of(base, others)}) == 3

@@ -18,7 +18,7 @@ from models.text.base import SENTIMENT_KEYS, CommentScore, decide, resolve_langs
 from models.text.calibration import Calibration
 from models.text.config import CATEGORIES, ModerationSettings, Thresholds
 from models.text.features import Featurizer
-from models.text.network import CommentNet, NetConfig, ensemble_outputs, member_state, share_views
+from models.text.network import CommentNet, NetConfig, ensemble_outputs, member_state
 from models.text.static_embeddings import TOKENIZER_FILE, StaticTokenizer
 
 WEIGHTS_FILE = "comment_net.pt"
@@ -152,7 +152,7 @@ class CommentModels:
         net.load_state_dict(state)
         members = []
         for own in ckpt.get("members", []):
-            member = share_views(CommentNet(config), net)
+            member = CommentNet(config, views_of=net)
             member.load_state_dict({**state, **_fp32(own)})
             members.append(member)
         models = cls(

@@ -137,7 +137,11 @@ class CommentNet(nn.Module):
     linear view also holds the routers (see the module docstring).
     """
 
-    def __init__(self, config: NetConfig, layout: TaskLayout = TaskLayout()) -> None:
+    def __init__(self, config: NetConfig, layout: TaskLayout = TaskLayout(), *, views_of: CommentNet | None = None) -> None:
+        """`views_of`: build a member over that net's featurization and linear view (share_views) without
+        allocating the linear and static tables it would discard (~55 ms a member). For loading only: the
+        skipped tables' random draws are missing, so the deep view's initial weights are not the ones a
+        training draws for its seed (training builds members whole)."""
         super().__init__()
         self.config = config
         self.layout = layout
@@ -146,9 +150,10 @@ class CommentNet(nn.Module):
             self.register_buffer("vocab", torch.zeros(config.features.buckets, dtype=torch.int64))
         self.embedding = nn.EmbeddingBag(config.deep_buckets, config.dim, mode="sum", sparse=True)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        if config.static_dims:
+        if config.static_dims and views_of is None:
             self.static = nn.EmbeddingBag(config.static_vocab, config.static_dims, mode="mean")
             self.static.weight.requires_grad_(False)
+        if config.static_dims:
             self.register_buffer("static_mean", torch.zeros(config.static_dims))
             self.register_buffer("static_std", torch.ones(config.static_dims))
             self.register_buffer("static_linear", torch.zeros(config.static_dims, layout.n_linear))
@@ -159,9 +164,10 @@ class CommentNet(nn.Module):
             nn.Dropout(config.dropout),
         )
         self.heads = nn.Linear(config.hidden, layout.n_outputs)
-        self.linear = nn.EmbeddingBag(config.features.buckets, layout.n_linear, mode="sum")
-        nn.init.zeros_(self.linear.weight)
-        self.linear.weight.requires_grad_(False)
+        if views_of is None:
+            self.linear = nn.EmbeddingBag(config.features.buckets, layout.n_linear, mode="sum")
+            nn.init.zeros_(self.linear.weight)
+            self.linear.weight.requires_grad_(False)
         self.register_buffer("linear_bias", torch.zeros(layout.n_linear))
         self.register_buffer("blend", torch.zeros(layout.domain_start))
         # Training-set log-odds of each binary expert's label: experts are mixed as likelihood ratios.
@@ -172,6 +178,8 @@ class CommentNet(nn.Module):
         # Per router output: a bias added to its routing logits (a prior over the sources; 0 = as trained).
         self.register_buffer("route_bias", torch.zeros(layout.n_linear - layout.domain_start))
         self._build_mixtures()
+        if views_of is not None:
+            share_views(self, views_of)
 
     def _build_mixtures(self) -> None:
         """Per category: expert output columns, their domain columns, a [lang, expert] mask, and per
