@@ -420,7 +420,8 @@ def test_a_batch_too_wide_for_32_bit_keys_featurizes_as_its_texts_alone() -> Non
     from models.text.features import FeatureConfig, Featurizer
 
     feat = Featurizer(FeatureConfig(buckets=1 << 30))
-    texts, langs = ["you are an idiot", "", "垃圾视频，滚", "great great video", "好看"], ["en", "en", "zh", "en", "zh"]
+    texts = ["you are an idiot", "", "垃圾视频，滚", "great great video", "好看"]
+    langs = ["en", "en", "zh", "en", "zh"]
     whole = feat(texts, langs)  # 5 x 2**30 keys: 64-bit
     alone = [feat([t], [lang]) for t, lang in zip(texts, langs)]  # 2**30 keys: 32-bit
     assert np.array_equal(whole.indices, np.concatenate([a.indices for a in alone]))

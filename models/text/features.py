@@ -80,7 +80,7 @@ class Featurizer:
         self.vocab = None if not config.vocabulary else np.ascontiguousarray(vocab, dtype=np.uint64)
         if self.vocab is not None:
             # A linear-probing table over the sorted vocabulary, addressed by the hashes' top `bits` bits
-            # (hashes are uniformly mixed; load 1/4 to 1/2): most n-grams are found or ruled out by one
+            # (hashes are uniformly mixed; a load of 1/8 to 1/4): most n-grams are found or ruled out by one
             # gather, where a binary search would take 18. Entries go in in sorted order, so the keys along
             # any probe run increase and a probe stops at the first key above the hash.
             bits = int(np.ceil(np.log2(max(len(self.vocab), 2)))) + 2

@@ -137,7 +137,9 @@ class CommentNet(nn.Module):
     linear view also holds the routers (see the module docstring).
     """
 
-    def __init__(self, config: NetConfig, layout: TaskLayout = TaskLayout(), *, views_of: CommentNet | None = None) -> None:
+    def __init__(
+        self, config: NetConfig, layout: TaskLayout = TaskLayout(), *, views_of: CommentNet | None = None
+    ) -> None:
         """`views_of`: build a member over that net's featurization and linear view (share_views) without
         allocating the linear and static tables it would discard (~55 ms a member). For loading only: the
         skipped tables' random draws are missing, so the deep view's initial weights are not the ones a
@@ -311,7 +313,7 @@ class CommentNet(nn.Module):
         """Category scores [batch, len(CATEGORIES)] and sentiment probabilities [batch, 3].
         `logits` may stack several members' blended logits [K, batch, n]: the outputs are then [K, batch, ...],
         and the members' routing settings come stacked as [K, 1, n] (ensemble_outputs). One call for K members
-        costs what one did, where K calls cost K times as many small tensor operations."""
+        costs about what one call for one did (~150 small tensor operations either way), K calls K times that."""
         lay = self.layout
         logits = logits.float()
         routing = (
