@@ -393,6 +393,22 @@ def test_featurizer_sublinear_tf_dedupes_per_text() -> None:
         assert sub.tf[bounds[t] : bounds[t + 1]][order] == pytest.approx(1 + np.log(counts))
 
 
+@pytest.mark.slow
+def test_bench_models_measures_the_batch_size_the_worker_scores_at() -> None:
+    """`reelstream bench models` reports comments/s at the configured batch size (what the worker's
+    micro-batches are capped at) beside 1, 32 and 256 (what `reelstream score` uses), and says which it is."""
+    from models.text.bench import bench
+
+    if not DATA.exists():
+        pytest.skip(f"training data not present at {DATA}")
+    models = load_comment_models(ModerationSettings(device="cpu", batch_size=48))
+    out = bench(models, DATA, threads=1, min_seconds=0.05)
+    assert out["worker_batch_size"] == 48
+    assert sorted(out["comments_per_s"]["cpu"]) == ["batch_1", "batch_256", "batch_32", "batch_48"]
+    assert all(v > 0 for v in out["comments_per_s"]["cpu"].values())
+    assert out["model_version"] == models.model_version and out["score_cli"]["subprocess_end_to_end_per_s"] > 0
+
+
 def test_the_vocabulary_lookup_finds_exact_ranks_in_crowded_probe_runs() -> None:
     """Featurizer looks n-gram hashes up in a linear-probing table (one gather for most): a hash must get its
     exact vocabulary rank wherever its entry was displaced to, and a hash that is not in the vocabulary -1,

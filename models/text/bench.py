@@ -72,10 +72,13 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
     langs = [e.lang for e in examples]
     torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # The worker scores micro-batches of up to the configured batch size (64 by default; fewer when comments
+    # arrive slower than that fills), `reelstream score` batches of 256: both are measured.
+    sizes = sorted({1, 32, models.batch_size, 256})
     rates: dict[str, dict[str, float]] = {}
     for dev in devices:
         m = models.variant(torch.device(dev), batch_size=256)
-        rates[dev] = {f"batch_{b}": round(rate(m, texts, langs, b, min_seconds), 1) for b in (1, 32, 256)}
+        rates[dev] = {f"batch_{b}": round(rate(m, texts, langs, b, min_seconds), 1) for b in sizes}
         for net in models.members:  # the variant moved these same nets
             net.to("cpu")
 
@@ -101,6 +104,7 @@ def bench(models: CommentModels, data_dir: Path, threads: int, min_seconds: floa
         "torch_threads": threads,
         "cpu_count": os.cpu_count(),
         "comments_per_s": rates,
+        "worker_batch_size": models.batch_size,
         "score_cli": {
             "comments": len(big),
             "in_process_per_s": round(in_process, 1),
