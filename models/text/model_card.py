@@ -227,7 +227,7 @@ Baseline: per-dataset char n-gram TF-IDF + logistic regression fitted on the sam
 Measured right after training on four short comments, single process, torch threads = {speed.get('threads')}, CPU:
 {speed.get('batch_256_per_s', 0):,.0f} comments/s at batch 256, {speed.get('batch_1_per_s', 0):,.0f} comments/s at batch 1
 (featurize + forward + decision). `reelstream bench models` measures real dataset texts at batch 1/32/256
-and the `score` CLI path.
+and the worker's batch size, and the `score` CLI path.
 
 ## Limitations
 {LIMITATIONS}"""
