@@ -313,7 +313,7 @@ class CommentNet(nn.Module):
         """Category scores [batch, len(CATEGORIES)] and sentiment probabilities [batch, 3].
         `logits` may stack several members' blended logits [K, batch, n]: the outputs are then [K, batch, ...],
         and the members' routing settings come stacked as [K, 1, n] (ensemble_outputs). One call for K members
-        costs about what one call for one did (~150 small tensor operations either way), K calls K times that."""
+        costs about what one call for one did (245 small tensor operations either way), K calls K times that."""
         lay = self.layout
         logits = logits.float()
         routing = (
