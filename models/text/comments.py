@@ -34,11 +34,13 @@ def select_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _fp16(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fp16_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as the checkpoint holds it (floating tensors in fp16, on the CPU)."""
     return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state.items()}
 
 
-def _fp32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fp32_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict as the network computes with it (floating tensors in fp32)."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -47,9 +49,9 @@ def save_checkpoint(net: CommentNet, path: Path, model_version: str, members: Se
     ensemble's other deep views over `net`'s linear view, each stored as what it owns (network.member_state).
     Written beside and renamed into place: a worker polling the directory (`CommentModels.newer`) never reads
     half a file."""
-    ckpt: dict = {"model_version": model_version, "config": net.config.to_dict(), "state": _fp16(net.state_dict())}
+    ckpt: dict = {"model_version": model_version, "config": net.config.to_dict(), "state": fp16_state(net.state_dict())}
     if members:
-        ckpt["members"] = [_fp16(member_state(m)) for m in members]
+        ckpt["members"] = [fp16_state(member_state(m)) for m in members]
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
@@ -146,14 +148,14 @@ class CommentModels:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = NetConfig.from_dict(ckpt["config"])
         net = CommentNet(config)
-        state = _fp32(ckpt["state"])
+        state = fp32_state(ckpt["state"])
         state.setdefault("route_mix", net.route_mix)  # checkpoints from before routers mixed in the domain head
         state.setdefault("route_bias", net.route_bias)  # ... and before routers had a source prior
         net.load_state_dict(state)
         members = []
         for own in ckpt.get("members", []):
             member = CommentNet(config, views_of=net)
-            member.load_state_dict({**state, **_fp32(own)})
+            member.load_state_dict({**state, **fp32_state(own)})
             members.append(member)
         models = cls(
             net,

@@ -152,10 +152,10 @@ class CommentNet(nn.Module):
             self.register_buffer("vocab", torch.zeros(config.features.buckets, dtype=torch.int64))
         self.embedding = nn.EmbeddingBag(config.deep_buckets, config.dim, mode="sum", sparse=True)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        if config.static_dims and views_of is None:
-            self.static = nn.EmbeddingBag(config.static_vocab, config.static_dims, mode="mean")
-            self.static.weight.requires_grad_(False)
         if config.static_dims:
+            if views_of is None:
+                self.static = nn.EmbeddingBag(config.static_vocab, config.static_dims, mode="mean")
+                self.static.weight.requires_grad_(False)
             self.register_buffer("static_mean", torch.zeros(config.static_dims))
             self.register_buffer("static_std", torch.ones(config.static_dims))
             self.register_buffer("static_linear", torch.zeros(config.static_dims, layout.n_linear))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels
+from models.text.comments import SHIPPED_DIR, WEIGHTS_FILE, CommentModels, fp16_state, fp32_state
 from models.text.config import CATEGORIES
 from models.text.data import BINARY_SENTIMENT, Example, load_splits, selected
 from models.text.decisions import SOURCE_TAG as DECISION_SOURCE
@@ -476,9 +476,9 @@ def model_version_of(net: CommentNet, members: Collection[CommentNet] = ()) -> s
     a version."""
     h = hashlib.sha256()
     for state in (net.state_dict(), *(member_state(m) for m in members)):
-        for k, v in sorted(state.items()):
+        for k, v in sorted(fp16_state(state).items()):
             h.update(k.encode())
-            h.update(v.detach().cpu().half().numpy().tobytes() if v.is_floating_point() else v.cpu().numpy().tobytes())
+            h.update(v.numpy().tobytes())
     return f"hashngram-mt-{h.hexdigest()[:10]}"
 
 
@@ -634,7 +634,7 @@ def refit_experts(
 
 def _round_to_fp16(net: CommentNet) -> None:
     """Weights as the fp16 checkpoint will hold them."""
-    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    net.load_state_dict(fp32_state(fp16_state(net.state_dict())))
 
 
 def _static_source(dims: int) -> tuple[np.ndarray, Path, str] | None:
